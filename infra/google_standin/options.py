@@ -1,0 +1,55 @@
+"""Runtime options of the stand-in. Every UNCONFIRMED Google behaviour is a switch here, changeable via control."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class StandinOptions:
+    """Defaults follow Google where documented; UNCONFIRMED points are noted."""
+
+    # OAuth / tokens
+    access_token_lifetime: int = 3600
+    refresh_tokens_per_client_limit: int = 100  # oldest silently invalidated beyond this (documented by Google)
+    default_client_id: str = "standin-client.apps.googleusercontent.com"
+    default_client_secret: str = "standin-client-secret"
+    auto_create_accounts: bool = True  # OAuth consent for an unknown login_hint creates the account
+    # Quota
+    quota_per_minute: int = 600
+    rate_limit_status: int = 403  # 403 userRateLimitExceeded, or 429 rateLimitExceeded
+    # Listing
+    page_size_cap: int | None = None  # "short pages": cap every page below what the client asked for
+    recurrence_horizon_days: int = 366  # singleEvents without timeMax expands up to now/timeMin + this
+    max_instances_per_series: int = 2500
+    minimal_cancelled: bool = True  # cancelled items in lists carry only Google's guaranteed fields
+    sync_token_ttl_seconds: int | None = None  # UNCONFIRMED lifetime; None = never expires by age
+    # Extended properties over the 300 properties / 32 kB limit: "reject" (400) or "truncate" (UNCONFIRMED)
+    xprops_over_limit: str = "reject"
+    # Push
+    require_https: bool = False  # Google requires https; loopback http is accepted unless this is set
+    max_channel_lifetime: int = 7 * 24 * 3600  # UNCONFIRMED maximum lifetime for events.watch, seconds
+    sync_before_response: bool = True  # the first "sync" message arrives before the watch response
+    push_retry_base: float = 1.0  # seconds; first retry delay after 5xx, doubling each time (UNCONFIRMED schedule)
+    push_max_attempts: int = 5
+    push_timeout: float = 5.0
+    push_workers: int = 1
+    message_number_gap_max: int = 17  # message numbers increase by a random 2..gap_max
+    seed: int = 1234
+    reject_duplicate_channel_ids: bool = True  # 400 channelIdNotUnique (UNCONFIRMED)
+
+    def update(self, values: dict[str, Any]) -> None:
+        known = {f.name for f in fields(self)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown options: {sorted(unknown)}")
+        for key, value in values.items():
+            setattr(self, key, value)
+        if self.xprops_over_limit not in ("reject", "truncate"):
+            raise ValueError("xprops_over_limit must be 'reject' or 'truncate'")
+        if self.rate_limit_status not in (403, 429):
+            raise ValueError("rate_limit_status must be 403 or 429")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

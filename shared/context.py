@@ -1,0 +1,98 @@
+"""The dependencies every sync operation needs, created lazily by one cached factory and injectable in tests.
+
+Why: functions never build clients at import (cold start, credentials); tests pass their own Firestore client (the
+emulator, one project per test), clock and sleep, and the code under test does not branch on "am I in a test".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from shared.config import Settings, get_settings
+from shared.errors import NeedsReauth
+from shared.models import Integration, IntegrationStatus, utcnow
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client as FirestoreClient
+
+    from shared.crypto import TokenCipher
+    from shared.google_api import CalendarClient
+    from shared.store import FirestoreStore
+
+
+def new_firestore_client(settings: Settings) -> FirestoreClient:
+    """A Firestore client; it talks to the emulator by itself when FIRESTORE_EMULATOR_HOST is set."""
+    from google.cloud import firestore
+
+    return firestore.Client(project=settings.project_id, database=settings.firestore_database)
+
+
+@dataclass
+class AppContext:
+    """Settings, store, cipher and per-user Google clients, plus the clock and sleep the engine uses."""
+
+    settings: Settings
+    store: FirestoreStore
+    clock: Callable[[], dt.datetime] = utcnow
+    sleep: Callable[[float], None] = time.sleep
+    _calendar_clients: dict[tuple[str, str], CalendarClient] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def create(cls, settings: Settings, db: FirestoreClient | None = None, **overrides: object) -> AppContext:
+        from shared.store import FirestoreStore
+
+        return cls(settings=settings, store=FirestoreStore(db or new_firestore_client(settings)), **overrides)  # type: ignore[arg-type]
+
+    @functools.cached_property
+    def cipher(self) -> TokenCipher:
+        from shared.crypto import cipher_from_settings
+
+        return cipher_from_settings(self.settings.token_encryption_keys, self.settings.token_encryption_active_key_id)
+
+    def calendar_client(self, integration: Integration) -> CalendarClient:
+        """The user's Google client, cached per (user, ciphertext) so a reconnect gets fresh credentials."""
+        from shared.google_api import CalendarClient, build_credentials
+
+        if integration.status != IntegrationStatus.CONNECTED or not integration.refresh_token_ciphertext:
+            raise NeedsReauth("the user has no working Google connection", user_id=integration.user_id)
+        cache_key = (integration.user_id, integration.refresh_token_ciphertext)
+        with self._lock:
+            client = self._calendar_clients.get(cache_key)
+            if client is None:
+                refresh_token = self.cipher.decrypt(integration.refresh_token_ciphertext, owner=integration.user_id)
+                credentials = build_credentials(refresh_token, self.settings, integration.scopes)
+                client = CalendarClient(credentials, self.settings, user_id=integration.user_id, sleep=self.sleep)
+                self._calendar_clients[cache_key] = client
+            return client
+
+    def forget_calendar_client(self, user_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._calendar_clients if k[0] == user_id]:
+                del self._calendar_clients[key]
+
+
+_default: AppContext | None = None
+_default_lock = threading.Lock()
+
+
+def default_context() -> AppContext:
+    """The process-wide context for deployed functions, built on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = AppContext.create(get_settings())
+        return _default
+
+
+def set_default_context(context: AppContext | None) -> None:
+    """Replace (or clear, with None) the process-wide context: the local runner and tests use this."""
+    global _default
+    with _default_lock:
+        _default = context

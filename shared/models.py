@@ -1,0 +1,377 @@
+"""Pydantic models for everything the sync stores or exchanges.
+
+Why pydantic at every boundary: Firestore documents, Google events and HTTP bodies are validated on the way in, so the
+engine only ever sees well-formed data, and bad input fails with a precise message instead of a KeyError deep inside.
+
+Firestore shape (see DESIGN.md):
+- `integrations/{userId}`                      -> Integration
+- `integrations/{userId}/calendars/{calKey}`   -> SyncedCalendar   (calKey = calendar_key(calendar_id))
+- `channels/{channelId}`                       -> ChannelRoute     (webhook routing: one read per notification)
+- `events/{eventId}`                           -> CrmEvent
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Collection names: one place, so the store, the Terraform indexes and the policy tests agree.
+INTEGRATIONS = "integrations"
+CALENDARS = "calendars"  # subcollection of integrations/{userId}
+CHANNELS = "channels"
+EVENTS = "events"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def calendar_key(calendar_id: str) -> str:
+    """A Firestore-safe, stable document id for a Google calendar id (which may contain '/', '#', '@')."""
+    return hashlib.sha256(calendar_id.encode()).hexdigest()[:32]
+
+
+def crm_event_id_for_google(calendar_id: str, google_event_id: str) -> str:
+    """The CRM document id of an event first seen in Google: derived, so re-imports never duplicate (invariant 1)."""
+    digest = hashlib.sha256(f"{calendar_id}\n{google_event_id}".encode()).hexdigest()[:40]
+    return f"g{digest}"
+
+
+def google_event_id_for_crm(crm_event_id: str) -> str:
+    """The client-supplied Google id of an event created from the CRM: base32hex (a-v, 0-9), 32 chars, derived."""
+    digest = hashlib.sha256(f"crm-event\n{crm_event_id}".encode()).digest()[:20]
+    return base64.b32hexencode(digest).decode().lower().rstrip("=")
+
+
+class Strict(BaseModel):
+    """Base for boundary models: unknown fields are errors, not silently kept."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Stored(BaseModel):
+    """Base for Firestore documents: tolerate fields added by later versions (forward compatible)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Integration and calendars
+
+
+class IntegrationStatus(StrEnum):
+    CONNECTED = "connected"
+    NEEDS_REAUTH = "needs_reauth"
+    DISCONNECTED = "disconnected"
+
+
+class Integration(Stored):
+    """`integrations/{userId}`: one Google connection per CRM user. The refresh token is only ever stored encrypted."""
+
+    user_id: str
+    status: IntegrationStatus = IntegrationStatus.DISCONNECTED
+    account_email: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    refresh_token_ciphertext: str | None = Field(default=None, repr=False)
+    key_id: str | None = None
+    target_calendar_id: str = "primary"
+    send_updates: Literal["all", "externalOnly", "none"] | None = None
+    reauth_reason: str | None = None
+    connected_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+
+class ChannelInfo(Stored):
+    """A push channel as stored on its calendar (the seed's channel_id / resource_id / webhook_expiration)."""
+
+    id: str
+    resource_id: str
+    token_digest: str = Field(repr=False)
+    expiration: dt.datetime
+    address: str = ""
+    created_at: dt.datetime | None = None
+
+
+class ImportProgress(Stored):
+    state: Literal["idle", "running", "done", "failed"] = "idle"
+    pages: int = 0
+    events_seen: int = 0
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class SyncedCalendar(Stored):
+    """`integrations/{userId}/calendars/{calKey}`: sync state of one Google calendar for one user."""
+
+    user_id: str
+    calendar_id: str
+    enabled: bool = False
+    is_target: bool = False
+    sync_token: str | None = Field(default=None, repr=False)
+    channel: ChannelInfo | None = None
+    # Indexed "due" times so the cron queries only what is due (cost grows with due work, not with users).
+    renew_due_at: dt.datetime | None = None
+    pull_due_at: dt.datetime | None = None
+    last_notification_at: dt.datetime | None = None
+    last_sync_at: dt.datetime | None = None
+    last_error: str | None = None
+    last_error_at: dt.datetime | None = None
+    import_progress: ImportProgress = Field(default_factory=ImportProgress)
+    counters: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return calendar_key(self.calendar_id)
+
+
+class ChannelState(StrEnum):
+    ACTIVE = "active"
+    STOPPED = "stopped"
+
+
+class ChannelRoute(Stored):
+    """`channels/{channelId}`: how the webhook finds a calendar from X-Goog-Channel-ID with one document read."""
+
+    channel_id: str
+    user_id: str
+    calendar_id: str
+    calendar_key: str
+    resource_id: str
+    token_digest: str = Field(repr=False)
+    expiration: dt.datetime
+    state: ChannelState = ChannelState.ACTIVE
+    created_at: dt.datetime | None = None
+    stopped_at: dt.datetime | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CRM events
+
+
+class EventTime(Stored):
+    """Either an all-day `date` (YYYY-MM-DD) or a `date_time` (RFC 3339) with an optional IANA `time_zone`."""
+
+    date: str | None = None
+    date_time: str | None = None
+    time_zone: str | None = None
+
+    @field_validator("date")
+    @classmethod
+    def _check_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            dt.date.fromisoformat(value)
+            if len(value) != 10:
+                raise ValueError("date must be YYYY-MM-DD")
+        return value
+
+    @field_validator("date_time")
+    @classmethod
+    def _check_date_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if parsed.tzinfo is None:
+                raise ValueError("date_time needs a UTC offset (RFC 3339)")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EventTime:
+        if (self.date is None) == (self.date_time is None):
+            raise ValueError("exactly one of date or date_time is required")
+        return self
+
+    @property
+    def is_all_day(self) -> bool:
+        return self.date is not None
+
+    def instant(self) -> dt.datetime:
+        """A comparable UTC instant (all-day dates at midnight UTC)."""
+        if self.date is not None:
+            return dt.datetime.fromisoformat(self.date).replace(tzinfo=dt.UTC)
+        assert self.date_time is not None  # guaranteed by the validator
+        return dt.datetime.fromisoformat(self.date_time.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+ResponseStatus = Literal["needsAction", "declined", "tentative", "accepted"]
+
+
+class Attendee(Stored):
+    email: str
+    display_name: str | None = None
+    response_status: ResponseStatus = "needsAction"
+    optional: bool = False
+    organizer: bool = False
+    is_self: bool = False
+    resource: bool = False
+    comment: str | None = None
+    additional_guests: int = 0
+
+
+class Person(Stored):
+    email: str | None = None
+    display_name: str | None = None
+    is_self: bool = False
+
+
+class ReminderOverride(Stored):
+    method: Literal["email", "popup"]
+    minutes: int = Field(ge=0, le=40_320)
+
+
+class Reminders(Stored):
+    use_default: bool = True
+    overrides: list[ReminderOverride] = Field(default_factory=list, max_length=5)
+
+
+class Attachment(Stored):
+    file_url: str
+    title: str | None = None
+    mime_type: str | None = None
+    icon_link: str | None = None
+    file_id: str | None = None
+
+
+class SeriesLink(Stored):
+    """Set on an instance exception: which series it belongs to and which occurrence it replaces."""
+
+    recurring_event_id: str  # Google id of the series master
+    series_crm_id: str | None = None
+    original_start: EventTime
+
+
+class CrmMeta(Stored):
+    """CRM-owned metadata: travels to Google in extendedProperties.private, never overwritten from Google."""
+
+    crm_event_id: str | None = None
+    deal_id: str | None = None
+    company_id: str | None = None
+    quote_id: str | None = None
+    kind: str | None = None
+
+
+class GoogleLink(Stored):
+    """Where this CRM event lives in Google, as of the last sync."""
+
+    calendar_id: str
+    event_id: str
+    etag: str | None = None
+    updated: dt.datetime | None = None
+    ical_uid: str | None = None
+    html_link: str | None = None
+
+
+class SyncState(StrEnum):
+    PENDING = "pending"
+    SYNCED = "synced"
+    ERROR = "error"
+    CONFLICT = "conflict"
+
+
+class ConflictDecision(Stored):
+    """A recorded last-write-wins decision (invariant 4)."""
+
+    at: dt.datetime
+    winner: Literal["crm", "google"]
+    reason: str
+    crm_updated_at: dt.datetime | None = None
+    google_updated: dt.datetime | None = None
+
+
+class SyncInfo(Stored):
+    state: SyncState = SyncState.PENDING
+    origin: Literal["crm", "google"] = "crm"
+    content_hash: str | None = None  # hash of the synced content at the last successful sync (echo suppression)
+    last_error: str | None = None
+    last_error_at: dt.datetime | None = None
+    attempts: int = 0
+    next_attempt_at: dt.datetime | None = None
+    pushed_at: dt.datetime | None = None
+    pulled_at: dt.datetime | None = None
+    decisions: list[ConflictDecision] = Field(default_factory=list)
+
+
+class CrmEvent(Stored):
+    """`events/{eventId}`: a CRM meeting. Content fields sync; `meta` is CRM-owned; `google`/`sync` are ours."""
+
+    id: str = ""
+    owner_id: str
+    title: str = ""
+    description: str | None = None
+    location: str | None = None
+    start: EventTime
+    end: EventTime
+    status: Literal["confirmed", "tentative", "cancelled"] = "confirmed"
+    attendees: list[Attendee] = Field(default_factory=list)
+    organizer: Person | None = None
+    reminders: Reminders = Field(default_factory=Reminders)
+    recurrence: list[str] = Field(default_factory=list)
+    series: SeriesLink | None = None
+    attachments: list[Attachment] = Field(default_factory=list, max_length=25)
+    conference_link: str | None = None
+    visibility: Literal["default", "public", "private", "confidential"] = "default"
+    transparency: Literal["opaque", "transparent"] = "opaque"
+    html_link: str | None = None
+    meta: CrmMeta = Field(default_factory=CrmMeta)
+    google: GoogleLink | None = None
+    sync: SyncInfo = Field(default_factory=SyncInfo)
+    deleted: bool = False
+    deleted_at: dt.datetime | None = None
+    purge_at: dt.datetime | None = None  # TTL field: tombstones are purged by Firestore TTL after this time
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None  # the CRM edit time (last-write-wins clock for the CRM side)
+
+    @model_validator(mode="after")
+    def _end_not_before_start(self) -> CrmEvent:
+        if self.start.is_all_day != self.end.is_all_day:
+            raise ValueError("start and end must both be all-day dates or both date-times")
+        if self.end.instant() < self.start.instant():
+            raise ValueError("end must not be before start")
+        return self
+
+
+# Fields of CrmEvent that are synced content (hashed for echo suppression and change detection).
+CONTENT_FIELDS: tuple[str, ...] = (
+    "title",
+    "description",
+    "location",
+    "start",
+    "end",
+    "status",
+    "attendees",
+    "reminders",
+    "recurrence",
+    "series",
+    "attachments",
+    "conference_link",
+    "visibility",
+    "transparency",
+    "deleted",
+)
+
+
+def dump_for_firestore(model: BaseModel) -> dict[str, Any]:
+    """A model as a Firestore-ready dict (datetimes stay datetimes; None kept so fields can be cleared)."""
+    return model.model_dump(mode="python", by_alias=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Webhook boundary
+
+
+class NotificationHeaders(Strict):
+    """The headers Google sends with a push notification (facts sheet §1)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    channel_id: str = Field(alias="X-Goog-Channel-ID", min_length=1, max_length=64)
+    message_number: int = Field(alias="X-Goog-Message-Number", ge=1)
+    resource_id: str = Field(alias="X-Goog-Resource-ID", min_length=1, max_length=512)
+    resource_state: Literal["sync", "exists", "not_exists"] = Field(alias="X-Goog-Resource-State")
+    resource_uri: str = Field(alias="X-Goog-Resource-URI", min_length=1, max_length=2048)
+    channel_expiration: str | None = Field(default=None, alias="X-Goog-Channel-Expiration", max_length=64)
+    channel_token: str | None = Field(default=None, alias="X-Goog-Channel-Token", max_length=256)

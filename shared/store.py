@@ -1,0 +1,267 @@
+"""Firestore access for the sync: typed reads and writes of integrations, calendars, channel routes and CRM events.
+
+Why one class: every Firestore operation of the engine goes through here, so benchmarks can count reads, writes and
+commits (`ops`), and batching (≤ 500 writes per commit) lives in one place. No transactions over hot documents:
+concurrency is handled by create-if-absent leases and update-time preconditions on single event documents.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import StoreUnavailable
+from shared.models import (
+    CALENDARS,
+    CHANNELS,
+    EVENTS,
+    INTEGRATIONS,
+    ChannelRoute,
+    CrmEvent,
+    Integration,
+    SyncedCalendar,
+    calendar_key,
+    dump_for_firestore,
+)
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Client as FirestoreClient
+    from google.cloud.firestore import DocumentReference, DocumentSnapshot
+
+MAX_BATCH_WRITES = 500
+
+
+def _transient(exc: Exception) -> StoreUnavailable:
+    return StoreUnavailable(f"Firestore is unavailable: {type(exc).__name__}")
+
+
+class BatchWriter:
+    """Collects writes and commits them in batches of at most 500 (Firestore's limit per commit)."""
+
+    def __init__(self, store: FirestoreStore) -> None:
+        self._store = store
+        self._batch: Any = None
+        self._pending = 0
+
+    def _ensure(self) -> Any:
+        if self._batch is None:
+            self._batch = self._store.db.batch()
+        return self._batch
+
+    def set(self, ref: DocumentReference, data: dict[str, Any], *, merge: bool = False) -> None:
+        self._ensure().set(ref, data, merge=merge)
+        self._after_write()
+
+    def update(self, ref: DocumentReference, data: dict[str, Any]) -> None:
+        self._ensure().update(ref, data)
+        self._after_write()
+
+    def delete(self, ref: DocumentReference) -> None:
+        self._ensure().delete(ref)
+        self._after_write()
+
+    def _after_write(self) -> None:
+        self._pending += 1
+        if self._pending >= MAX_BATCH_WRITES:
+            self.commit()
+
+    def commit(self) -> None:
+        if self._batch is None or self._pending == 0:
+            return
+        try:
+            self._batch.commit()
+        except Exception as exc:
+            raise _transient(exc) from exc
+        self._store.ops["commits"] += 1
+        self._store.ops["writes"] += self._pending
+        self._batch = None
+        self._pending = 0
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.commit()
+
+
+class FirestoreStore:
+    """Typed Firestore reads and writes; `ops` counts reads, writes, commits and queries."""
+
+    def __init__(self, db: FirestoreClient) -> None:
+        self.db = db
+        self.ops: collections.Counter[str] = collections.Counter()
+
+    # --- references ---------------------------------------------------------------------------------------------------
+    def integration_ref(self, user_id: str) -> DocumentReference:
+        return self.db.collection(INTEGRATIONS).document(user_id)
+
+    def calendar_ref(self, user_id: str, cal_key: str) -> DocumentReference:
+        return self.integration_ref(user_id).collection(CALENDARS).document(cal_key)
+
+    def channel_ref(self, channel_id: str) -> DocumentReference:
+        return self.db.collection(CHANNELS).document(channel_id)
+
+    def event_ref(self, event_id: str) -> DocumentReference:
+        return self.db.collection(EVENTS).document(event_id)
+
+    def batch(self) -> BatchWriter:
+        return BatchWriter(self)
+
+    # --- low level ----------------------------------------------------------------------------------------------------
+    def _get(self, ref: DocumentReference) -> DocumentSnapshot:
+        try:
+            snapshot = ref.get()
+        except Exception as exc:
+            raise _transient(exc) from exc
+        self.ops["reads"] += 1
+        return snapshot
+
+    def _write(self, ref: DocumentReference, data: dict[str, Any], *, merge: bool = False, **options: Any) -> None:
+        try:
+            ref.set(data, merge=merge, **options)
+        except Exception as exc:
+            raise _transient(exc) from exc
+        self.ops["writes"] += 1
+        self.ops["commits"] += 1
+
+    def _update(self, ref: DocumentReference, data: dict[str, Any], **options: Any) -> None:
+        """Partial update with dotted field paths; raises NotFound (google.api_core) if the document is missing."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            ref.update(data, **options)
+        except (gexc.NotFound, gexc.FailedPrecondition):
+            raise
+        except Exception as exc:
+            raise _transient(exc) from exc
+        self.ops["writes"] += 1
+        self.ops["commits"] += 1
+
+    def create_if_absent(self, ref: DocumentReference, data: dict[str, Any]) -> bool:
+        """Create a document only if it does not exist; False when it already did (leases, idempotency keys)."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            ref.create(data)
+        except gexc.AlreadyExists:
+            self.ops["commits"] += 1
+            return False
+        except Exception as exc:
+            raise _transient(exc) from exc
+        self.ops["writes"] += 1
+        self.ops["commits"] += 1
+        return True
+
+    def query(self, query: Any) -> Iterator[DocumentSnapshot]:
+        """Stream a query, counting the query and every document read."""
+        self.ops["queries"] += 1
+        try:
+            for snapshot in query.stream():
+                self.ops["reads"] += 1
+                yield snapshot
+        except Exception as exc:
+            raise _transient(exc) from exc
+
+    # --- integrations -------------------------------------------------------------------------------------------------
+    def get_integration(self, user_id: str) -> Integration | None:
+        snapshot = self._get(self.integration_ref(user_id))
+        return Integration.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    def save_integration(self, integration: Integration) -> None:
+        self._write(self.integration_ref(integration.user_id), dump_for_firestore(integration), merge=True)
+
+    def update_integration(self, user_id: str, fields: dict[str, Any]) -> None:
+        self._update(self.integration_ref(user_id), fields)
+
+    # --- calendars ----------------------------------------------------------------------------------------------------
+    def get_calendar(self, user_id: str, cal_key: str) -> SyncedCalendar | None:
+        snapshot = self._get(self.calendar_ref(user_id, cal_key))
+        return SyncedCalendar.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    def save_calendar(self, calendar: SyncedCalendar) -> None:
+        ref = self.calendar_ref(calendar.user_id, calendar_key(calendar.calendar_id))
+        self._write(ref, dump_for_firestore(calendar), merge=True)
+
+    def update_calendar(self, user_id: str, cal_key: str, fields: dict[str, Any]) -> None:
+        self._update(self.calendar_ref(user_id, cal_key), fields)
+
+    def list_calendars(self, user_id: str) -> list[SyncedCalendar]:
+        query = self.integration_ref(user_id).collection(CALENDARS)
+        return [SyncedCalendar.model_validate(s.to_dict()) for s in self.query(query)]
+
+    # --- channel routes -----------------------------------------------------------------------------------------------
+    def get_channel_route(self, channel_id: str) -> ChannelRoute | None:
+        snapshot = self._get(self.channel_ref(channel_id))
+        return ChannelRoute.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    def save_channel_route(self, route: ChannelRoute) -> None:
+        self._write(self.channel_ref(route.channel_id), dump_for_firestore(route))
+
+    def update_channel_route(self, channel_id: str, fields: dict[str, Any]) -> None:
+        self._update(self.channel_ref(channel_id), fields)
+
+    # --- CRM events ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _event_from(snapshot: DocumentSnapshot) -> CrmEvent:
+        data = snapshot.to_dict() or {}
+        data["id"] = snapshot.id
+        return CrmEvent.model_validate(data)
+
+    def get_event(self, event_id: str) -> CrmEvent | None:
+        snapshot = self._get(self.event_ref(event_id))
+        return self._event_from(snapshot) if snapshot.exists else None
+
+    def get_event_snapshot(self, event_id: str) -> tuple[CrmEvent | None, dt.datetime | None]:
+        """The event and its update time, for writes that must not clobber a concurrent edit."""
+        snapshot = self._get(self.event_ref(event_id))
+        if not snapshot.exists:
+            return None, None
+        return self._event_from(snapshot), snapshot.update_time
+
+    def get_events(self, event_ids: Iterable[str]) -> dict[str, CrmEvent]:
+        """Many events in one RPC (missing ids are absent from the result)."""
+        refs = [self.event_ref(event_id) for event_id in dict.fromkeys(event_ids)]
+        if not refs:
+            return {}
+        found: dict[str, CrmEvent] = {}
+        try:
+            for snapshot in self.db.get_all(refs):
+                self.ops["reads"] += 1
+                if snapshot.exists:
+                    found[snapshot.id] = self._event_from(snapshot)
+        except Exception as exc:
+            raise _transient(exc) from exc
+        return found
+
+    def save_event(self, event: CrmEvent) -> None:
+        data = dump_for_firestore(event)
+        data.pop("id", None)
+        self._write(self.event_ref(event.id), data)
+
+    def update_event(
+        self, event_id: str, fields: dict[str, Any], *, last_update_time: dt.datetime | None = None
+    ) -> None:
+        """Update some fields; with `last_update_time` the write fails (FailedPrecondition) if someone wrote since."""
+        options: dict[str, Any] = {}
+        if last_update_time is not None:
+            options["option"] = self.db.write_option(last_update_time=last_update_time)
+        self._update(self.event_ref(event_id), fields, **options)
+
+    def events_linked_to_calendar(self, owner_id: str, calendar_id: str) -> Iterator[CrmEvent]:
+        """Every CRM event of this owner linked to this Google calendar (composite index in shared/indexes.py)."""
+        query = (
+            self.db.collection(EVENTS)
+            .where(filter=_field_filter("owner_id", "==", owner_id))
+            .where(filter=_field_filter("google.calendar_id", "==", calendar_id))
+        )
+        for snapshot in self.query(query):
+            yield self._event_from(snapshot)
+
+
+def _field_filter(path: str, op: str, value: Any) -> Any:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    return FieldFilter(path, op, value)
