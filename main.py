@@ -1,0 +1,82 @@
+"""Cloud Functions entry points. Thin on purpose: each one imports only its own adapter, on first call.
+
+Entry point -> adapter:
+- webhook          (HTTP, public)     Google push notifications             functions/webhook.py
+- oauth_start      (HTTP)             begin connecting a Google account      functions/oauth.py
+- oauth_callback   (HTTP)             finish connecting                      functions/oauth.py
+- oauth_disconnect (HTTP)             revoke and disconnect                  functions/oauth.py
+- sync_enable      (HTTP)             enable sync for calendars              functions/settings.py
+- sync_disable     (HTTP)             disable sync                           functions/settings.py
+- sync_status      (HTTP)             status for a settings page             functions/settings.py
+- renew            (HTTP, private)    Cloud Scheduler cron                   functions/renew.py
+- push_event       (CloudEvent)       Firestore events/{eventId} written     functions/push.py
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import functions_framework
+
+
+@functions_framework.http
+def webhook(request: Any) -> Any:
+    from functions.webhook import handle_notification
+
+    return handle_notification(request)
+
+
+@functions_framework.http
+def oauth_start(request: Any) -> Any:
+    from functions.oauth import handle_start
+
+    return handle_start(request)
+
+
+@functions_framework.http
+def oauth_callback(request: Any) -> Any:
+    from functions.oauth import handle_callback
+
+    return handle_callback(request)
+
+
+@functions_framework.http
+def oauth_disconnect(request: Any) -> Any:
+    from functions.oauth import handle_disconnect
+
+    return handle_disconnect(request)
+
+
+@functions_framework.http
+def sync_enable(request: Any) -> Any:
+    from functions.settings import handle_enable
+
+    return handle_enable(request)
+
+
+@functions_framework.http
+def sync_disable(request: Any) -> Any:
+    from functions.settings import handle_disable
+
+    return handle_disable(request)
+
+
+@functions_framework.http
+def sync_status(request: Any) -> Any:
+    from functions.settings import handle_status
+
+    return handle_status(request)
+
+
+@functions_framework.http
+def renew(request: Any) -> Any:
+    from functions.renew import handle_renew
+
+    return handle_renew(request)
+
+
+@functions_framework.cloud_event
+def push_event(cloud_event: Any) -> None:
+    from functions.push import handle_event_written
+
+    handle_event_written(cloud_event)
