@@ -39,6 +39,10 @@ ENV_VARS: dict[str, str] = {
     "GOOGLE_RETRY_BASE_SECONDS": "google_retry_base_seconds",
     "RENEWAL_DEADLINE_SECONDS": "renewal_deadline_seconds",
     "RENEWAL_CONCURRENCY": "renewal_concurrency",
+    "OAUTH_RETURN_URL": "oauth_return_url",
+    "SCHEDULER_OIDC_AUDIENCE": "scheduler_oidc_audience",
+    "SCHEDULER_OIDC_CERTS_URL": "scheduler_oidc_certs_url",
+    "SCHEDULER_INVOKER_EMAIL": "scheduler_invoker_email",
 }
 # The env vars that carry secrets (Secret Manager secret env vars in production).
 SECRET_ENV_VARS = frozenset({"OAUTH_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEYS"})
@@ -78,6 +82,12 @@ class Settings(BaseModel):
     google_retry_base_seconds: float = Field(default=0.5, ge=0)
     renewal_deadline_seconds: float = Field(default=240.0, gt=0)
     renewal_concurrency: int = Field(default=8, ge=1, le=64)
+    # Where the OAuth callback sends the browser afterwards (the CRM settings page); empty = a JSON answer.
+    oauth_return_url: str = ""
+    # Defence in depth for the private renew function: verify Cloud Scheduler's OIDC token when an audience is set.
+    scheduler_oidc_audience: str = ""
+    scheduler_oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    scheduler_invoker_email: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
