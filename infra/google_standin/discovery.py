@@ -195,12 +195,11 @@ class Discovery:
             elif "enum" in spec and value not in spec["enum"]:
                 raise invalid(f"Invalid value for {where}: {value}")
         elif kind == "integer":
-            if isinstance(value, bool) or not isinstance(value, int):
-                if not (isinstance(value, str) and re.fullmatch(r"-?\d+", value)):
-                    raise self._type_error(where, "integer", value)
-        elif kind == "boolean":
-            if not isinstance(value, bool):
-                raise self._type_error(where, "boolean", value)
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if not is_int and not (isinstance(value, str) and re.fullmatch(r"-?\d+", value)):
+                raise self._type_error(where, "integer", value)
+        elif kind == "boolean" and not isinstance(value, bool):
+            raise self._type_error(where, "boolean", value)
 
     @staticmethod
     def _type_error(where: str, expected: str, value: Any) -> ApiError:

@@ -1,0 +1,54 @@
+"""Google Calendar API v3 stand-in: a real HTTP server for the unmodified google-api-python-client.
+
+Start it
+    python -m infra.google_standin --port 8089 [--option push_retry_base=0.01 ...]   (logs its URL as JSON)
+    from infra.google_standin.server import start_standin; handle = start_standin("127.0.0.1", 0, **options)
+    handle.api_endpoint  -> http://127.0.0.1:PORT/calendar/v3/   (client_options={"api_endpoint": ...};
+                            build() replaces rootUrl+servicePath with it)
+    handle.token_uri /token, handle.auth_uri /o/oauth2/v2/auth, handle.revoke_uri /revoke,
+    handle.certs_url /robot/v1/metadata/x509/securetoken@system.gserviceaccount.com, handle.stop()
+Pytest: tests/fixtures/google.py (fixtures `google_standin_server`, `google`).
+
+Modules: server (HTTP routing, Standin state, start_standin), discovery (checks against calendar.v3.json),
+store (accounts/calendars/events/change log, sync tokens), api (method handlers, lists, paging, watch),
+recurrence (RRULE expander), push (channels, delivery workers), oauth (OAuth + ID tokens), limits (quota, faults,
+latency, counters), control_api (/_control HTTP), control (ControlClient), options (StandinOptions), fields.
+
+Control API (JSON in/out; ControlClient method in brackets)
+    POST   /_control/reset                                   [reset()] everything, options back to start values
+    GET/POST /_control/options                               [options(), set_options(**kw)] StandinOptions fields
+    POST   /_control/accounts {email,timeZone?,summary?}     [create_account] primary calendar id = email
+    POST   /_control/calendars {email,summary,timeZone?,id?} [create_calendar] secondary calendar
+    POST   /_control/current_user {email}                    [set_current_user] who consents at /o/oauth2/v2/auth
+    POST   /_control/clients {client_id,client_secret,redirect_uris?}          [register_client]
+    POST   /_control/refresh_tokens {email,client_id?,scopes?} [issue_refresh_token] no browser flow
+    POST   /_control/access_tokens {email,client_id?,scopes?}  [issue_access_token]
+    POST   /_control/revoke {token}                          [revoke_token]
+    POST   /_control/expire_access_tokens                    [expire_access_tokens]
+    POST   /_control/id_tokens {uid,audience,issuer?,expires_in?,email?,issued_at?,wrong_key?,claims?} [mint_id_token]
+    POST   /_control/calendars/{cal}/events {event...}       [create_event, create_recurring_event]
+    PATCH  /_control/calendars/{cal}/events/{id} {patch}     [edit_event, modify_instance]
+    DELETE /_control/calendars/{cal}/events/{id}             [delete_event, cancel_instance]
+    POST   /_control/calendars/{cal}/events/{id}/move {destination}             [move_event]
+    POST   /_control/calendars/{cal}/events/{id}/reply {email,responseStatus}   [reply]
+    GET    /_control/calendars/{cal}/events                  [raw_events] raw store incl. deleted, with _seq
+    POST   /_control/calendars/{cal}/invalidate_sync_tokens  [invalidate_sync_tokens] -> next use 410
+    GET    /_control/emails?calendar_id=&event_id=           [emails] invitation mails counted from sendUpdates
+    POST   /_control/faults {method,status,reason,message?,count?|rate?,seed?,retry_after?}  [inject_fault]
+    DELETE /_control/faults                                  [clear_faults]
+    POST   /_control/latency {method,seconds}                [set_latency]  (method id or "*")
+    GET/DELETE /_control/counters                            [counters(), reset_counters()]
+    GET    /_control/channels; POST /_control/channels/{id}/expire   [channels(), expire_channel]
+    POST   /_control/push {drop_next,drop_rate,duplicate_next,hold,paused}
+           [configure_push, drop_notifications, duplicate_notifications, hold_notifications, pause/resume_delivery]
+    POST   /_control/push/release {order: reverse|shuffle|fifo} [release_notifications]
+    POST   /_control/push/flush {timeout}                    [flush] waits until the delivery queue is idle
+    GET/DELETE /_control/notifications                       [notifications(), clear_notifications()]
+    GET    /_control/clock; POST /_control/clock/advance {seconds}   [clock(), advance_clock(seconds)]
+
+Options (StandinOptions; UNCONFIRMED Google behaviour is switchable): see options.py. Notable: page_size_cap
+(short pages), quota_per_minute=600, rate_limit_status=403|429, access_token_lifetime=3600, require_https=False,
+max_channel_lifetime=7d, sync_before_response=True, push_retry_base=1.0 s (doubling), push_max_attempts=5,
+xprops_over_limit=reject|truncate, minimal_cancelled=True, recurrence_horizon_days=366, max_instances_per_series=2500,
+sync_token_ttl_seconds=None, reject_duplicate_channel_ids=True.
+"""
