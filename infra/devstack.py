@@ -1,0 +1,191 @@
+"""`make run`: the whole system on one machine — Firestore emulator, Google stand-in, every function, the Firestore
+trigger and the scheduler — with a short walkthrough printed at start. Ctrl-C stops all of it.
+
+Every function is served from one process, each under its own path (`/<entry_point>`), by the real
+functions-framework apps built from main.py; the Firestore trigger and Cloud Scheduler are played with the same
+payloads production sends (CloudEvents over HTTP, an authenticated POST to the renew function).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from shared.logs import configure_logging, log_event
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = ROOT / "main.py"
+logger = logging.getLogger("infra.devstack")
+DEMO_EMAIL = "demo@example.com"
+DEMO_USER = "demo-user"
+
+
+def entry_points() -> dict[str, str]:
+    """{entry point: 'http' | 'cloudevent'} read from main.py's decorators."""
+    found: dict[str, str] = {}
+    for node in ast.parse(MAIN.read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            for decorator in node.decorator_list:
+                name = ast.unparse(decorator)
+                if name.endswith(".http"):
+                    found[node.name] = "http"
+                elif name.endswith(".cloud_event"):
+                    found[node.name] = "cloudevent"
+    return found
+
+
+class PathDispatcher:
+    """WSGI app routing `/<entry_point>[/...]` to that function's own functions-framework app."""
+
+    def __init__(self, apps: dict[str, Any]) -> None:
+        self.apps = apps
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "/")
+        name, _, rest = path.lstrip("/").partition("/")
+        app = self.apps.get(name)
+        if app is None:
+            body = json.dumps({"error": {"code": "not_found", "functions": sorted(self.apps)}}).encode()
+            start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        environ = dict(environ, SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + "/" + name, PATH_INFO="/" + rest)
+        return app(environ, start_response)
+
+
+def build_function_apps() -> dict[str, Any]:
+    import functions_framework
+
+    return {
+        name: functions_framework.create_app(target=name, source=str(MAIN), signature_type=kind)
+        for name, kind in entry_points().items()
+    }
+
+
+def configure_environment(*, project: str, standin: Any, functions_url: str) -> None:
+    """The env vars production sets through Terraform, pointed at the local stand-ins."""
+    from shared.crypto import generate_key
+
+    run_dir = ROOT / ".run"
+    run_dir.mkdir(exist_ok=True)
+    key_file = run_dir / "token-keys.json"
+    if not key_file.exists():
+        key_file.write_text(json.dumps({"local1": generate_key()}))
+        key_file.chmod(0o600)
+    os.environ.update(
+        {
+            "GOOGLE_CLOUD_PROJECT": project,
+            "GOOGLE_API_ENDPOINT": standin.api_endpoint,
+            "GOOGLE_OAUTH_AUTH_URI": standin.auth_uri,
+            "GOOGLE_OAUTH_TOKEN_URI": standin.token_uri,
+            "GOOGLE_OAUTH_REVOKE_URI": standin.revoke_uri,
+            "OAUTH_CLIENT_ID": standin.client_id,
+            "OAUTH_CLIENT_SECRET": standin.client_secret,
+            "OAUTH_REDIRECT_URI": f"{functions_url}/oauth_callback",
+            "TOKEN_ENCRYPTION_KEYS": key_file.read_text(),
+            "TOKEN_ENCRYPTION_ACTIVE_KEY_ID": "local1",
+            "WEBHOOK_URL": f"{functions_url}/webhook",
+            "ID_TOKEN_ISSUER": f"https://securetoken.google.com/{project}",
+            "ID_TOKEN_AUDIENCE": project,
+            "ID_TOKEN_CERTS_URL": standin.certs_url,
+        }
+    )
+    from shared.config import reset_settings
+
+    reset_settings()
+
+
+def walkthrough(project: str, functions_url: str, standin: Any, id_token: str) -> str:
+    control = standin.base_url + "/_control"
+    auth = f"-H 'Authorization: Bearer {id_token}'"
+    return f"""
+Local stack is up (Ctrl-C stops everything).
+  Firestore emulator   FIRESTORE_EMULATOR_HOST={os.environ.get("FIRESTORE_EMULATOR_HOST")}  project={project}
+  Google stand-in      {standin.base_url}   (control API under {control})
+  Functions            {functions_url}/<entry point>: {", ".join(sorted(entry_points()))}
+
+Walkthrough (the demo user '{DEMO_USER}' has an ID token below; the Google account is {DEMO_EMAIL}):
+  1. Connect Google:  curl -s {auth} -H 'Accept: application/json' {functions_url}/oauth_start
+     then open the returned authorization_url (the stand-in consents as {DEMO_EMAIL} and redirects to the callback).
+  2. Enable sync:     curl -s {auth} -H 'Content-Type: application/json' -d '{{}}' {functions_url}/sync_enable
+  3. Edit in Google:  curl -s -X POST -H 'Content-Type: application/json' \\
+        -d '{{"summary":"Call with ACME","start":{{"dateTime":"2027-01-05T10:00:00Z"}},'\\
+'"end":{{"dateTime":"2027-01-05T11:00:00Z"}}}}' \\
+        {control}/calendars/{DEMO_EMAIL}/events
+     -> the stand-in POSTs a notification to the webhook; the event appears in Firestore `events`.
+  4. Status:          curl -s {auth} {functions_url}/sync_status
+  5. Edit in the CRM: write to Firestore `events/<id>` (e.g. python -m infra.ops ...); the local trigger pushes it.
+ID token for {DEMO_USER} (1 h): {id_token}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")), help="functions port")
+    parser.add_argument("--standin-port", type=int, default=8089)
+    parser.add_argument("--project", default="crm-gcal-sync-local")
+    args = parser.parse_args(argv)
+    configure_logging()
+
+    from werkzeug.serving import make_server
+
+    from infra.firestore_emulator import existing_or_new
+    from infra.google_standin.server import start_standin
+
+    stopping = threading.Event()
+    cleanups: list[Any] = []
+    try:
+        (ROOT / ".run").mkdir(exist_ok=True)
+        emulator = existing_or_new(log_path=str(ROOT / ".run" / "firestore-emulator.log"))
+        cleanups.append(emulator.stop)
+        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+        standin = start_standin("127.0.0.1", args.standin_port, push_retry_base=0.5)
+        cleanups.append(standin.stop)
+        functions_url = f"http://127.0.0.1:{args.port}"
+        configure_environment(project=args.project, standin=standin, functions_url=functions_url)
+        standin.control.create_account(DEMO_EMAIL)
+        standin.control.set_current_user(DEMO_EMAIL)
+        standin.control.register_client(standin.client_id, standin.client_secret, [f"{functions_url}/oauth_callback"])
+
+        server = make_server("127.0.0.1", args.port, PathDispatcher(build_function_apps()), threaded=True)
+        threading.Thread(target=server.serve_forever, name="functions", daemon=True).start()
+        cleanups.append(server.shutdown)
+
+        from infra.local_trigger import start_local_trigger
+
+        trigger = start_local_trigger(args.project, f"{functions_url}/push_event")
+        cleanups.append(trigger.stop)
+
+        from infra.local_scheduler import start_local_scheduler
+
+        scheduler = start_local_scheduler(f"{functions_url}/renew")
+        cleanups.append(scheduler.stop)
+
+        id_token = standin.control.mint_id_token(
+            DEMO_USER, args.project, issuer=f"https://securetoken.google.com/{args.project}", email=DEMO_EMAIL
+        )
+        log_event(logger, "local stack started", functions_url=functions_url, standin_url=standin.base_url)
+        sys.stdout.write(walkthrough(args.project, functions_url, standin, id_token))
+        sys.stdout.flush()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopping.set())
+        stopping.wait()
+    finally:
+        for cleanup in reversed(cleanups):
+            try:
+                cleanup()
+            except Exception:  # keep stopping the rest
+                logger.exception("cleanup failed")
+        log_event(logger, "local stack stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
