@@ -42,7 +42,7 @@ def test_conflicting_transactions_are_retried_and_lose_no_increment(firestore_db
     assert len(attempts) > 2  # the conflict really happened and one transaction was retried
 
 
-def test_projects_are_isolated_and_reset_works(firestore_db: firestore.Client, firestore_emulator) -> None:  # noqa: ANN001
+def test_projects_are_isolated_and_reset_works(firestore_db: firestore.Client, firestore_emulator) -> None:
     other = firestore.Client(project=firestore_db.project + "-other")
     firestore_db.collection("x").document("a").set({"v": 1})
     assert not other.collection("x").document("a").get().exists

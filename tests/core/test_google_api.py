@@ -104,7 +104,7 @@ def test_revoked_refresh_token_is_needs_reauth_without_retries(
     google: Any, client_and_sleeps: tuple[CalendarClient, list[float]]
 ) -> None:
     client, sleeps = client_and_sleeps
-    google.control.revoke_token(client._credentials.refresh_token)  # noqa: SLF001
+    google.control.revoke_token(client._credentials.refresh_token)
     with pytest.raises(NeedsReauth):
         client.list_events_page(EMAIL)
     assert sleeps == []
