@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from google.cloud import firestore
@@ -20,10 +21,8 @@ def test_conflicting_transactions_are_retried_and_lose_no_increment(firestore_db
             attempts.append(name)
             snapshot = counter.get(transaction=transaction)
             if attempts.count(name) == 1:
-                try:
+                with contextlib.suppress(threading.BrokenBarrierError):
                     both_read.wait()  # both transactions have read the same value before either writes
-                except threading.BrokenBarrierError:
-                    pass
             transaction.update(counter, {"value": snapshot.get("value") + 1})
 
         try:
