@@ -6,6 +6,7 @@ port and stopped by its own process group so no Java process outlives the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -70,10 +71,8 @@ class FirestoreEmulator:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
         # The Java child can outlive its wrapper for a moment; make sure nothing of the group remains.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _is_up(host: str) -> bool:
