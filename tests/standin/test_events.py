@@ -11,11 +11,11 @@ START, END = "2024-05-01T10:00:00+02:00", "2024-05-01T11:00:00+02:00"
 
 
 @pytest.fixture
-def service(google):  # noqa: ANN001, ANN201
+def service(google):
     return google.service_for(ALICE)
 
 
-def test_api_endpoint_routes_real_requests_to_the_standin(google, service) -> None:  # noqa: ANN001
+def test_api_endpoint_routes_real_requests_to_the_standin(google, service) -> None:
     assert google.api_endpoint.endswith("/calendar/v3/")
     event = service.events().insert(calendarId="primary", body=timed(START, END)).execute()
     assert google.control.counters()["by_method"]["calendar.events.insert"] == 1
@@ -28,7 +28,7 @@ def test_api_endpoint_routes_real_requests_to_the_standin(google, service) -> No
     assert event["updated"].endswith("Z") and len(event["updated"]) == len("2024-05-01T10:00:00.000Z")
 
 
-def test_unknown_query_parameter_is_400(google) -> None:  # noqa: ANN001
+def test_unknown_query_parameter_is_400(google) -> None:
     raw = Raw(google)
     assert raw("GET", "calendars/primary/events", params={"fooBar": "1"}).status_code == 400
     assert raw("GET", "calendars/primary/events", params={"maxResults": "ten"}).status_code == 400
@@ -40,7 +40,7 @@ def test_unknown_query_parameter_is_400(google) -> None:  # noqa: ANN001
     assert ok.status_code == 200, ok.text
 
 
-def test_unknown_body_field_is_400_recursively(google) -> None:  # noqa: ANN001
+def test_unknown_body_field_is_400_recursively(google) -> None:
     raw = Raw(google)
     top = raw("POST", "calendars/primary/events", json=timed(START, END, colour="red"))
     assert top.status_code == 400 and reason_of(top.json()) == "badRequest"
@@ -57,13 +57,13 @@ def test_unknown_body_field_is_400_recursively(google) -> None:  # noqa: ANN001
     assert channel.status_code == 400
 
 
-def test_unknown_path_and_method(google) -> None:  # noqa: ANN001
+def test_unknown_path_and_method(google) -> None:
     raw = Raw(google)
     assert raw("GET", "calendars/primary/nothing").status_code == 404
     assert raw("PUT", "calendars/primary/events").status_code in (404, 405)
 
 
-def test_client_supplied_ids_and_duplicates(service) -> None:  # noqa: ANN001
+def test_client_supplied_ids_and_duplicates(service) -> None:
     event_id = "abcdefghijklmnopqrstuv0123456789"
     created = service.events().insert(calendarId="primary", body=timed(START, END, id=event_id)).execute()
     assert created["id"] == event_id
@@ -78,7 +78,7 @@ def test_client_supplied_ids_and_duplicates(service) -> None:  # noqa: ANN001
         assert error_of(excinfo)[0] == 400
 
 
-def test_get_delete_lifecycle(service) -> None:  # noqa: ANN001
+def test_get_delete_lifecycle(service) -> None:
     with pytest.raises(HttpError) as excinfo:
         service.events().get(calendarId="primary", eventId="nosuchevent").execute()
     status, body = error_of(excinfo)
@@ -96,7 +96,7 @@ def test_get_delete_lifecycle(service) -> None:  # noqa: ANN001
     assert error_of(excinfo)[0] == 404
 
 
-def test_if_match_and_if_none_match(google, service) -> None:  # noqa: ANN001
+def test_if_match_and_if_none_match(google, service) -> None:
     event = service.events().insert(calendarId="primary", body=timed(START, END)).execute()
     raw = Raw(google)
     path = f"calendars/primary/events/{event['id']}"
@@ -111,7 +111,7 @@ def test_if_match_and_if_none_match(google, service) -> None:  # noqa: ANN001
     assert raw("DELETE", path, headers={"If-Match": fresh.json()["etag"]}).status_code == 204
 
 
-def test_update_replaces_and_patch_merges(service) -> None:  # noqa: ANN001
+def test_update_replaces_and_patch_merges(service) -> None:
     body = timed(START, END, location="Room 1", extendedProperties={"private": {"a": "1", "b": "2"}},
                  attendees=[{"email": "bob@example.com"}, {"email": ALICE}])
     event = service.events().insert(calendarId="primary", body=body).execute()
@@ -131,7 +131,7 @@ def test_update_replaces_and_patch_merges(service) -> None:  # noqa: ANN001
     assert len({event["etag"], patched["etag"], updated["etag"]}) == 3
 
 
-def test_sequence_bumps_on_time_change_only(service) -> None:  # noqa: ANN001
+def test_sequence_bumps_on_time_change_only(service) -> None:
     event = service.events().insert(calendarId="primary", body=timed(START, END)).execute()
     renamed = service.events().patch(calendarId="primary", eventId=event["id"], body={"summary": "x"}).execute()
     assert renamed["sequence"] == 0
@@ -140,7 +140,7 @@ def test_sequence_bumps_on_time_change_only(service) -> None:  # noqa: ANN001
     assert moved["sequence"] == 1
 
 
-def test_reminder_only_change_keeps_updated(google, service) -> None:  # noqa: ANN001
+def test_reminder_only_change_keeps_updated(google, service) -> None:
     event = service.events().insert(calendarId="primary", body=timed(START, END)).execute()
     google.control.advance_clock(5)
     changed = service.events().patch(calendarId="primary", eventId=event["id"], body={
@@ -163,19 +163,19 @@ def test_reminder_only_change_keeps_updated(google, service) -> None:  # noqa: A
     timed(START, END, attendees=[{"displayName": "nobody"}]),
     timed(START, END, status="maybe"),
 ])
-def test_invalid_event_bodies_are_400(service, body) -> None:  # noqa: ANN001
+def test_invalid_event_bodies_are_400(service, body) -> None:
     with pytest.raises(HttpError) as excinfo:
         service.events().insert(calendarId="primary", body=body).execute()
     assert error_of(excinfo)[0] == 400
 
 
-def test_time_range_empty_reason(service) -> None:  # noqa: ANN001
+def test_time_range_empty_reason(service) -> None:
     with pytest.raises(HttpError) as excinfo:
         service.events().insert(calendarId="primary", body=timed(END, START)).execute()
     assert reason_of(error_of(excinfo)[1]) == "timeRangeEmpty"
 
 
-def test_time_zone_without_offset_and_all_day(service) -> None:  # noqa: ANN001
+def test_time_zone_without_offset_and_all_day(service) -> None:
     zoned = service.events().insert(calendarId="primary", body={
         "start": {"dateTime": "2024-05-01T10:00:00", "timeZone": "Europe/Berlin"},
         "end": {"dateTime": "2024-05-01T11:00:00", "timeZone": "Europe/Berlin"}}).execute()
@@ -185,7 +185,7 @@ def test_time_zone_without_offset_and_all_day(service) -> None:  # noqa: ANN001
     assert all_day["start"] == {"date": "2024-05-01"}
 
 
-def test_attachments_need_supports_attachments(service) -> None:  # noqa: ANN001
+def test_attachments_need_supports_attachments(service) -> None:
     attachment = {"fileUrl": "https://drive.google.com/file/d/1", "title": "doc"}
     dropped = service.events().insert(calendarId="primary", body=timed(START, END, attachments=[attachment])).execute()
     assert "attachments" not in dropped
@@ -203,7 +203,7 @@ def test_attachments_need_supports_attachments(service) -> None:  # noqa: ANN001
                                 body=timed(START, END, attachments=[attachment] * 26)).execute()
 
 
-def test_conference_data_needs_version_1(service) -> None:  # noqa: ANN001
+def test_conference_data_needs_version_1(service) -> None:
     conference = {"conferenceId": "abc-defg-hij", "conferenceSolution": {"key": {"type": "hangoutsMeet"}}}
     dropped = service.events().insert(calendarId="primary", body=timed(START, END, conferenceData=conference)).execute()
     assert "conferenceData" not in dropped
@@ -212,7 +212,7 @@ def test_conference_data_needs_version_1(service) -> None:  # noqa: ANN001
     assert kept["conferenceData"]["conferenceId"] == "abc-defg-hij"
 
 
-def test_extended_property_silent_limits(service) -> None:  # noqa: ANN001
+def test_extended_property_silent_limits(service) -> None:
     event = service.events().insert(calendarId="primary", body=timed(START, END, extendedProperties={"private": {
         "k" * 44: "ok", "k" * 45: "dropped", "long": "v" * 2000}})).execute()
     private = event["extendedProperties"]["private"]
@@ -220,7 +220,7 @@ def test_extended_property_silent_limits(service) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("mode", ["reject", "truncate"])
-def test_extended_property_count_limit_is_configurable(google, service, mode) -> None:  # noqa: ANN001
+def test_extended_property_count_limit_is_configurable(google, service, mode) -> None:
     google.control.set_options(xprops_over_limit=mode)
     many = {f"key{i}": "v" for i in range(301)}
     request = service.events().insert(calendarId="primary", body=timed(START, END,
@@ -233,7 +233,7 @@ def test_extended_property_count_limit_is_configurable(google, service, mode) ->
         assert len(request.execute()["extendedProperties"]["private"]) == 300
 
 
-def test_send_updates_are_counted(google, service) -> None:  # noqa: ANN001
+def test_send_updates_are_counted(google, service) -> None:
     attendees = [{"email": "bob@other.com"}, {"email": "carol@example.com"}, {"email": ALICE}]
     event = service.events().insert(calendarId="primary", sendUpdates="all",
                                     body=timed(START, END, attendees=attendees)).execute()
@@ -247,13 +247,13 @@ def test_send_updates_are_counted(google, service) -> None:  # noqa: ANN001
     assert mails["emails"][1]["recipients"] == ["bob@other.com"]
 
 
-def test_fields_selector_partial_response(service) -> None:  # noqa: ANN001
+def test_fields_selector_partial_response(service) -> None:
     service.events().insert(calendarId="primary", body=timed(START, END)).execute()
     page = service.events().list(calendarId="primary", fields="items(id,status),nextSyncToken").execute()
     assert set(page) == {"items", "nextSyncToken"} and set(page["items"][0]) == {"id", "status"}
 
 
-def test_move_leaves_cancelled_event_behind(google, service) -> None:  # noqa: ANN001
+def test_move_leaves_cancelled_event_behind(google, service) -> None:
     other = google.control.create_calendar(ALICE, "Work")["id"]
     event = service.events().insert(calendarId="primary", body=timed(START, END)).execute()
     moved = service.events().move(calendarId="primary", eventId=event["id"], destination=other).execute()
@@ -262,7 +262,7 @@ def test_move_leaves_cancelled_event_behind(google, service) -> None:  # noqa: A
     assert service.events().get(calendarId=other, eventId=event["id"]).execute()["status"] == "confirmed"
 
 
-def test_other_users_calendar_is_404(google, service) -> None:  # noqa: ANN001
+def test_other_users_calendar_is_404(google, service) -> None:
     google.control.create_account("bob@example.com")
     with pytest.raises(HttpError) as excinfo:
         service.events().list(calendarId="bob@example.com").execute()

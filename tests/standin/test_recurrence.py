@@ -40,7 +40,7 @@ def test_expander_until_interval_monthly_yearly_rdate() -> None:
 
 @pytest.mark.parametrize("line", ["RRULE:FREQ=HOURLY", "RRULE:FREQ=DAILY;COUNT=2;UNTIL=20240101", "FOO:BAR",
                                   "RRULE:FREQ=DAILY;BYHOUR=3"])
-def test_expander_rejects_unsupported(line) -> None:  # noqa: ANN001
+def test_expander_rejects_unsupported(line) -> None:
     with pytest.raises(RecurrenceError):
         validate([line], UTC)
 
@@ -52,11 +52,11 @@ def series_body(rule: str = "RRULE:FREQ=DAILY;COUNT=5") -> dict:
 
 
 @pytest.fixture
-def service(google):  # noqa: ANN001, ANN201
+def service(google):
     return google.service_for(ALICE)
 
 
-def test_instances_ids_and_fields(service) -> None:  # noqa: ANN001
+def test_instances_ids_and_fields(service) -> None:
     series = service.events().insert(calendarId="primary", body=series_body()).execute()
     instances = service.events().instances(calendarId="primary", eventId=series["id"]).execute()["items"]
     assert len(instances) == 5
@@ -71,7 +71,7 @@ def test_instances_ids_and_fields(service) -> None:  # noqa: ANN001
         service.events().get(calendarId="primary", eventId=f"{series['id']}_20240506T080000Z").execute()
 
 
-def test_all_day_instance_ids(service) -> None:  # noqa: ANN001
+def test_all_day_instance_ids(service) -> None:
     series = service.events().insert(calendarId="primary", body={
         "summary": "Holiday", "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=2"],
         "start": {"date": "2024-05-06"}, "end": {"date": "2024-05-07"}}).execute()
@@ -79,7 +79,7 @@ def test_all_day_instance_ids(service) -> None:  # noqa: ANN001
     assert [i["id"] for i in items] == [f"{series['id']}_20240506", f"{series['id']}_20240513"]
 
 
-def test_exceptions_in_lists(service) -> None:  # noqa: ANN001
+def test_exceptions_in_lists(service) -> None:
     series = service.events().insert(calendarId="primary", body=series_body()).execute()
     instances = service.events().instances(calendarId="primary", eventId=series["id"]).execute()["items"]
     moved = service.events().patch(calendarId="primary", eventId=instances[1]["id"], body={
@@ -103,7 +103,7 @@ def test_exceptions_in_lists(service) -> None:  # noqa: ANN001
     assert len(again) == 4
 
 
-def test_deleting_series_hides_everything(service) -> None:  # noqa: ANN001
+def test_deleting_series_hides_everything(service) -> None:
     series = service.events().insert(calendarId="primary", body=series_body()).execute()
     first = service.events().instances(calendarId="primary", eventId=series["id"]).execute()["items"][0]
     service.events().patch(calendarId="primary", eventId=first["id"], body={"summary": "x"}).execute()
@@ -112,7 +112,7 @@ def test_deleting_series_hides_everything(service) -> None:  # noqa: ANN001
     assert service.events().list(calendarId="primary", singleEvents=True).execute()["items"] == []
 
 
-def test_recurring_needs_time_zone_and_valid_rule(service) -> None:  # noqa: ANN001
+def test_recurring_needs_time_zone_and_valid_rule(service) -> None:
     body = series_body()
     body["start"] = {"dateTime": "2024-05-06T09:00:00+02:00"}
     with pytest.raises(HttpError) as excinfo:
@@ -122,14 +122,14 @@ def test_recurring_needs_time_zone_and_valid_rule(service) -> None:  # noqa: ANN
         service.events().insert(calendarId="primary", body=series_body("RRULE:FREQ=SOMETIMES")).execute()
 
 
-def test_unbounded_series_is_capped(google, service) -> None:  # noqa: ANN001
+def test_unbounded_series_is_capped(google, service) -> None:
     google.control.set_options(max_instances_per_series=30)
     series = service.events().insert(calendarId="primary", body=series_body("RRULE:FREQ=DAILY")).execute()
     items = service.events().instances(calendarId="primary", eventId=series["id"], maxResults=2500).execute()
     assert len(items["items"]) == 30
 
 
-def test_control_user_series_and_instance_edits(google, service) -> None:  # noqa: ANN001
+def test_control_user_series_and_instance_edits(google, service) -> None:
     series = google.control.create_recurring_event(ALICE, {k: v for k, v in series_body().items()
                                                            if k != "recurrence"}, "FREQ=WEEKLY;COUNT=3")
     token = service.events().list(calendarId="primary").execute()["nextSyncToken"]

@@ -10,17 +10,17 @@ from tests.standin.helpers import ALICE, Raw, error_of, reason_of, timed
 
 
 @pytest.fixture
-def service(google):  # noqa: ANN001, ANN201
+def service(google):
     return google.service_for(ALICE)
 
 
-def _insert(service, n: int, **extra) -> list[dict]:  # noqa: ANN001, ANN003
+def _insert(service, n: int, **extra) -> list[dict]:
     return [service.events().insert(calendarId="primary", body=timed(
         f"2024-05-{n_ + 1:02d}T10:00:00Z", f"2024-05-{n_ + 1:02d}T11:00:00Z", summary=f"event {n_}", **extra)
     ).execute() for n_ in range(n)]
 
 
-def _list_all(service, **params) -> tuple[list[dict], str, int]:  # noqa: ANN001, ANN003
+def _list_all(service, **params) -> tuple[list[dict], str, int]:
     items, token, pages = [], None, 0
     while True:
         page = service.events().list(calendarId="primary", pageToken=token, **params).execute()
@@ -32,14 +32,14 @@ def _list_all(service, **params) -> tuple[list[dict], str, int]:  # noqa: ANN001
             return items, page["nextSyncToken"], pages
 
 
-def test_paging_sync_token_only_on_last_page(service) -> None:  # noqa: ANN001
+def test_paging_sync_token_only_on_last_page(service) -> None:
     created = _insert(service, 7)
     items, sync_token, pages = _list_all(service, maxResults=3)
     assert pages == 3 and sync_token
     assert sorted(i["id"] for i in items) == sorted(e["id"] for e in created)
 
 
-def test_short_page_mode(google, service) -> None:  # noqa: ANN001
+def test_short_page_mode(google, service) -> None:
     _insert(service, 5)
     google.control.set_options(page_size_cap=2)
     first = service.events().list(calendarId="primary", maxResults=250).execute()
@@ -48,13 +48,13 @@ def test_short_page_mode(google, service) -> None:  # noqa: ANN001
     assert len(items) == 5 and pages == 3
 
 
-def test_max_results_clamped_to_2500(google) -> None:  # noqa: ANN001
+def test_max_results_clamped_to_2500(google) -> None:
     response = Raw(google)("GET", "calendars/primary/events", params={"maxResults": "100000"})
     assert response.status_code == 200
     assert Raw(google)("GET", "calendars/primary/events", params={"maxResults": "0"}).status_code == 400
 
 
-def test_incremental_sync_returns_changes_and_tombstones(google, service) -> None:  # noqa: ANN001
+def test_incremental_sync_returns_changes_and_tombstones(google, service) -> None:
     first, second, third = _insert(service, 3)
     _, token, _ = _list_all(service)
     service.events().patch(calendarId="primary", eventId=first["id"], body={"summary": "changed"}).execute()
@@ -73,14 +73,14 @@ def test_incremental_sync_returns_changes_and_tombstones(google, service) -> Non
     assert second["id"] in {i["id"] for i in with_deleted}
 
 
-def test_incremental_sync_paged(google, service) -> None:  # noqa: ANN001
+def test_incremental_sync_paged(google, service) -> None:
     _, token, _ = _list_all(service)
     _insert(service, 5)
     changes, _, pages = _list_all(service, syncToken=token, maxResults=2)
     assert len(changes) == 5 and pages == 3
 
 
-def test_write_during_paging_is_not_lost(service) -> None:  # noqa: ANN001
+def test_write_during_paging_is_not_lost(service) -> None:
     created = _insert(service, 4)
     first = service.events().list(calendarId="primary", maxResults=2).execute()
     seen = [i["id"] for i in first["items"]]
@@ -96,7 +96,7 @@ def test_write_during_paging_is_not_lost(service) -> None:  # noqa: ANN001
     {"sharedExtendedProperty": "a=b"}, {"timeMin": "2024-01-01T00:00:00Z"}, {"timeMax": "2024-01-01T00:00:00Z"},
     {"updatedMin": "2024-01-01T00:00:00Z"}, {"showDeleted": False},
 ])
-def test_forbidden_sync_token_combinations(service, param) -> None:  # noqa: ANN001
+def test_forbidden_sync_token_combinations(service, param) -> None:
     _, token, _ = _list_all(service)
     with pytest.raises(HttpError) as excinfo:
         service.events().list(calendarId="primary", syncToken=token, **param).execute()
@@ -104,7 +104,7 @@ def test_forbidden_sync_token_combinations(service, param) -> None:  # noqa: ANN
     assert status == 400 and reason_of(body) == "invalid"
 
 
-def test_invalidated_and_garbage_tokens_give_exact_410(google, service) -> None:  # noqa: ANN001
+def test_invalidated_and_garbage_tokens_give_exact_410(google, service) -> None:
     _, token, _ = _list_all(service)
     google.control.invalidate_sync_tokens(ALICE)
     with pytest.raises(HttpError) as excinfo:
@@ -118,7 +118,7 @@ def test_invalidated_and_garbage_tokens_give_exact_410(google, service) -> None:
 
 
 @pytest.mark.parametrize("ttl", [None, 60])
-def test_sync_token_lifetime_option(google, service, ttl) -> None:  # noqa: ANN001
+def test_sync_token_lifetime_option(google, service, ttl) -> None:
     google.control.set_options(sync_token_ttl_seconds=ttl)
     _, token, _ = _list_all(service)
     google.control.advance_clock(120)
@@ -131,7 +131,7 @@ def test_sync_token_lifetime_option(google, service, ttl) -> None:  # noqa: ANN0
         assert error_of(excinfo)[0] == 410
 
 
-def test_filters(google, service) -> None:  # noqa: ANN001
+def test_filters(google, service) -> None:
     a, b, c = _insert(service, 3)
     service.events().patch(calendarId="primary", eventId=a["id"], body={
         "extendedProperties": {"private": {"crmId": "42"}}, "description": "Quarterly review"}).execute()
@@ -146,7 +146,7 @@ def test_filters(google, service) -> None:  # noqa: ANN001
     assert [i["id"] for i in recent] == [c["id"]]
 
 
-def test_order_by_start_time_requires_single_events(service) -> None:  # noqa: ANN001
+def test_order_by_start_time_requires_single_events(service) -> None:
     with pytest.raises(HttpError) as excinfo:
         service.events().list(calendarId="primary", orderBy="startTime").execute()
     assert error_of(excinfo)[0] == 400
@@ -155,7 +155,7 @@ def test_order_by_start_time_requires_single_events(service) -> None:  # noqa: A
     assert [i["start"]["dateTime"] for i in items] == sorted(i["start"]["dateTime"] for i in items)
 
 
-def test_calendar_list_and_calendars(google, service) -> None:  # noqa: ANN001
+def test_calendar_list_and_calendars(google, service) -> None:
     for index in range(3):
         google.control.create_calendar(ALICE, f"Extra {index}", "Europe/Berlin")
     entries = service.calendarList().list(maxResults=2).execute()
