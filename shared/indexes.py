@@ -7,7 +7,22 @@ from __future__ import annotations
 
 COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("events", (("owner_id", "ASCENDING"), ("google.calendar_id", "ASCENDING"))),
+    # Settings page counts (shared.lifecycle.status): events of one owner in one sync state.
+    ("events", (("owner_id", "ASCENDING"), ("sync.state", "ASCENDING"))),
+    # Orphan sweep of the renewal run: active routes near expiry (shared.lifecycle.query_routes_near_expiry).
+    ("channels", (("state", "ASCENDING"), ("expiration", "ASCENDING"))),
+)
+
+# Composite indexes with COLLECTION_GROUP query scope (queries over every `integrations/*/calendars`), same shape.
+# The renewal cron's due queries (shared.lifecycle.query_due_calendars): enabled == true AND <due> <= now, ordered.
+COLLECTION_GROUP_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("calendars", (("enabled", "ASCENDING"), ("renew_due_at", "ASCENDING"))),
+    ("calendars", (("enabled", "ASCENDING"), ("pull_due_at", "ASCENDING"))),
 )
 
 # Firestore TTL policies: (collection group, field) — documents are deleted some time after the field's time.
-TTL_FIELDS: tuple[tuple[str, str], ...] = (("events", "purge_at"),)
+TTL_FIELDS: tuple[tuple[str, str], ...] = (
+    ("events", "purge_at"),
+    ("oauth_states", "expires_at"),  # PKCE verifiers of OAuth flows never completed (shared.oauth)
+    ("channel_leases", "expires_at"),  # leases of crashed holders (shared.channels)
+)

@@ -1,0 +1,359 @@
+"""Connecting a Google account: authorization URL with signed state and PKCE, code exchange, token revocation.
+
+Why this shape:
+- `state` is `v1.<payload>.<hmac>`: the payload names the CRM user, a nonce and an expiry (10 minutes); the HMAC key is
+  derived from the token encryption key (`cipher.derive_key("oauth-state")`), so no extra secret is needed. Tampering,
+  expiry or a replay are a 400 and change nothing.
+- The PKCE verifier never travels: it is stored encrypted (bound to the user) in `oauth_states/{nonce}`, a short-lived
+  document consumed exactly once (a delete guarded by the read's update time), so a state cannot be replayed.
+- The callback knows the user only from the verified state. The refresh token is stored encrypted with its key id; the
+  account email is the primary calendar's id (`calendarList.get("primary")`), which needs no extra scope.
+- Reconnecting keeps calendars, sync tokens and events (no duplicates), replaces the ciphertext, and marks enabled
+  calendars due so the next renewal run re-watches and catches up.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import urllib.parse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shared.config import GOOGLE_SCOPES
+from shared.errors import BadRequest, Forbidden, GoogleTransientError, SyncError
+from shared.logs import log_event
+from shared.models import Integration, IntegrationStatus
+
+if TYPE_CHECKING:
+    from shared.context import AppContext
+
+logger = logging.getLogger(__name__)
+
+OAUTH_STATES = "oauth_states"
+STATE_TTL_SECONDS = 600
+STATE_VERSION = "v1"
+TOKEN_HTTP_TIMEOUT = 15
+SCOPE_PREFIX = "https://www.googleapis.com/auth/"
+# Each needed capability and the granted scopes that satisfy it.
+REQUIRED_CAPABILITIES: dict[str, frozenset[str]] = {
+    "events": frozenset({SCOPE_PREFIX + "calendar.events", SCOPE_PREFIX + "calendar"}),
+    "calendar_list": frozenset(
+        {SCOPE_PREFIX + "calendar.calendarlist.readonly", SCOPE_PREFIX + "calendar.readonly", SCOPE_PREFIX + "calendar"}
+    ),
+}
+
+
+class InvalidState(BadRequest):
+    code = "invalid_state"
+
+
+class OAuthExchangeError(SyncError):
+    """Google's token endpoint refused the code (expired, reused, wrong verifier...)."""
+
+    http_status = 400
+    code = "oauth_exchange_failed"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(verifier, S256 challenge): 86-char verifier from 64 random bytes (RFC 7636 allows 43-128)."""
+    verifier = _b64(secrets.token_bytes(64))
+    challenge = _b64(hashlib.sha256(verifier.encode()).digest())
+    return verifier, challenge
+
+
+# --- state ------------------------------------------------------------------------------------------------------------
+def sign_state(ctx: AppContext, user_id: str, nonce: str, expires_at: dt.datetime) -> str:
+    payload = _b64(
+        json.dumps({"u": user_id, "n": nonce, "e": int(expires_at.timestamp())}, separators=(",", ":")).encode()
+    )
+    signature = hmac.new(ctx.cipher.derive_key("oauth-state"), f"{STATE_VERSION}.{payload}".encode(), hashlib.sha256)
+    return f"{STATE_VERSION}.{payload}.{_b64(signature.digest())}"
+
+
+@dataclass(frozen=True)
+class StateClaims:
+    user_id: str
+    nonce: str
+    expires_at: dt.datetime
+
+
+def verify_state(ctx: AppContext, state: str | None) -> StateClaims:
+    """Check signature and expiry; raises InvalidState (400) on anything else."""
+    if not state or len(state) > 1024:
+        raise InvalidState("the OAuth state is missing or malformed")
+    parts = state.split(".")
+    if len(parts) != 3 or parts[0] != STATE_VERSION:
+        raise InvalidState("the OAuth state is missing or malformed")
+    expected = hmac.new(ctx.cipher.derive_key("oauth-state"), f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256)
+    try:
+        presented = _unb64(parts[2])
+        payload = json.loads(_unb64(parts[1]))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidState("the OAuth state is missing or malformed") from exc
+    if not hmac.compare_digest(presented, expected.digest()):
+        raise InvalidState("the OAuth state signature does not match")
+    try:
+        claims = StateClaims(
+            user_id=str(payload["u"]),
+            nonce=str(payload["n"]),
+            expires_at=dt.datetime.fromtimestamp(payload["e"], dt.UTC),
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise InvalidState("the OAuth state is missing or malformed") from exc
+    if claims.expires_at <= ctx.clock() or not claims.user_id or not claims.nonce:
+        raise InvalidState("the OAuth state has expired; start again")
+    return claims
+
+
+def _state_ref(ctx: AppContext, nonce: str) -> Any:
+    return ctx.store.db.collection(OAUTH_STATES).document(nonce)
+
+
+def build_authorization_url(ctx: AppContext, user_id: str, *, login_hint: str | None = None) -> str:
+    """The consent URL for this user; the PKCE verifier is kept server-side, encrypted, for 10 minutes."""
+    settings = ctx.settings
+    if not settings.oauth_client_id or not settings.oauth_redirect_uri:
+        raise SyncError("OAuth is not configured (client id and redirect URI are required)")
+    now = ctx.clock()
+    expires_at = now + dt.timedelta(seconds=STATE_TTL_SECONDS)
+    nonce = secrets.token_urlsafe(24)
+    verifier, challenge = pkce_pair()
+    verifier_ciphertext, _ = ctx.cipher.encrypt(verifier, owner=user_id)
+    created = ctx.store.create_if_absent(
+        _state_ref(ctx, nonce),
+        {"user_id": user_id, "verifier_ciphertext": verifier_ciphertext, "created_at": now, "expires_at": expires_at},
+    )
+    if not created:  # 192 random bits colliding: refuse rather than overwrite
+        raise SyncError("could not allocate an OAuth state; try again")
+    params = {
+        "client_id": settings.oauth_client_id,
+        "redirect_uri": settings.oauth_redirect_uri,
+        "response_type": "code",
+        "scope": " ".join(GOOGLE_SCOPES),
+        "access_type": "offline",
+        "prompt": "consent",
+        "include_granted_scopes": "true",
+        "state": sign_state(ctx, user_id, nonce, expires_at),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    if login_hint:
+        params["login_hint"] = login_hint
+    log_event(logger, "oauth started", user_id=user_id)
+    return f"{settings.oauth_auth_uri}?{urllib.parse.urlencode(params)}"
+
+
+def consume_state(ctx: AppContext, claims: StateClaims) -> str:
+    """Read and delete `oauth_states/{nonce}` exactly once; returns the PKCE verifier. A second use is a 400."""
+    from google.api_core import exceptions as gexc
+
+    ref = _state_ref(ctx, claims.nonce)
+    try:
+        snapshot = ref.get()
+    except Exception as exc:
+        raise SyncError("could not read the OAuth state") from exc
+    ctx.store.ops["reads"] += 1
+    data = snapshot.to_dict() if snapshot.exists else None
+    if not data or data.get("user_id") != claims.user_id:
+        raise InvalidState("the OAuth state was already used or is unknown")
+    try:
+        ref.delete(option=ctx.store.db.write_option(last_update_time=snapshot.update_time))
+    except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+        raise InvalidState("the OAuth state was already used") from exc
+    ctx.store.ops["writes"] += 1
+    ctx.store.ops["commits"] += 1
+    expires_at = data.get("expires_at")
+    if isinstance(expires_at, dt.datetime) and expires_at <= ctx.clock():
+        raise InvalidState("the OAuth state has expired; start again")
+    return ctx.cipher.decrypt(data["verifier_ciphertext"], owner=claims.user_id)
+
+
+# --- token endpoint ---------------------------------------------------------------------------------------------------
+_session: Any = None
+
+
+def _http() -> Any:
+    global _session
+    if _session is None:
+        import requests
+
+        _session = requests.Session()
+    return _session
+
+
+def exchange_code(ctx: AppContext, code: str, verifier: str) -> dict[str, Any]:
+    """POST the authorization code (and PKCE verifier) to Google's token endpoint."""
+    settings = ctx.settings
+    form = {
+        "code": code,
+        "client_id": settings.oauth_client_id,
+        "client_secret": settings.oauth_client_secret,
+        "redirect_uri": settings.oauth_redirect_uri,
+        "grant_type": "authorization_code",
+        "code_verifier": verifier,
+    }
+    try:
+        response = _http().post(settings.oauth_token_uri, data=form, timeout=TOKEN_HTTP_TIMEOUT)
+    except OSError as exc:
+        raise GoogleTransientError("the Google token endpoint did not answer", status=503, reason="transport") from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code >= 500:
+        raise GoogleTransientError("the Google token endpoint failed", status=response.status_code, reason="backend")
+    if response.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
+        error = body.get("error", "") if isinstance(body, dict) else ""
+        raise OAuthExchangeError("Google refused the authorization code", reason=str(error)[:64])
+    return body
+
+
+def revoke_token(ctx: AppContext, token: str) -> bool:
+    """Revoke a refresh (or access) token at Google. True when revoked or already invalid; False on failure."""
+    try:
+        response = _http().post(
+            ctx.settings.oauth_revoke_uri,
+            data={"token": token},
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            timeout=TOKEN_HTTP_TIMEOUT,
+        )
+    except OSError:
+        return False
+    if response.status_code == 200:
+        return True
+    # 400 invalid_token: already revoked or expired, which is the outcome we want.
+    return response.status_code == 400
+
+
+def missing_capabilities(scopes: list[str]) -> list[str]:
+    granted = set(scopes)
+    return [name for name, satisfying in REQUIRED_CAPABILITIES.items() if not granted & satisfying]
+
+
+def primary_calendar_id(ctx: AppContext, refresh_token: str, access_token: str, scopes: list[str]) -> str:
+    """The account's primary calendar id, which is its email address."""
+    from shared.google_api import CalendarClient, build_credentials
+
+    credentials = build_credentials(refresh_token, ctx.settings, scopes)
+    credentials.token = access_token
+    client = CalendarClient(credentials, ctx.settings, sleep=ctx.sleep)
+    entry = client.execute(client.service.calendarList().get(calendarId="primary"))
+    return str(entry["id"])
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    integration: Integration
+    reconnected: bool
+    account_changed: bool
+
+
+def complete_connection(
+    ctx: AppContext, state: str | None, code: str | None, error: str | None = None
+) -> ConnectResult:
+    """The OAuth callback's work: verify and consume state, exchange the code, store the encrypted refresh token."""
+    claims = verify_state(ctx, state)
+    verifier = consume_state(ctx, claims)
+    user_id = claims.user_id
+    if error:
+        log_event(logger, "oauth consent refused", user_id=user_id, reason=error[:64])
+        raise BadRequest("Google did not grant access", reason=error[:64])
+    if not code or len(code) > 2048:
+        raise BadRequest("the authorization code is missing")
+    body = exchange_code(ctx, code, verifier)
+    refresh_token = body.get("refresh_token")
+    scopes = str(body.get("scope", "")).split()
+    if not refresh_token:
+        raise OAuthExchangeError("Google returned no refresh token (offline access was not granted)")
+    missing = missing_capabilities(scopes)
+    if missing:
+        revoke_token(ctx, refresh_token)
+        log_event(logger, "oauth scopes insufficient", level=logging.WARNING, user_id=user_id, missing=missing)
+        raise Forbidden("the calendar permissions were not all granted; connect again and allow them", missing=missing)
+    account_email = primary_calendar_id(ctx, refresh_token, str(body["access_token"]), scopes)
+
+    from shared import lifecycle
+
+    now = ctx.clock()
+    existing = ctx.store.get_integration(user_id)
+    account_changed = bool(existing and existing.account_email and existing.account_email != account_email)
+    if existing is not None and account_changed:
+        # Another Google account: the old account's calendars and channels no longer apply.
+        lifecycle.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
+    ciphertext, key_id = ctx.cipher.encrypt(refresh_token, owner=user_id)
+    integration = Integration(
+        user_id=user_id,
+        status=IntegrationStatus.CONNECTED,
+        account_email=account_email,
+        scopes=scopes,
+        refresh_token_ciphertext=ciphertext,
+        key_id=key_id,
+        target_calendar_id=(existing.target_calendar_id if existing and not account_changed else account_email),
+        send_updates=existing.send_updates if existing else None,
+        reauth_reason=None,
+        connected_at=now,
+        updated_at=now,
+    )
+    if integration.target_calendar_id == "primary":
+        integration = integration.model_copy(update={"target_calendar_id": account_email})
+    ctx.store.save_integration(integration)
+    ctx.forget_calendar_client(user_id)
+    reconnected = existing is not None
+    if existing is not None and not account_changed:
+        lifecycle.mark_calendars_due(ctx, user_id)
+    log_event(
+        logger,
+        "google account connected",
+        user_id=user_id,
+        account_email=account_email,
+        scopes=scopes,
+        key_id=key_id,
+        reconnected=reconnected,
+        account_changed=account_changed,
+    )
+    return ConnectResult(integration=integration, reconnected=reconnected, account_changed=account_changed)
+
+
+def disconnect(ctx: AppContext, user_id: str) -> dict[str, Any]:
+    """Stop every channel, disable sync, revoke the refresh token and forget it. CRM data is kept."""
+    from shared import lifecycle
+
+    integration = ctx.store.get_integration(user_id)
+    if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
+        return {"disconnected": True, "revoked": False, "calendars_disabled": 0}
+    disabled = lifecycle.disable_all(ctx, user_id, reason="disconnect")
+    revoked = False
+    if integration.refresh_token_ciphertext:
+        try:
+            refresh_token = ctx.cipher.decrypt(integration.refresh_token_ciphertext, owner=user_id)
+        except SyncError:
+            refresh_token = None
+        if refresh_token:
+            revoked = revoke_token(ctx, refresh_token)
+    ctx.store.update_integration(
+        user_id,
+        {
+            "status": IntegrationStatus.DISCONNECTED.value,
+            "refresh_token_ciphertext": None,
+            "key_id": None,
+            "reauth_reason": None,
+            "updated_at": ctx.clock(),
+        },
+    )
+    ctx.forget_calendar_client(user_id)
+    log_event(logger, "google account disconnected", user_id=user_id, revoked=revoked, calendars_disabled=disabled)
+    return {"disconnected": True, "revoked": revoked, "calendars_disabled": disabled}
