@@ -51,4 +51,15 @@ Options (StandinOptions; UNCONFIRMED Google behaviour is switchable): see option
 max_channel_lifetime=7d, sync_before_response=True, push_retry_base=1.0 s (doubling), push_max_attempts=5,
 xprops_over_limit=reject|truncate, minimal_cancelled=True, recurrence_horizon_days=366, max_instances_per_series=2500,
 sync_token_ttl_seconds=None, reject_duplicate_channel_ids=True.
+
+Behaviour notes: patch merges nested objects but replaces start/end whole and arrays whole; null deletes.
+Cancelled items in lists carry only id/status/etag/kind (+recurringEventId/originalStartTime) unless
+minimal_cancelled=False. Sync and page tokens are opaque base64 JSON (calendar, generation, change number); paging is
+keyset-based so writes during paging lose nothing. Instance ids: <seriesId>_<YYYYMMDDTHHMMSSZ> or _<YYYYMMDD>.
+ID tokens are minted on the stand-in clock: after advance_clock() they look issued in the future to real verifiers.
+google.oauth2.id_token.verify_firebase_token has Google's cert URL built in: use verify_token(certs_url=...).
+
+Not implemented (501 notImplemented): batch, quickAdd, acl.*, settings.*, colors, freebusy, calendars
+insert/patch/update/delete/clear, calendarList insert/patch/update/delete. Recurrence: no BYSETPOS/BYWEEKNO/
+BYYEARDAY/BYHOUR (400), no "this and following" splitting; non-organizer rules (forbiddenForNonOrganizer) not modelled.
 """
