@@ -7,6 +7,8 @@ from __future__ import annotations
 
 COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("events", (("owner_id", "ASCENDING"), ("google.calendar_id", "ASCENDING"))),
+    # shared.push.push_due_events: sync.state in [pending, error] and sync.next_attempt_at <= now, oldest first.
+    ("events", (("sync.state", "ASCENDING"), ("sync.next_attempt_at", "ASCENDING"))),
     # Settings page counts (shared.lifecycle.status): events of one owner in one sync state.
     ("events", (("owner_id", "ASCENDING"), ("sync.state", "ASCENDING"))),
     # Orphan sweep of the renewal run: active routes near expiry (shared.lifecycle.query_routes_near_expiry).

@@ -293,6 +293,9 @@ class SyncInfo(Stored):
     pushed_at: dt.datetime | None = None
     pulled_at: dt.datetime | None = None
     decisions: list[ConflictDecision] = Field(default_factory=list)
+    # The content hash the last *failed* push attempted: with next_attempt_at it stops our own failure bookkeeping
+    # write from re-triggering an immediate retry (the cron retries when due; a new CRM edit retries at once).
+    attempted_hash: str | None = None
 
 
 class CrmEvent(Stored):
@@ -321,6 +324,9 @@ class CrmEvent(Stored):
     sync: SyncInfo = Field(default_factory=SyncInfo)
     deleted: bool = False
     deleted_at: dt.datetime | None = None
+    # Written by the CRM with the change: Google's sendUpdates for pushing it (bulk imports write "none");
+    # None = the owner's Integration.send_updates, else settings.send_updates. Not synced content.
+    send_updates: Literal["all", "externalOnly", "none"] | None = None
     purge_at: dt.datetime | None = None  # TTL field: tombstones are purged by Firestore TTL after this time
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None  # the CRM edit time (last-write-wins clock for the CRM side)
