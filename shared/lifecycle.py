@@ -219,7 +219,8 @@ def ensure_channel(
         return "not_due"
     client = _client_or_reauth(ctx, integration)
     info = channels.open_channel(ctx, client, cal)
-    channels.switch_calendar_to(ctx, cal, info, pull_now=not live)
+    # A re-watch leaves the calendar due for a pull until the catch-up below has run (crash safety).
+    channels.switch_calendar_to(ctx, cal, info, pull_now=not live and catch_up)
     fields = {"user_id": user_id, "calendar_id": cal.calendar_id}
     if current is not None:
         # Old channel last: both routes were ACTIVE until now (overlap, never a gap). An expired one needs no call.
@@ -617,6 +618,7 @@ class RenewalRun:
         self.deadline = self.started + budget * 0.9  # leave room to answer before the scheduler's attempt deadline
         self.report: collections.Counter[str] = collections.Counter()
         self.needs_reauth_users: set[str] = set()
+        self._skipped: set[tuple[str, str]] = set()
         self.integrations = _Integrations(ctx)
         self._lock = threading.Lock()
 
@@ -642,6 +644,10 @@ class RenewalRun:
         return None
 
     def _postpone(self, cal: SyncedCalendar, reason: str) -> None:
+        with self._lock:
+            if (cal.user_id, cal.key) in self._skipped:
+                return  # already skipped in this run (due for renewal and for a pull)
+            self._skipped.add((cal.user_id, cal.key))
         later = self.now + REAUTH_RECHECK
         fields: dict[str, Any] = {}
         if cal.renew_due_at is not None and cal.renew_due_at <= self.now:
