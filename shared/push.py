@@ -735,7 +735,8 @@ def _execute(
         sync = _failure_sync(event, SyncState.PENDING, result.reason, now, REAUTH_RECHECK_SECONDS, attempted=True)
         return _write_fields(stored, google=event.google, sync=sync, extra={}), None
     except (GoogleTransientError, _Conflict) as exc:
-        result.outcome, result.reason = "failed", f"transient: {exc}"
+        detail = f"google {exc.status} {exc.reason}: {exc.message}" if isinstance(exc, GoogleApiError) else str(exc)
+        result.outcome, result.reason = "failed", f"transient: {detail}"
         delay = retry_delay(event.sync.attempts + 1, rng)
         sync = _failure_sync(event, SyncState.PENDING, result.reason, now, delay, attempted=True)
         log_event(
