@@ -20,6 +20,8 @@ COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 COLLECTION_GROUP_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("calendars", (("enabled", "ASCENDING"), ("renew_due_at", "ASCENDING"))),
     ("calendars", (("enabled", "ASCENDING"), ("pull_due_at", "ASCENDING"))),
+    # `python -m infra.ops errors`: enabled calendars with a recent error, newest first.
+    ("calendars", (("enabled", "ASCENDING"), ("last_error_at", "DESCENDING"))),
 )
 
 # Firestore TTL policies: (collection group, field) — documents are deleted some time after the field's time.
@@ -27,4 +29,6 @@ TTL_FIELDS: tuple[tuple[str, str], ...] = (
     ("events", "purge_at"),
     ("oauth_states", "expires_at"),  # PKCE verifiers of OAuth flows never completed (shared.oauth)
     ("channel_leases", "expires_at"),  # leases of crashed holders (shared.channels)
+    ("sync_leases", "expires_at"),  # pull leases of crashed holders (shared.coalesce)
+    ("sync_dirty", "expires_at"),  # "pull again" markers nobody consumed (shared.coalesce)
 )
