@@ -75,6 +75,7 @@ class BatchWriter:
         except Exception as exc:
             raise _transient(exc) from exc
         self._store.ops["commits"] += 1
+        self._store.ops["rpcs"] += 1
         self._store.ops["writes"] += self._pending
         self._batch = None
         self._pending = 0
@@ -88,7 +89,7 @@ class BatchWriter:
 
 
 class FirestoreStore:
-    """Typed Firestore reads and writes; `ops` counts reads, writes, commits and queries."""
+    """Typed Firestore reads and writes; `ops` counts reads, writes, commits and queries (and `rpcs`: round trips)."""
 
     def __init__(self, db: FirestoreClient) -> None:
         self.db = db
@@ -117,6 +118,7 @@ class FirestoreStore:
         except Exception as exc:
             raise _transient(exc) from exc
         self.ops["reads"] += 1
+        self.ops["rpcs"] += 1
         return snapshot
 
     def _write(self, ref: DocumentReference, data: dict[str, Any], *, merge: bool = False, **options: Any) -> None:
@@ -126,6 +128,7 @@ class FirestoreStore:
             raise _transient(exc) from exc
         self.ops["writes"] += 1
         self.ops["commits"] += 1
+        self.ops["rpcs"] += 1
 
     def _update(self, ref: DocumentReference, data: dict[str, Any], **options: Any) -> None:
         """Partial update with dotted field paths; raises NotFound (google.api_core) if the document is missing."""
@@ -139,6 +142,7 @@ class FirestoreStore:
             raise _transient(exc) from exc
         self.ops["writes"] += 1
         self.ops["commits"] += 1
+        self.ops["rpcs"] += 1
 
     def create_if_absent(self, ref: DocumentReference, data: dict[str, Any]) -> bool:
         """Create a document only if it does not exist; False when it already did (leases, idempotency keys)."""
@@ -148,16 +152,19 @@ class FirestoreStore:
             ref.create(data)
         except gexc.AlreadyExists:
             self.ops["commits"] += 1
+            self.ops["rpcs"] += 1
             return False
         except Exception as exc:
             raise _transient(exc) from exc
         self.ops["writes"] += 1
         self.ops["commits"] += 1
+        self.ops["rpcs"] += 1
         return True
 
     def query(self, query: Any) -> Iterator[DocumentSnapshot]:
         """Stream a query, counting the query and every document read."""
         self.ops["queries"] += 1
+        self.ops["rpcs"] += 1
         try:
             for snapshot in query.stream():
                 self.ops["reads"] += 1
@@ -234,6 +241,8 @@ class FirestoreStore:
                     found[snapshot.id] = self._event_from(snapshot)
         except Exception as exc:
             raise _transient(exc) from exc
+        self.ops["batch_gets"] += 1
+        self.ops["rpcs"] += 1
         return found
 
     def save_event(self, event: CrmEvent) -> None:
@@ -252,13 +261,86 @@ class FirestoreStore:
 
     def events_linked_to_calendar(self, owner_id: str, calendar_id: str) -> Iterator[CrmEvent]:
         """Every CRM event of this owner linked to this Google calendar (composite index in shared/indexes.py)."""
+        for event, _ in self.linked_event_snapshots(owner_id, calendar_id):
+            yield event
+
+    # --- additions for the pull engine (shared/pull.py, shared/coalesce.py) ---------------------------------------
+    def linked_event_snapshots(self, owner_id: str, calendar_id: str) -> Iterator[tuple[CrmEvent, dt.datetime]]:
+        """Like events_linked_to_calendar, with each document's update time (for precondition writes)."""
         query = (
             self.db.collection(EVENTS)
             .where(filter=_field_filter("owner_id", "==", owner_id))
             .where(filter=_field_filter("google.calendar_id", "==", calendar_id))
         )
         for snapshot in self.query(query):
-            yield self._event_from(snapshot)
+            yield self._event_from(snapshot), snapshot.update_time
+
+    def get_event_snapshots(self, event_ids: Iterable[str]) -> dict[str, tuple[CrmEvent, dt.datetime]]:
+        """Many events with their update times in one RPC (missing ids are absent from the result)."""
+        refs = [self.event_ref(event_id) for event_id in dict.fromkeys(event_ids)]
+        if not refs:
+            return {}
+        found: dict[str, tuple[CrmEvent, dt.datetime]] = {}
+        try:
+            for snapshot in self.db.get_all(refs):
+                self.ops["reads"] += 1
+                if snapshot.exists:
+                    found[snapshot.id] = (self._event_from(snapshot), snapshot.update_time)
+        except Exception as exc:
+            raise _transient(exc) from exc
+        self.ops["batch_gets"] += 1
+        self.ops["rpcs"] += 1
+        return found
+
+    def get_integration_and_calendar(
+        self, user_id: str, cal_key: str
+    ) -> tuple[Integration | None, SyncedCalendar | None]:
+        """The integration and one of its calendars in one RPC (the pull's only state reads besides events)."""
+        refs = [self.integration_ref(user_id), self.calendar_ref(user_id, cal_key)]
+        integration: Integration | None = None
+        calendar: SyncedCalendar | None = None
+        try:
+            for snapshot in self.db.get_all(refs):
+                self.ops["reads"] += 1
+                if not snapshot.exists:
+                    continue
+                if snapshot.reference.path == refs[0].path:
+                    integration = Integration.model_validate(snapshot.to_dict())
+                else:
+                    calendar = SyncedCalendar.model_validate(snapshot.to_dict())
+        except Exception as exc:
+            raise _transient(exc) from exc
+        self.ops["batch_gets"] += 1
+        self.ops["rpcs"] += 1
+        return integration, calendar
+
+    def get_document(self, ref: DocumentReference) -> DocumentSnapshot:
+        """One raw document read (leases, markers), counted."""
+        return self._get(ref)
+
+    def set_document(self, ref: DocumentReference, data: dict[str, Any], *, merge: bool = False) -> None:
+        """One raw blind write (leases, markers), counted."""
+        self._write(ref, data, merge=merge)
+
+    def delete_document(self, ref: DocumentReference, *, last_update_time: dt.datetime | None = None) -> bool:
+        """Delete (optionally only if unchanged since `last_update_time`); False when the precondition failed."""
+        from google.api_core import exceptions as gexc
+
+        options: dict[str, Any] = {}
+        if last_update_time is not None:
+            options["option"] = self.db.write_option(last_update_time=last_update_time)
+        try:
+            ref.delete(**options)
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            self.ops["commits"] += 1
+            self.ops["rpcs"] += 1
+            return False
+        except Exception as exc:
+            raise _transient(exc) from exc
+        self.ops["writes"] += 1
+        self.ops["commits"] += 1
+        self.ops["rpcs"] += 1
+        return True
 
 
 def _field_filter(path: str, op: str, value: Any) -> Any:
