@@ -1,0 +1,109 @@
+# API Gateway in front of the user-facing functions (see the access notes in locals.tf).
+#
+# - The gateway validates the caller's Firebase / Identity Platform ID token (securityDefinitions.firebase) before
+#   anything reaches a function; the functions verify it again (shared/auth.py) and take the user id only from it.
+# - It calls each function as google_service_account.gateway, the only run.invoker of those services, with an OIDC
+#   token whose audience is the backend address. API Gateway then moves the caller's own `Authorization` header to
+#   `X-Forwarded-Authorization`.
+# - /oauth/callback is the one route without a security requirement: Google redirects the browser there with `code`
+#   and `state`; the function verifies the signed state.
+# - Backends use the stable cloudfunctions.net URLs, so the gateway does not depend on the functions and the
+#   functions can be given the gateway's hostname (OAUTH_REDIRECT_URI) without a dependency cycle.
+# - OPTIONS is routed without a security requirement so browsers can send CORS preflights.
+locals {
+  gateway_functions = { for k, f in local.functions : k => f if f.access == "gateway" }
+
+  # Routes that carry an end-user ID token; everything else on the gateway has none.
+  unauthenticated_routes = ["oauth_callback"]
+
+  openapi_paths = {
+    for k, f in local.gateway_functions : f.path => merge(
+      {
+        for method in ["get", "post"] : method => merge(
+          {
+            operationId = "${k}_${method}"
+            summary     = f.description
+            x-google-backend = {
+              address          = local.function_urls[k]
+              path_translation = "CONSTANT_ADDRESS"
+              deadline         = local.sizing[k].timeout
+            }
+            responses = { "200" = { description = "OK" } }
+          },
+          { for r in setsubtract([k], local.unauthenticated_routes) : "security" => [{ firebase = [] }] },
+        )
+      },
+      {
+        options = {
+          operationId = "${k}_cors"
+          summary     = "CORS preflight"
+          x-google-backend = {
+            address          = local.function_urls[k]
+            path_translation = "CONSTANT_ADDRESS"
+          }
+          responses = { "204" = { description = "No content" } }
+        }
+      },
+    )
+  }
+
+  openapi = {
+    swagger  = "2.0"
+    info     = { title = "${var.name_prefix}-calendar-sync", version = "1.0.0" }
+    schemes  = ["https"]
+    produces = ["application/json"]
+    securityDefinitions = {
+      firebase = {
+        type               = "oauth2"
+        flow               = "implicit"
+        authorizationUrl   = ""
+        x-google-issuer    = "https://securetoken.google.com/${local.auth_project_id}"
+        x-google-jwks_uri  = "https://www.googleapis.com/service_accounts/v1/metadata/x509/securetoken@system.gserviceaccount.com"
+        x-google-audiences = local.auth_project_id
+      }
+    }
+    paths = local.openapi_paths
+  }
+}
+
+resource "google_api_gateway_api" "api" {
+  provider = google-beta
+
+  api_id       = "${var.name_prefix}-calendar-sync"
+  display_name = "Calendar sync (user-facing)"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_api_gateway_api_config" "api" {
+  provider = google-beta
+
+  api                  = google_api_gateway_api.api.api_id
+  api_config_id_prefix = "${var.name_prefix}-cfg-"
+
+  openapi_documents {
+    document {
+      path     = "openapi.yaml"
+      contents = base64encode(yamlencode(local.openapi))
+    }
+  }
+
+  gateway_config {
+    backend_config {
+      google_service_account = google_service_account.gateway.email
+    }
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "google_api_gateway_gateway" "api" {
+  provider = google-beta
+
+  gateway_id   = "${var.name_prefix}-calendar-sync"
+  region       = var.region
+  api_config   = google_api_gateway_api_config.api.id
+  display_name = "Calendar sync (user-facing)"
+}
