@@ -287,7 +287,7 @@ def enable(ctx: AppContext, user_id: str, request: EnableRequest) -> StatusRespo
     outcomes: dict[str, str] = {}
     for calendar_id in wanted:
         outcomes[calendar_id] = _enable_one(ctx, integration, calendar_id, existing.get(calendar_id), target)
-    _set_target(ctx, integration, target, existing)
+    _set_target(ctx, integration, target, {c.calendar_id: c for c in ctx.store.list_calendars(user_id)})
     log_event(logger, "sync enabled", user_id=user_id, outcomes=outcomes, target_calendar_id=target)
     return status(ctx, user_id, outcomes=outcomes)
 
@@ -305,11 +305,11 @@ def _choose_target(request: EnableRequest, integration: Integration, primary: st
 def _set_target(ctx: AppContext, integration: Integration, target: str, existing: dict[str, SyncedCalendar]) -> None:
     if integration.target_calendar_id != target:
         ctx.store.update_integration(integration.user_id, {"target_calendar_id": target, "updated_at": ctx.clock()})
+    # Only documents that exist: a calendar another request is still enabling gets its flag from that request.
     with ctx.store.batch() as batch:
         for cid, cal in existing.items():
-            if cal.is_target and cid != target:
-                batch.update(ctx.store.calendar_ref(integration.user_id, cal.key), {"is_target": False})
-        batch.update(ctx.store.calendar_ref(integration.user_id, calendar_key(target)), {"is_target": True})
+            if cal.is_target != (cid == target):
+                batch.update(ctx.store.calendar_ref(integration.user_id, cal.key), {"is_target": cid == target})
 
 
 def _enable_one(

@@ -11,7 +11,7 @@ import requests
 
 from shared.context import AppContext
 from shared.oauth import OAUTH_STATES
-from tests.lifecycle.conftest import Api, SkewClock
+from tests.lifecycle.conftest import Api, SkewClock, needs_pull_engine
 
 ALICE = "alice@example.com"
 
@@ -166,3 +166,38 @@ def test_disconnect_revokes_and_disables(api: Api, app_context: AppContext, goog
     assert status["connected"] is False
     # Disconnecting again is harmless.
     assert api.call("oauth_disconnect", "user-a").status_code == 200
+
+
+@needs_pull_engine
+def test_reconnect_keeps_events_without_duplicates(api: Api, app_context: AppContext, google) -> None:
+    from shared.models import EVENTS
+
+    google.control.create_account(ALICE)
+    for day in range(1, 6):
+        google.control.create_event(ALICE, {
+            "summary": f"Meeting {day}",
+            "start": {"dateTime": f"2031-05-0{day}T10:00:00Z"}, "end": {"dateTime": f"2031-05-0{day}T11:00:00Z"},
+        })
+    assert api.connect("user-a", ALICE).status_code == 200
+    assert api.enable("user-a").status_code == 200
+
+    def crm_events() -> list[str]:
+        return sorted(s.id for s in app_context.store.db.collection(EVENTS).stream())
+
+    imported = crm_events()
+    assert len(imported) == 5
+    first_ciphertext = app_context.store.get_integration("user-a").refresh_token_ciphertext
+
+    again = api.connect("user-a", ALICE)
+    assert again.status_code == 200 and again.json()["reconnected"] is True
+    integration = app_context.store.get_integration("user-a")
+    assert integration.refresh_token_ciphertext != first_ciphertext
+    assert integration.status == "connected"
+    enabled = api.enable("user-a")
+    assert enabled.status_code == 200
+    assert enabled.json()["calendars"][0]["outcome"] == "already_enabled"
+    # Disable and enable again after the reconnect: caught up from the kept sync token, still no duplicates.
+    assert api.disable("user-a").status_code == 200
+    assert api.enable("user-a").status_code == 200
+    google.control.flush()
+    assert crm_events() == imported
