@@ -11,6 +11,8 @@ COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("events", (("sync.state", "ASCENDING"), ("sync.next_attempt_at", "ASCENDING"))),
     # Settings page counts (shared.lifecycle.status): events of one owner in one sync state.
     ("events", (("owner_id", "ASCENDING"), ("sync.state", "ASCENDING"))),
+    # Exceptions of a deleted series (shared.pull: FirestoreStore.series_exception_snapshots).
+    ("events", (("owner_id", "ASCENDING"), ("series.series_crm_id", "ASCENDING"))),
     # Orphan sweep of the renewal run: active routes near expiry (shared.lifecycle.query_routes_near_expiry).
     ("channels", (("state", "ASCENDING"), ("expiration", "ASCENDING"))),
 )

@@ -219,6 +219,11 @@ class _Index:
                 return crm_id
         return crm_event_id_for_google(self.calendar_id, recurring)
 
+    def series_deleted(self, google_event: dict[str, Any]) -> bool:
+        series = self.series_crm_id(google_event)
+        master = self.by_id.get(series) if series else None
+        return master is not None and master.deleted
+
     def master_title(self, google_event: dict[str, Any]) -> str | None:
         series = self.series_crm_id(google_event)
         master = self.by_id.get(series) if series else None
@@ -309,7 +314,14 @@ def _tombstone(before: CrmEvent, google_event: dict[str, Any] | None, calendar_i
     )
 
 
-def _plan_one(google_event: dict[str, Any], index: _Index, *, owner_id: str, now: dt.datetime) -> Action:
+def _plan_one(
+    google_event: dict[str, Any],
+    index: _Index,
+    *,
+    owner_id: str,
+    now: dt.datetime,
+    deleted_series: frozenset[str] = frozenset(),
+) -> Action:
     calendar_id = index.calendar_id
     google_id = google_event["id"]
     crm_id, stored = index.match(google_event)
@@ -322,7 +334,9 @@ def _plan_one(google_event: dict[str, Any], index: _Index, *, owner_id: str, now
             return SkipEcho(crm_id, google_id, "etag already stored")
 
     cancelled = is_cancelled(google_event)
-    deletion = cancelled and not google_event.get("recurringEventId")
+    recurring = google_event.get("recurringEventId")
+    # A cancelled instance is an exception of its series, unless the whole series was deleted: then it goes too.
+    deletion = cancelled and (not recurring or recurring in deleted_series or index.series_deleted(google_event))
 
     if deletion:
         if stored is None:
@@ -386,6 +400,10 @@ def _plan_one(google_event: dict[str, Any], index: _Index, *, owner_id: str, now
     return UpdateFromGoogle(crm_id, google_id, stored, after, True)
 
 
+def _deleted_series(changes: Iterable[dict[str, Any]]) -> frozenset[str]:
+    return frozenset(g["id"] for g in changes if is_cancelled(g) and not g.get("recurringEventId"))
+
+
 def plan_changes(
     changes: Iterable[dict[str, Any]],
     index: _Index,
@@ -393,11 +411,11 @@ def plan_changes(
     owner_id: str,
     now: dt.datetime,
 ) -> list[Action]:
+    changes = [g for g in changes if g.get("id")]
+    deleted_series = _deleted_series(changes)
     actions: list[Action] = []
     for google_event in changes:
-        if not google_event.get("id"):
-            continue
-        action = _plan_one(google_event, index, owner_id=owner_id, now=now)
+        action = _plan_one(google_event, index, owner_id=owner_id, now=now, deleted_series=deleted_series)
         if not isinstance(action, SkipEcho):
             index.put(action.crm_id, action.after)
         actions.append(action)
@@ -430,6 +448,20 @@ def plan_removals(
         after = _synced(_tombstone(event, None, calendar_id, now), now, _with_decision(event, decision))
         removals.append(RemoveMissing(crm_id, event.google.event_id, event, after, decision))
     return removals
+
+
+def plan_series_removal(
+    master_id: str, exceptions: Iterable[tuple[str, CrmEvent]], *, calendar_id: str, now: dt.datetime
+) -> list[TombstoneFromGoogle]:
+    """A deleted series takes its stored exceptions with it (Google may not re-list exceptions already cancelled)."""
+    actions: list[TombstoneFromGoogle] = []
+    for crm_id, event in exceptions:
+        if event.deleted or event.series is None or event.series.series_crm_id != master_id:
+            continue
+        google_id = event.google.event_id if event.google is not None else ""
+        after = _synced(_tombstone(event, None, calendar_id, now), now, list(event.sync.decisions))
+        actions.append(TombstoneFromGoogle(crm_id, google_id, event, after))
+    return actions
 
 
 def plan_pull(
@@ -782,6 +814,7 @@ class _Engine:
         self.linked: dict[str, CrmEvent] = {}
         self.linked_times: dict[str, dt.datetime] = {}
         self.seen: set[str] = set()
+        self.deleted_series: set[str] = set()
 
     # -- helpers ------------------------------------------------------------------------------------------------------
     def _candidate_ids(self, items: list[dict[str, Any]]) -> set[str]:
@@ -820,7 +853,13 @@ class _Engine:
             found = self.ctx.store.get_event_snapshots([crm_id])
             stored = {crm_id: found[crm_id][0]} if crm_id in found else {}
             index = _Index(stored, self.calendar_id)
-            action = _plan_one(write.google_event, index, owner_id=self.user_id, now=self.now)
+            action = _plan_one(
+                write.google_event,
+                index,
+                owner_id=self.user_id,
+                now=self.now,
+                deleted_series=frozenset(self.deleted_series),
+            )
             if isinstance(action, SkipEcho):
                 return True
             if action.crm_id != crm_id:
@@ -902,12 +941,28 @@ class _Engine:
         times.update(self.writer.update_times)
         times.update({crm_id: t for crm_id, (_, t) in found.items()})
         index = _Index(stored, self.calendar_id)
+        self.deleted_series |= _deleted_series(items)
         for item in items:
             self.seen.add(item["id"])
-            action = _plan_one(item, index, owner_id=self.user_id, now=self.now)
+            action = _plan_one(
+                item, index, owner_id=self.user_id, now=self.now, deleted_series=frozenset(self.deleted_series)
+            )
             if not isinstance(action, SkipEcho):
                 index.put(action.crm_id, action.after)
             self._queue(action, item, times.get(action.crm_id) if action.crm_id else None)
+            if isinstance(action, TombstoneFromGoogle) and action.before.recurrence:
+                self._remove_exceptions(action.crm_id, index)
+
+    def _remove_exceptions(self, master_id: str, index: _Index) -> None:
+        """One query per deleted series (rare): its exceptions stored in the CRM become tombstones too."""
+        found = dict(self.ctx.store.series_exception_snapshots(self.user_id, master_id))
+        exceptions = [(crm_id, index.by_id.get(crm_id, event)) for crm_id, (event, _) in found.items()]
+        for action in plan_series_removal(master_id, exceptions, calendar_id=self.calendar_id, now=self.now):
+            index.put(action.crm_id, action.after)
+            if self.report.full:
+                self.seen.add(action.google_id)
+            update_time = self.writer.update_times.get(action.crm_id) or found[action.crm_id][1]
+            self._queue(action, None, update_time)
 
     def _between_pages(self) -> None:
         """Full lists: show progress and keep the lease alive (queued with the page's writes, no extra commit)."""

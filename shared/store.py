@@ -275,6 +275,18 @@ class FirestoreStore:
         for snapshot in self.query(query):
             yield self._event_from(snapshot), snapshot.update_time
 
+    def series_exception_snapshots(
+        self, owner_id: str, series_crm_id: str
+    ) -> Iterator[tuple[str, tuple[CrmEvent, dt.datetime]]]:
+        """The exceptions (modified / cancelled instances) stored for one series (composite index in indexes.py)."""
+        query = (
+            self.db.collection(EVENTS)
+            .where(filter=_field_filter("owner_id", "==", owner_id))
+            .where(filter=_field_filter("series.series_crm_id", "==", series_crm_id))
+        )
+        for snapshot in self.query(query):
+            yield snapshot.id, (self._event_from(snapshot), snapshot.update_time)
+
     def get_event_snapshots(self, event_ids: Iterable[str]) -> dict[str, tuple[CrmEvent, dt.datetime]]:
         """Many events with their update times in one RPC (missing ids are absent from the result)."""
         refs = [self.event_ref(event_id) for event_id in dict.fromkeys(event_ids)]
