@@ -57,8 +57,8 @@ def cmd_resync(args: argparse.Namespace) -> dict[str, Any]:
     for cal in _calendars(ctx, args.user, args.calendar):
         log_event(logger, "operator resync", user_id=args.user, calendar_id=cal.calendar_id, full=args.full)
         outcome = lifecycle.request_pull(ctx, args.user, cal.calendar_id, reason="operator", full=args.full)
-        lifecycle._pulled(ctx, cal)
-        results[cal.calendar_id] = outcome if isinstance(outcome, dict | str | int | None) else repr(outcome)
+        lifecycle._pulled(ctx, cal, outcome)
+        results[cal.calendar_id] = getattr(outcome, "outcome", None) or repr(outcome)
     return {"resynced": results}
 
 

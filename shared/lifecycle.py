@@ -187,8 +187,22 @@ def _record_calendar_error(ctx: AppContext, cal: SyncedCalendar, message: str) -
         logger.warning("could not record calendar error", extra={"fields": {"user_id": cal.user_id}})
 
 
-def _pulled(ctx: AppContext, cal: SyncedCalendar) -> None:
-    """A pull ran (or was coalesced with a running one): the next stale-sync pull is due a stale period from now."""
+def pull_succeeded(outcome: object) -> bool:
+    """Whether a request_pull outcome is a success (ran ok, or coalesced into a running pull)."""
+    if getattr(outcome, "queued", False):
+        return True
+    report = getattr(outcome, "report", None)
+    return report is None or getattr(report, "outcome", "ok") == "ok"
+
+
+def _pulled(ctx: AppContext, cal: SyncedCalendar, outcome: object) -> None:
+    """After a pull: the next stale-sync pull is due a stale period from now.
+
+    The pull engine writes `pull_due_at` itself in the commit that stores the sync token; this only covers an outcome
+    that does not say it did (a queued pull is left to the running one, a failed pull stays due).
+    """
+    if getattr(outcome, "ran", False) or getattr(outcome, "queued", False) or not pull_succeeded(outcome):
+        return
     ctx.store.update_calendar(cal.user_id, cal.key, {"pull_due_at": channels.pull_due_at(ctx, ctx.clock())})
 
 
@@ -245,8 +259,7 @@ def ensure_channel(
     )
     if catch_up:
         # Changes made in Google while no channel existed are caught up from the stored sync token.
-        request_pull(ctx, user_id, cal.calendar_id, reason=f"{reason}:catch_up")
-        _pulled(ctx, cal)
+        _pulled(ctx, cal, request_pull(ctx, user_id, cal.calendar_id, reason=f"{reason}:catch_up"))
     return "rewatched"
 
 
@@ -338,8 +351,7 @@ def _enable_one(
         )
         first_import = cal.sync_token is None
         try:
-            request_pull(ctx, user_id, calendar_id, reason="enable", full=first_import)
-            _pulled(ctx, cal)
+            _pulled(ctx, cal, request_pull(ctx, user_id, calendar_id, reason="enable", full=first_import))
         except NeedsReauth as exc:
             mark_needs_reauth(ctx, user_id, str(exc.detail.get("reason") or "invalid_grant"))
             raise
@@ -711,8 +723,13 @@ class RenewalRun:
         try:
             if self._usable(cal) is None:
                 return
-            request_pull(self.ctx, cal.user_id, cal.calendar_id, reason="stale_sync")
-            _pulled(self.ctx, cal)
+            outcome = request_pull(self.ctx, cal.user_id, cal.calendar_id, reason="stale_sync")
+            _pulled(self.ctx, cal, outcome)
+            if not pull_succeeded(outcome):
+                self.count("pull_failed")
+                log_event(logger, "stale pull did not complete", level=logging.WARNING, user_id=cal.user_id,
+                          calendar_id=cal.calendar_id, outcome=str(getattr(outcome, "outcome", "")))
+                return
             self.count("pulled")
             log_event(logger, "stale calendar pulled", user_id=cal.user_id, calendar_id=cal.calendar_id)
         except NeedsReauth as exc:
