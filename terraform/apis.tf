@@ -1,5 +1,5 @@
 locals {
-  services = toset([
+  services = [
     "apigateway.googleapis.com",
     "artifactregistry.googleapis.com",
     "calendar-json.googleapis.com",
@@ -16,11 +16,11 @@ locals {
     "servicecontrol.googleapis.com",
     "servicemanagement.googleapis.com",
     "storage.googleapis.com",
-  ])
+  ]
 }
 
 resource "google_project_service" "apis" {
-  for_each = local.services
+  for_each = toset(local.services)
 
   project            = var.project_id
   service            = each.value

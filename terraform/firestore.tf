@@ -15,7 +15,7 @@ resource "google_firestore_index" "composite" {
 
   database    = google_firestore_database.main.name
   collection  = each.value.collection
-  query_scope = "COLLECTION"
+  query_scope = each.value.query_scope
 
   dynamic "fields" {
     for_each = each.value.fields
@@ -26,8 +26,9 @@ resource "google_firestore_index" "composite" {
   }
 }
 
-# TTL policies (shared/indexes.py TTL_FIELDS): tombstones are purged some time after `purge_at`. The empty
-# index_config drops the single-field indexes of the timestamp, which would only add write hot-spotting.
+# TTL policies (shared/indexes.py TTL_FIELDS): Firestore deletes each document some time after the field's time
+# (tombstones, expired leases, OAuth states, dirty markers). Single-field indexes are left as they are: the code
+# may range-query these fields.
 resource "google_firestore_field" "ttl" {
   for_each = local.ttl_fields
 
@@ -36,6 +37,4 @@ resource "google_firestore_field" "ttl" {
   field      = each.value.field
 
   ttl_config {}
-
-  index_config {}
 }

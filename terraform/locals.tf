@@ -89,8 +89,21 @@ locals {
   # GOOGLE_API_ENDPOINT points the Google client at the local stand-in.
   local_only_env_vars = ["GOOGLE_API_ENDPOINT"]
 
-  # Plain env vars every function gets (every function builds the same Settings from the environment).
-  common_env = merge(var.tuning, {
+  # Tunables (shared/config.py defaults; a policy test keeps them equal), overridable through var.tuning.
+  tuning_defaults = {
+    CHANNEL_TTL_SECONDS       = "604800"
+    RENEW_BEFORE_SECONDS      = "86400"
+    STALE_SYNC_SECONDS        = "21600"
+    SYNC_LEASE_SECONDS        = "120"
+    SEND_UPDATES              = "all"
+    GOOGLE_MAX_RETRIES        = "5"
+    GOOGLE_RETRY_BASE_SECONDS = "0.5"
+    RENEWAL_DEADLINE_SECONDS  = "240.0"
+    RENEWAL_CONCURRENCY       = "8"
+  }
+
+  # Deployment-derived env vars.
+  base_env = {
     GOOGLE_CLOUD_PROJECT           = var.project_id
     FIRESTORE_DATABASE             = google_firestore_database.main.name
     GOOGLE_OAUTH_AUTH_URI          = "https://accounts.google.com/o/oauth2/v2/auth"
@@ -107,7 +120,10 @@ locals {
     SCHEDULER_OIDC_AUDIENCE        = local.renew_url
     SCHEDULER_OIDC_CERTS_URL       = "https://www.googleapis.com/oauth2/v1/certs"
     SCHEDULER_INVOKER_EMAIL        = google_service_account.scheduler.email
-  })
+  }
+
+  # Plain env vars every function gets (every function builds the same Settings from the environment).
+  common_env = merge(local.tuning_defaults, var.tuning, local.base_env)
 
   # Secret env var -> Secret Manager secret id. Terraform creates the containers, never the values.
   secrets = {
@@ -120,20 +136,82 @@ locals {
     for k, f in local.functions : { for s in f.secrets : "${k}/${s}" => { function = k, secret = s } }
   ]...)
 
-  # Composite indexes of shared/indexes.py COMPOSITE_INDEXES (a policy test compares both directions).
+  # Composite indexes of shared/indexes.py: COMPOSITE_INDEXES (query scope COLLECTION) and COLLECTION_GROUP_INDEXES
+  # (COLLECTION_GROUP). A policy test compares both directions, query scope included.
   composite_indexes = {
-    "events-owner_id-google.calendar_id" = {
-      collection = "events"
+    "events--owner_id-asc--google.calendar_id-asc" = {
+      collection  = "events"
+      query_scope = "COLLECTION"
       fields = [
         { field_path = "owner_id", order = "ASCENDING" },
         { field_path = "google.calendar_id", order = "ASCENDING" },
+      ]
+    }
+    "events--sync.state-asc--sync.next_attempt_at-asc" = {
+      collection  = "events"
+      query_scope = "COLLECTION"
+      fields = [
+        { field_path = "sync.state", order = "ASCENDING" },
+        { field_path = "sync.next_attempt_at", order = "ASCENDING" },
+      ]
+    }
+    "events--owner_id-asc--sync.state-asc" = {
+      collection  = "events"
+      query_scope = "COLLECTION"
+      fields = [
+        { field_path = "owner_id", order = "ASCENDING" },
+        { field_path = "sync.state", order = "ASCENDING" },
+      ]
+    }
+    "events--owner_id-asc--series.series_crm_id-asc" = {
+      collection  = "events"
+      query_scope = "COLLECTION"
+      fields = [
+        { field_path = "owner_id", order = "ASCENDING" },
+        { field_path = "series.series_crm_id", order = "ASCENDING" },
+      ]
+    }
+    "channels--state-asc--expiration-asc" = {
+      collection  = "channels"
+      query_scope = "COLLECTION"
+      fields = [
+        { field_path = "state", order = "ASCENDING" },
+        { field_path = "expiration", order = "ASCENDING" },
+      ]
+    }
+    "calendars--enabled-asc--renew_due_at-asc" = {
+      collection  = "calendars"
+      query_scope = "COLLECTION_GROUP"
+      fields = [
+        { field_path = "enabled", order = "ASCENDING" },
+        { field_path = "renew_due_at", order = "ASCENDING" },
+      ]
+    }
+    "calendars--enabled-asc--pull_due_at-asc" = {
+      collection  = "calendars"
+      query_scope = "COLLECTION_GROUP"
+      fields = [
+        { field_path = "enabled", order = "ASCENDING" },
+        { field_path = "pull_due_at", order = "ASCENDING" },
+      ]
+    }
+    "calendars--enabled-asc--last_error_at-des" = {
+      collection  = "calendars"
+      query_scope = "COLLECTION_GROUP"
+      fields = [
+        { field_path = "enabled", order = "ASCENDING" },
+        { field_path = "last_error_at", order = "DESCENDING" },
       ]
     }
   }
 
   # TTL policies of shared/indexes.py TTL_FIELDS.
   ttl_fields = {
-    "events-purge_at" = { collection = "events", field = "purge_at" }
+    "events--purge_at"           = { collection = "events", field = "purge_at" }
+    "oauth_states--expires_at"   = { collection = "oauth_states", field = "expires_at" }
+    "channel_leases--expires_at" = { collection = "channel_leases", field = "expires_at" }
+    "sync_leases--expires_at"    = { collection = "sync_leases", field = "expires_at" }
+    "sync_dirty--expires_at"     = { collection = "sync_dirty", field = "expires_at" }
   }
 
   # The renewal cron: shared/scheduler_job.json is the single source of truth (ops command and local scheduler read it too).

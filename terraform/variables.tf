@@ -62,19 +62,14 @@ variable "token_encryption_active_key_id" {
 }
 
 variable "tuning" {
-  description = "Sync tunables passed as env vars. Defaults mirror shared/config.py (a policy test keeps them equal)."
-  type = object({
-    CHANNEL_TTL_SECONDS       = optional(string, "604800")
-    RENEW_BEFORE_SECONDS      = optional(string, "86400")
-    STALE_SYNC_SECONDS        = optional(string, "21600")
-    SYNC_LEASE_SECONDS        = optional(string, "120")
-    SEND_UPDATES              = optional(string, "all")
-    GOOGLE_MAX_RETRIES        = optional(string, "5")
-    GOOGLE_RETRY_BASE_SECONDS = optional(string, "0.5")
-    RENEWAL_DEADLINE_SECONDS  = optional(string, "240.0")
-    RENEWAL_CONCURRENCY       = optional(string, "8")
-  })
-  default = {}
+  description = "Overrides of the sync tunables passed as env vars (keys of local.tuning_defaults, e.g. { RENEWAL_CONCURRENCY = \"16\" })."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.tuning) : contains(keys(local.tuning_defaults), k)])
+    error_message = "tuning keys must be keys of local.tuning_defaults (sync tunables only)."
+  }
 }
 
 variable "function_sizing" {

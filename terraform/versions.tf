@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.5.0"
+  required_version = ">= 1.9.0" # variable validation refers to a local value
 
   required_providers {
     google = {
