@@ -19,9 +19,9 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from shared import channels
 from shared.errors import BadRequest, Conflict, GoogleApiError, NeedsReauth, NotFound, SyncError
@@ -70,20 +70,20 @@ def push_due_events(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: 
 
 
 # --- request / response models ----------------------------------------------------------------------------------------
-CalendarId = Field(min_length=1, max_length=1024)
+CalendarId = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
 class EnableRequest(Strict):
     """POST sync_enable: calendars chosen from calendarList ("primary" allowed); which one receives CRM events."""
 
-    calendar_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_CALENDARS_PER_REQUEST)
-    target_calendar_id: str | None = Field(default=None, min_length=1, max_length=1024)
+    calendar_ids: list[CalendarId] | None = Field(default=None, min_length=1, max_length=MAX_CALENDARS_PER_REQUEST)
+    target_calendar_id: CalendarId | None = None
 
 
 class DisableRequest(Strict):
     """POST sync_disable: the calendars to stop syncing (default: all enabled ones)."""
 
-    calendar_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_CALENDARS_PER_REQUEST)
+    calendar_ids: list[CalendarId] | None = Field(default=None, min_length=1, max_length=MAX_CALENDARS_PER_REQUEST)
 
 
 class ChannelStatus(BaseModel):
