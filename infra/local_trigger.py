@@ -9,7 +9,8 @@ production sends (`application/protobuf`); binary (default) or structured CloudE
 
 Differences from Eventarc, on purpose or by nature: the listener coalesces writes that land between two snapshots
 into one event (Eventarc delivers each write; the push function is idempotent and re-reads, so the result is the
-same); delivery is at-least-once-ish with a few retries on 5xx / connection errors, and not ordered across workers.
+same); delivery retries a few times on 5xx / connection errors; events of one document are delivered in order by one
+worker (Eventarc promises no order; the function does not rely on it), different documents in parallel.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import queue
 import threading
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,7 +136,7 @@ class LocalTrigger:
     workers: int = 4
     delivered: int = 0
     failed: int = 0
-    _queue: queue.Queue[Any] = field(default_factory=queue.Queue, repr=False)
+    _queues: list[queue.Queue[Any]] = field(default_factory=list, repr=False)
     _cache: dict[str, tuple[dict[str, Any], Any, Any]] = field(default_factory=dict, repr=False)
     _ready: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -146,7 +148,10 @@ class LocalTrigger:
         from google.cloud import firestore
 
         for index in range(self.workers):
-            thread = threading.Thread(target=self._deliver_loop, name=f"local-trigger-{index}", daemon=True)
+            self._queues.append(queue.Queue())
+            thread = threading.Thread(
+                target=self._deliver_loop, args=(self._queues[index],), name=f"local-trigger-{index}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         self._client = firestore.Client(project=self.project_id)
@@ -176,24 +181,24 @@ class LocalTrigger:
             old_value = document_proto(name, *previous) if previous else None
             if change.type.name == "REMOVED" and old_value is None:
                 old_value = document_proto(name, snapshot.to_dict() or {}, snapshot.create_time, snapshot.update_time)
-            self._queue.put(
+            self._queues[zlib.crc32(doc_id.encode()) % len(self._queues)].put(
                 build_cloud_event(self.project_id, doc_id, value=value, old_value=old_value, content=self.content)
             )
         self._ready.set()
 
-    def _deliver_loop(self) -> None:
+    def _deliver_loop(self, inbox: queue.Queue[Any]) -> None:
         import requests
 
         session = requests.Session()
         while True:
-            event = self._queue.get()
+            event = inbox.get()
             if event is None:
-                self._queue.task_done()
+                inbox.task_done()
                 return
             try:
                 self._deliver(session, event)
             finally:
-                self._queue.task_done()
+                inbox.task_done()
 
     def _deliver(self, session: Any, event: Any) -> None:
         import time
@@ -231,7 +236,7 @@ class LocalTrigger:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
+            if all(inbox.unfinished_tasks == 0 for inbox in self._queues):
                 return True
             time.sleep(0.02)
         return False
@@ -240,8 +245,8 @@ class LocalTrigger:
         if self._watch is not None:
             self._watch.unsubscribe()
             self._watch = None
-        for _ in self._threads:
-            self._queue.put(None)
+        for inbox in self._queues:
+            inbox.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
