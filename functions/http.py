@@ -69,9 +69,39 @@ def error_response(exc: SyncError) -> tuple[str, int, dict[str, str]]:
     return json_response(exc.public_body(), exc.http_status, headers)
 
 
-def handle(request: Any, handler: Callable[[Any], tuple[str, int, dict[str, str]]], *, name: str) -> Any:
-    """Run one handler; typed errors become their status, anything unexpected a 500 with no internals."""
+# Browsers call the user-facing functions with an `Authorization: Bearer` header, never cookies, so any origin may
+# ask: the ID token, not the origin, is what authenticates.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "3600",
+}
+
+
+def _with_cors(response: Any) -> Any:
+    if isinstance(response, tuple) and len(response) == 3:
+        body, status, headers = response
+        return body, status, {**headers, "Access-Control-Allow-Origin": "*"}
+    return response
+
+
+def handle(
+    request: Any, handler: Callable[[Any], tuple[str, int, dict[str, str]]], *, name: str, cors: bool = False
+) -> Any:
+    """Run one handler; typed errors become their status, anything unexpected a 500 with no internals.
+
+    With `cors`, a browser's preflight (OPTIONS) is answered here, before authentication, as browsers send no token
+    on a preflight; every other answer carries the allow-origin header.
+    """
     configure_logging()
+    if cors and request.method == "OPTIONS":
+        return "", 204, CORS_HEADERS
+    response = _handle(request, handler, name=name)
+    return _with_cors(response) if cors else response
+
+
+def _handle(request: Any, handler: Callable[[Any], tuple[str, int, dict[str, str]]], *, name: str) -> Any:
     try:
         return handler(request)
     except SyncError as exc:

@@ -86,7 +86,7 @@ def _disconnect(request: Any) -> Any:
 
 
 def handle_start(request: Any) -> Any:
-    return handle(request, _start, name="oauth_start")
+    return handle(request, _start, name="oauth_start", cors=True)
 
 
 def handle_callback(request: Any) -> Any:
@@ -94,4 +94,4 @@ def handle_callback(request: Any) -> Any:
 
 
 def handle_disconnect(request: Any) -> Any:
-    return handle(request, _disconnect, name="oauth_disconnect")
+    return handle(request, _disconnect, name="oauth_disconnect", cors=True)

@@ -48,12 +48,12 @@ def _status(request: Any) -> Any:
 
 
 def handle_enable(request: Any) -> Any:
-    return handle(request, _enable, name="sync_enable")
+    return handle(request, _enable, name="sync_enable", cors=True)
 
 
 def handle_disable(request: Any) -> Any:
-    return handle(request, _disable, name="sync_disable")
+    return handle(request, _disable, name="sync_disable", cors=True)
 
 
 def handle_status(request: Any) -> Any:
-    return handle(request, _status, name="sync_status")
+    return handle(request, _status, name="sync_status", cors=True)

@@ -95,6 +95,10 @@ def configure_environment(*, project: str, standin: Any, functions_url: str) -> 
             "ID_TOKEN_ISSUER": f"https://securetoken.google.com/{project}",
             "ID_TOKEN_AUDIENCE": project,
             "ID_TOKEN_CERTS_URL": standin.certs_url,
+            "OAUTH_RETURN_URL": f"{functions_url}/sync_status",
+            "SCHEDULER_OIDC_AUDIENCE": f"{functions_url}/renew",
+            "SCHEDULER_OIDC_CERTS_URL": standin.certs_url,
+            "SCHEDULER_INVOKER_EMAIL": f"local-scheduler@{project}.iam.gserviceaccount.com",
         }
     )
     from shared.config import reset_settings

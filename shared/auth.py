@@ -109,8 +109,13 @@ class VerifiedUser:
 
 
 def bearer_token(request: Any) -> str:
-    """The bearer token of the Authorization header (the only place a token is accepted)."""
-    header = request.headers.get("Authorization", "") if request is not None else ""
+    """The user's bearer token: `X-Forwarded-Authorization` when API Gateway fronts the function (the gateway puts its
+    own service-account token in `Authorization` and forwards the caller's there), else `Authorization`. Never a
+    query parameter or the body. In production only the gateway may invoke these functions, so the forwarded header
+    cannot be set by anyone else; it is verified exactly like the direct one.
+    """
+    headers = request.headers if request is not None else {}
+    header = headers.get("X-Forwarded-Authorization") or headers.get("Authorization", "")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:

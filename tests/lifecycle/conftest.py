@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from shared.config import Settings
 from shared.context import AppContext
@@ -29,44 +26,10 @@ USER_FUNCTIONS = (
     "sync_status",
     "renew",
 )
-HAS_WEBHOOK = importlib.util.find_spec("functions.webhook") is not None
-HAS_PULL_ENGINE = importlib.util.find_spec("shared.coalesce") is not None
-needs_pull_engine = pytest.mark.skipif(not HAS_PULL_ENGINE, reason="shared.coalesce (pull engine) not available yet")
-needs_webhook = pytest.mark.skipif(not HAS_WEBHOOK, reason="functions/webhook.py not available yet")
-
-
-@dataclass
-class Receiver:
-    """A stand-in webhook (used only until functions/webhook.py exists): records headers, answers 200."""
-
-    url: str
-    server: Any
-    received: list[dict[str, str]] = field(default_factory=list)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _start_receiver() -> Receiver:
-    received: list[dict[str, str]] = []
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        received.append({k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")})
-        start_response("200 OK", [("Content-Length", "0")])
-        return [b""]
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return Receiver(f"http://127.0.0.1:{server.server_port}/", server, received)
-
-
 @pytest.fixture(scope="session")
 def served() -> Iterator[dict[str, ServedFunction]]:
-    """Every lifecycle entry point (and the webhook, when it exists) served by functions-framework over HTTP."""
-    functions = {name: serve_function(name) for name in USER_FUNCTIONS}
-    if HAS_WEBHOOK:
-        functions["webhook"] = serve_function("webhook")
+    """Every lifecycle entry point and the webhook, served by functions-framework over HTTP."""
+    functions = {name: serve_function(name) for name in (*USER_FUNCTIONS, "webhook")}
     try:
         yield functions
     finally:
@@ -75,15 +38,8 @@ def served() -> Iterator[dict[str, ServedFunction]]:
 
 
 @pytest.fixture(scope="session")
-def webhook_url(served: dict[str, ServedFunction]) -> Iterator[str]:
-    if "webhook" in served:
-        yield served["webhook"].url + "/"
-        return
-    receiver = _start_receiver()
-    try:
-        yield receiver.url
-    finally:
-        receiver.stop()
+def webhook_url(served: dict[str, ServedFunction]) -> str:
+    return served["webhook"].url + "/"
 
 
 @pytest.fixture
@@ -167,24 +123,3 @@ def api(served: dict[str, ServedFunction], google: Any, app_context: AppContext)
     return Api(served, google, app_context.settings)
 
 
-def stub_request_pull(ctx: AppContext, user_id: str, calendar_id: str, *, reason: str, full: bool = False) -> object:
-    """Stand-in for shared.coalesce.request_pull until the pull engine lands: lists, keeps the sync token."""
-    from shared.models import calendar_key
-
-    integration = ctx.store.get_integration(user_id)
-    assert integration is not None
-    cal = ctx.store.get_calendar(user_id, calendar_key(calendar_id))
-    token = None if full or cal is None else cal.sync_token
-    client = ctx.calendar_client(integration)
-    next_token = None
-    for page in client.iter_event_pages(calendar_id, sync_token=token):
-        next_token = page.get("nextSyncToken") or next_token
-    fields = {"sync_token": next_token, "last_sync_at": ctx.clock()}
-    ctx.store.update_calendar(user_id, calendar_key(calendar_id), fields)
-    return {"reason": reason}
-
-
-@pytest.fixture(autouse=True)
-def _pull_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not HAS_PULL_ENGINE:
-        monkeypatch.setattr("shared.lifecycle.request_pull", stub_request_pull)

@@ -11,7 +11,7 @@ import requests
 
 from shared.context import AppContext
 from shared.oauth import OAUTH_STATES
-from tests.lifecycle.conftest import Api, SkewClock, needs_pull_engine
+from tests.lifecycle.conftest import Api, SkewClock
 
 ALICE = "alice@example.com"
 
@@ -168,7 +168,6 @@ def test_disconnect_revokes_and_disables(api: Api, app_context: AppContext, goog
     assert api.call("oauth_disconnect", "user-a").status_code == 200
 
 
-@needs_pull_engine
 def test_reconnect_keeps_events_without_duplicates(api: Api, app_context: AppContext, google) -> None:
     from shared.models import EVENTS
 

@@ -11,7 +11,7 @@ import pytest
 from shared import channels, lifecycle
 from shared.context import AppContext
 from shared.models import ChannelRoute, calendar_key
-from tests.lifecycle.conftest import Api, SkewClock, needs_pull_engine
+from tests.lifecycle.conftest import Api, SkewClock
 from tests.lifecycle.helpers import calendar, live_channels, refresh_token_of, route, setup_user
 
 ALICE = "alice@example.com"
@@ -120,7 +120,6 @@ def test_expired_channel_is_rewatched_and_caught_up(
     assert cal.channel.id == new["id"] and cal.pull_due_at > clock()
 
 
-@needs_pull_engine
 def test_changes_made_while_no_channel_existed_all_arrive(
     api: Api, app_context: AppContext, google, clock: SkewClock
 ) -> None:

@@ -11,7 +11,7 @@ import requests
 from shared.context import AppContext
 from shared.crypto import secret_digest
 from shared.models import CrmEvent, EventTime, SyncInfo, SyncState
-from tests.lifecycle.conftest import HAS_WEBHOOK, Api
+from tests.lifecycle.conftest import Api
 from tests.lifecycle.helpers import calendar, live_channels, route, setup_user
 
 ALICE = "alice@example.com"
@@ -125,18 +125,17 @@ def test_disable_stops_channel_and_ignores_late_notifications(
     again = api.disable("user-a", {"calendar_ids": ["primary"]})
     assert again.status_code == 200 and again.json()["calendars"][0]["outcome"] == "already_disabled"
 
-    if HAS_WEBHOOK:
-        # A late notification on the stopped channel (as Google would send it): rejected, no Google call, no change.
-        google.control.reset_counters()
-        before = app_context.store.calendar_ref("user-a", stored.key).get().to_dict()
-        late = requests.post(served["webhook"].url + "/", data=b"", timeout=30, headers={
-            "X-Goog-Channel-ID": channel["id"], "X-Goog-Message-Number": "99",
-            "X-Goog-Resource-ID": channel["resourceId"], "X-Goog-Resource-State": "exists",
-            "X-Goog-Resource-URI": channel["resourceUri"], "X-Goog-Channel-Token": channel["token"],
-        })
-        assert 400 <= late.status_code < 500, late.text
-        assert google.control.counters()["total"] == 0
-        assert app_context.store.calendar_ref("user-a", stored.key).get().to_dict() == before
+    # A late notification on the stopped channel (as Google would send it): rejected, no Google call, no change.
+    google.control.reset_counters()
+    before = app_context.store.calendar_ref("user-a", stored.key).get().to_dict()
+    late = requests.post(served["webhook"].url + "/", data=b"", timeout=30, headers={
+        "X-Goog-Channel-ID": channel["id"], "X-Goog-Message-Number": "99",
+        "X-Goog-Resource-ID": channel["resourceId"], "X-Goog-Resource-State": "exists",
+        "X-Goog-Resource-URI": channel["resourceUri"], "X-Goog-Channel-Token": channel["token"],
+    })
+    assert 400 <= late.status_code < 500, late.text
+    assert google.control.counters()["total"] == 0
+    assert app_context.store.calendar_ref("user-a", stored.key).get().to_dict() == before
 
     # Re-enabling opens a fresh channel.
     reenabled = api.enable("user-a")
@@ -198,3 +197,37 @@ def test_cross_user_isolation(api: Api, app_context: AppContext, google) -> None
     # Disconnecting Alice leaves Bob's channels alone.
     assert api.call("oauth_disconnect", "user-a").status_code == 200
     assert len(live_channels(google)) == 2
+
+
+def test_browser_preflight_is_answered_without_a_token_and_changes_nothing(
+    api: Api, app_context: AppContext, google
+) -> None:
+    setup_user(app_context, google, "user-a", ALICE)
+    google.control.reset_counters()
+    before = app_context.store.integration_ref("user-a").get().to_dict()
+    for function in ("sync_enable", "sync_disable", "sync_status", "oauth_start", "oauth_disconnect"):
+        answer = api.call(function, None, method="OPTIONS", headers={"Origin": "https://crm.example"})
+        assert answer.status_code == 204, (function, answer.text)
+        assert answer.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Authorization" in answer.headers["Access-Control-Allow-Headers"]
+    assert google.control.counters()["total"] == 0
+    assert app_context.store.integration_ref("user-a").get().to_dict() == before
+    # Real requests carry the allow-origin header too, including rejections.
+    rejected = api.call("sync_status", None, method="GET")
+    assert rejected.status_code == 401
+    assert rejected.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_token_forwarded_by_api_gateway_is_verified_like_a_direct_one(
+    api: Api, app_context: AppContext, google
+) -> None:
+    setup_user(app_context, google, "user-a", ALICE)
+    gateway_headers = {
+        "Authorization": "Bearer gateway.service-account.token",  # the gateway's own token, not the user's
+        "X-Forwarded-Authorization": f"Bearer {api.id_token('user-a')}",
+    }
+    answer = api.call("sync_status", None, method="GET", headers=gateway_headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["connected"] is True
+    forged = dict(gateway_headers, **{"X-Forwarded-Authorization": f"Bearer {api.id_token('user-a', wrong_key=True)}"})
+    assert api.call("sync_status", None, method="GET", headers=forged).status_code == 401
