@@ -4,15 +4,20 @@
     sync_dirty/{userId}_{calKey}   {requested_at, expires_at, full?}                                 (TTL: expires_at)
 
 `request_pull`:
-1. `create` the lease. Created -> we run. Exists and expired (its holder died mid-sync) -> delete it with a precondition
-   on the update time we read, then create it again (two contenders: one wins). Exists and live -> blind-write the dirty
-   marker, then read the lease once more: if it vanished meanwhile (the holder finished between our two looks), try to
-   take it ourselves; otherwise return `queued` (the webhook answers 202).
+1. `create` the lease. Created -> we run. Otherwise read the lease and the marker in one batchGet:
+   - lease expired (its holder died mid-sync) -> delete it with a precondition on the update time we read, then create
+     it again (of two contenders one wins);
+   - lease live and a marker already there -> return `queued` with NO write (a re-run is already due; the burst does
+     not hammer one document: 2 RPCs per coalesced notification);
+   - lease live, no marker -> blind-write the marker, then read the lease once more: if it vanished meanwhile (the
+     holder finished between our looks) take it ourselves; otherwise `queued` (the webhook answers 202).
 2. The runner pulls (shared.pull.pull_calendar); the lease is deleted in the pull's final commit (no extra write).
-3. After releasing, the runner reads the dirty marker. Present -> delete it (precondition on its update time), take
-   the lease again and pull once more. So N notifications arriving together cause one running pull and at most one
-   queued re-run, whatever N is. A marker written while a lease is held is always seen by that holder after its release
-   (it reads after deleting the lease), and a writer that saw a live lease re-checks after writing: nothing is stranded.
+3. After releasing, the runner reads the marker. Present -> create the lease again (if someone else holds it, leave
+   the marker to them), THEN delete the marker (precondition on its update time) and pull once more.
+Why nothing is stranded: a marker is deleted only by a runner that holds the lease and pulls right after, so a
+notification that saw (live lease + marker) is covered by a run starting later; a notifier that wrote the marker
+re-checks the lease after writing; a holder always reads the marker after its release. N notifications arriving
+together therefore cause one running pull and one queued re-run, not N.
 No transactions: only creates, blind writes and deletes with preconditions, so a burst never contends on one document.
 A holder that dies leaves its lease to expire (`settings.sync_lease_seconds`; refreshed between pages of long imports);
 the next notification or the cron's stale-calendar pull takes it over and re-lists from the stored sync token, which
@@ -75,37 +80,54 @@ def _refs(ctx: AppContext, user_id: str, calendar_id: str) -> tuple[Any, Any]:
     return db.collection(SYNC_LEASES).document(doc_id), db.collection(SYNC_DIRTY).document(doc_id)
 
 
-def _try_acquire(
-    ctx: AppContext, ref: Any, user_id: str, calendar_id: str, reason: str, *, create_first: bool = True
-) -> tuple[LeaseHandle | None, bool]:
-    """(lease or None when a live holder has it, whether an expired lease was taken over)."""
-    seconds = ctx.settings.sync_lease_seconds
+def _lease_data(ctx: AppContext, user_id: str, calendar_id: str, reason: str) -> tuple[dict[str, Any], str]:
     holder = uuid.uuid4().hex
     now = ctx.clock()
-    data = {
+    return {
         "holder": holder,
         "user_id": user_id,
         "calendar_id": calendar_id,
         "reason": reason[:100],
         "acquired_at": now,
-        "expires_at": now + dt.timedelta(seconds=seconds),
-    }
-    if create_first and ctx.store.create_if_absent(ref, data):
-        return LeaseHandle(ref, holder, seconds), False
-    snapshot = ctx.store.get_document(ref)
-    if not snapshot.exists:
-        if ctx.store.create_if_absent(ref, data):
-            return LeaseHandle(ref, holder, seconds), False
-        return None, False
-    expires_at = (snapshot.to_dict() or {}).get("expires_at")
-    if isinstance(expires_at, dt.datetime) and expires_at > now:
-        return None, False
-    if not ctx.store.delete_document(ref, last_update_time=snapshot.update_time):
-        return None, False  # another contender took it over first
-    log_event(logger, "expired pull lease taken over", user_id=user_id, calendar_id=calendar_id, reason=reason)
+        "expires_at": now + dt.timedelta(seconds=ctx.settings.sync_lease_seconds),
+    }, holder
+
+
+def _live(ctx: AppContext, snapshot: Any) -> bool:
+    expires_at = (snapshot.to_dict() or {}).get("expires_at") if snapshot.exists else None
+    return isinstance(expires_at, dt.datetime) and expires_at > ctx.clock()
+
+
+def _create(ctx: AppContext, ref: Any, user_id: str, calendar_id: str, reason: str) -> LeaseHandle | None:
+    data, holder = _lease_data(ctx, user_id, calendar_id, reason)
     if ctx.store.create_if_absent(ref, data):
-        return LeaseHandle(ref, holder, seconds), True
-    return None, False
+        return LeaseHandle(ref, holder, ctx.settings.sync_lease_seconds)
+    return None
+
+
+def _take_over(
+    ctx: AppContext, ref: Any, snapshot: Any, user_id: str, calendar_id: str, reason: str
+) -> LeaseHandle | None:
+    """The lease is absent or expired (its holder died): replace it; of several contenders one wins."""
+    if snapshot.exists:
+        if not ctx.store.delete_document(ref, last_update_time=snapshot.update_time):
+            return None  # another contender took it over first
+        log_event(logger, "expired pull lease taken over", user_id=user_id, calendar_id=calendar_id, reason=reason)
+    return _create(ctx, ref, user_id, calendar_id, reason)
+
+
+def _get_both(ctx: AppContext, lease_ref: Any, dirty_ref: Any) -> tuple[Any, Any]:
+    """The lease and the marker in one RPC."""
+    from shared.errors import StoreUnavailable
+
+    try:
+        snapshots = {s.reference.path: s for s in ctx.store.db.get_all([lease_ref, dirty_ref])}
+    except Exception as exc:
+        raise StoreUnavailable(f"Firestore is unavailable: {type(exc).__name__}") from exc
+    ctx.store.ops["reads"] += 2
+    ctx.store.ops["batch_gets"] += 1
+    ctx.store.ops["rpcs"] += 1
+    return snapshots[lease_ref.path], snapshots[dirty_ref.path]
 
 
 def _mark_dirty(ctx: AppContext, ref: Any, full: bool) -> None:
@@ -116,22 +138,41 @@ def _mark_dirty(ctx: AppContext, ref: Any, full: bool) -> None:
     ctx.store.set_document(ref, data, merge=True)
 
 
+def _acquire_or_queue(
+    ctx: AppContext, lease_ref: Any, dirty_ref: Any, user_id: str, calendar_id: str, reason: str, full: bool
+) -> tuple[LeaseHandle | None, bool]:
+    """(our lease, took_over) or (None, False) when the request was queued behind a live holder."""
+    lease = _create(ctx, lease_ref, user_id, calendar_id, reason)
+    if lease is not None:
+        return lease, False
+    lease_snapshot, dirty_snapshot = _get_both(ctx, lease_ref, dirty_ref)
+    if not _live(ctx, lease_snapshot):
+        lease = _take_over(ctx, lease_ref, lease_snapshot, user_id, calendar_id, reason)
+        if lease is not None:
+            return lease, lease_snapshot.exists
+        return None, False  # a contender won the takeover; it runs after our change
+    if dirty_snapshot.exists and (not full or (dirty_snapshot.to_dict() or {}).get("full")):
+        # A re-run is already queued behind this live lease: it starts after now, so it covers our change.
+        return None, False
+    _mark_dirty(ctx, dirty_ref, full)
+    # The holder may have finished (and checked the marker) between our two looks: look again, never strand it.
+    lease_snapshot = ctx.store.get_document(lease_ref)
+    if _live(ctx, lease_snapshot):
+        return None, False
+    lease = _take_over(ctx, lease_ref, lease_snapshot, user_id, calendar_id, reason)
+    return lease, lease is not None and lease_snapshot.exists
+
+
 def request_pull(ctx: AppContext, user_id: str, calendar_id: str, *, reason: str, full: bool = False) -> PullOutcome:
     """Run (or queue) a pull of one calendar; see the module docstring. Raises the pull's typed errors
     (NeedsReauth after marking the integration, GoogleTransientError / StoreUnavailable for retryable failures)."""
     outcome = PullOutcome(user_id=user_id, calendar_id=calendar_id)
     lease_ref, dirty_ref = _refs(ctx, user_id, calendar_id)
-    lease, took_over = _try_acquire(ctx, lease_ref, user_id, calendar_id, reason)
+    lease, took_over = _acquire_or_queue(ctx, lease_ref, dirty_ref, user_id, calendar_id, reason, full)
     if lease is None:
-        _mark_dirty(ctx, dirty_ref, full)
-        # The holder may have finished between our create attempt and the marker: look again, never strand it.
-        lease, took_over = _try_acquire(ctx, lease_ref, user_id, calendar_id, reason, create_first=False)
-        if lease is None:
-            outcome.queued = True
-            log_event(
-                logger, "pull queued behind a running one", user_id=user_id, calendar_id=calendar_id, reason=reason
-            )
-            return outcome
+        outcome.queued = True
+        log_event(logger, "pull queued behind a running one", user_id=user_id, calendar_id=calendar_id, reason=reason)
+        return outcome
     outcome.took_over = took_over
     while True:
         report = pull_calendar(ctx, user_id, calendar_id, full=full, lease=lease, reason=reason)
@@ -141,6 +182,7 @@ def request_pull(ctx: AppContext, user_id: str, calendar_id: str, *, reason: str
         outcome.reports.append(report)
         if report.outcome != "ok":
             return outcome
+        # Released (in the pull's final commit). A marker now means notifications arrived while we ran.
         snapshot = ctx.store.get_document(dirty_ref)
         if not snapshot.exists:
             return outcome
@@ -152,12 +194,13 @@ def request_pull(ctx: AppContext, user_id: str, calendar_id: str, *, reason: str
                 calendar_id=calendar_id,
             )
             return outcome
+        # Lease first, marker second: a marker is only ever consumed by a holder that runs right after.
+        lease = _create(ctx, lease_ref, user_id, calendar_id, f"{reason}:rerun")
+        if lease is None:
+            return outcome  # someone else holds it now; it will find the marker after its own run
         marker = snapshot.to_dict() or {}
         ctx.store.delete_document(dirty_ref, last_update_time=snapshot.update_time)
         full = bool(marker.get("full"))
-        lease, _ = _try_acquire(ctx, lease_ref, user_id, calendar_id, f"{reason}:rerun")
-        if lease is None:
-            return outcome  # someone else runs now; its run started after the marker, so it covers it
         log_event(
             logger, "pull re-run for notifications that arrived meanwhile", user_id=user_id, calendar_id=calendar_id
         )
