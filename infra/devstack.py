@@ -106,27 +106,28 @@ def configure_environment(*, project: str, standin: Any, functions_url: str) -> 
     reset_settings()
 
 
-def walkthrough(project: str, functions_url: str, standin: Any, id_token: str) -> str:
+def walkthrough(project: str, functions_url: str, standin: Any, token_file: Path) -> str:
     control = standin.base_url + "/_control"
-    auth = f"-H 'Authorization: Bearer {id_token}'"
+    auth = '-H "Authorization: Bearer $DEMO_ID_TOKEN"'
     return f"""
 Local stack is up (Ctrl-C stops everything).
   Firestore emulator   FIRESTORE_EMULATOR_HOST={os.environ.get("FIRESTORE_EMULATOR_HOST")}  project={project}
   Google stand-in      {standin.base_url}   (control API under {control})
   Functions            {functions_url}/<entry point>: {", ".join(sorted(entry_points()))}
 
-Walkthrough (the demo user '{DEMO_USER}' has an ID token below; the Google account is {DEMO_EMAIL}):
+Walkthrough, as the CRM user '{DEMO_USER}' whose Google account is {DEMO_EMAIL}:
+  export DEMO_ID_TOKEN=$(cat {token_file.relative_to(ROOT)})      # a 1-hour ID token the stand-in signed
   1. Connect Google:  curl -s {auth} -H 'Accept: application/json' {functions_url}/oauth_start
      then open the returned authorization_url (the stand-in consents as {DEMO_EMAIL} and redirects to the callback).
   2. Enable sync:     curl -s {auth} -H 'Content-Type: application/json' -d '{{}}' {functions_url}/sync_enable
-  3. Edit in Google:  curl -s -X POST -H 'Content-Type: application/json' \\
+  3. Edit in Google:  curl -s -H 'Content-Type: application/json' {control}/calendars/{DEMO_EMAIL}/events \\
         -d '{{"summary":"Call with ACME","start":{{"dateTime":"2027-01-05T10:00:00Z"}},'\\
-'"end":{{"dateTime":"2027-01-05T11:00:00Z"}}}}' \\
-        {control}/calendars/{DEMO_EMAIL}/events
+'"end":{{"dateTime":"2027-01-05T11:00:00Z"}}}}'
      -> the stand-in POSTs a notification to the webhook; the event appears in Firestore `events`.
   4. Status:          curl -s {auth} {functions_url}/sync_status
-  5. Edit in the CRM: write to Firestore `events/<id>` (e.g. python -m infra.ops ...); the local trigger pushes it.
-ID token for {DEMO_USER} (1 h): {id_token}
+  5. Edit in the CRM: write a document to Firestore `events` (owner_id '{DEMO_USER}', title, start, end);
+     the local trigger delivers a CloudEvent to push_event and the meeting appears in the stand-in's calendar.
+  Operators: python -m infra.ops status {DEMO_USER}
 """
 
 
@@ -176,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             DEMO_USER, args.project, issuer=f"https://securetoken.google.com/{args.project}", email=DEMO_EMAIL
         )
         log_event(logger, "local stack started", functions_url=functions_url, standin_url=standin.base_url)
-        sys.stdout.write(walkthrough(args.project, functions_url, standin, id_token))
+        token_file = ROOT / ".run" / "demo-id-token"
+        token_file.write_text(id_token)
+        token_file.chmod(0o600)
+        sys.stdout.write(walkthrough(args.project, functions_url, standin, token_file))
         sys.stdout.flush()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())
