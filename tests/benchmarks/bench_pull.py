@@ -1,0 +1,294 @@
+"""Google -> CRM pull benchmarks (issue: the webhook and the incremental sync engine), each beside a naive baseline.
+
+Figures (counts matter; wall times are reported, never asserted):
+- pull.burst100.*    100 notifications for one change set, fired at the served webhook from 50 threads. One process
+                     serves the webhook here (the GIL serialises ~15 ms of work per request, so the burst takes ~1.5 s
+                     to land, where Cloud Functions instances would take it in parallel in a few ms); the stand-in's
+                     events.list latency is therefore set to 1.5 s so that the burst lands while a pull runs, which
+                     is what it models. Naive baseline: one pull per notification (no lease, no marker), same latency.
+- pull.steady.*      200 single Google edits, one notification each, through the real webhook over HTTP:
+                     events.list calls per edit, Google writes (must be 0), Firestore round trips per edit (route
+                     read + lease create + integration/calendar batchGet + events batchGet + one commit + marker read).
+- pull.import10k.*   first import of 10,000 events (200 of them recurring series): list calls (pages of 2500),
+                     Firestore commits, wall time, peak memory; naive baseline: pages of 250, one write per event.
+- pull.latency.*     Google-side edit -> CRM document updated (p50/p95, polling the document from a separate client),
+                     and the floor: one events.list round trip plus one Firestore commit, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import statistics
+import time
+import tracemalloc
+import uuid
+from typing import Any
+
+LIST = "calendar.events.list"
+BURST = 100
+STEADY_EDITS = 200
+LATENCY_SAMPLES = 60
+IMPORT_EVENTS = 10_000
+IMPORT_SERIES = 200
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+class _Env:
+    """Emulator (reused when the runner started one), the stand-in in-process, the served webhook, one context."""
+
+    def __init__(self) -> None:
+        from infra.firestore_emulator import existing_or_new
+        from infra.google_standin.control import ControlClient
+        from infra.google_standin.server import start_standin
+        from tests.fixtures.functions import serve_function
+        from tests.fixtures.google import GoogleStandin
+
+        self._owned_emulator = None
+        if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
+            self._owned_emulator = existing_or_new()
+            os.environ["FIRESTORE_EMULATOR_HOST"] = self._owned_emulator.host
+        self.handle = start_standin("127.0.0.1", 0, push_retry_base=0.005, push_timeout=10.0)
+        self.google = GoogleStandin(self.handle, ControlClient(self.handle.base_url))
+        self.webhook = serve_function("webhook")
+
+    def context(self) -> Any:
+        from google.cloud import firestore
+
+        from shared.context import AppContext, set_default_context
+        from tests.fixtures.sync import make_settings
+
+        project = f"bench-pull-{uuid.uuid4().hex[:8]}"
+        ctx = AppContext.create(make_settings(project, self.google), firestore.Client(project=project))
+        set_default_context(ctx)
+        return ctx
+
+    def user(self, ctx: Any, email: str, *, initial_pull: bool = True) -> Any:
+        from tests.pull.conftest import make_synced_user
+
+        self.google.control.set_options(sync_before_response=False)
+        return make_synced_user(
+            ctx, self.google, self.webhook.url + "/", user_id=f"u-{email}", email=email, initial_pull=initial_pull
+        )
+
+    def list_calls(self) -> int:
+        return int(self.google.control.counters()["by_method"].get(LIST, 0))
+
+    def close(self) -> None:
+        from shared.context import set_default_context
+
+        set_default_context(None)
+        self.webhook.stop()
+        self.handle.stop()
+        if self._owned_emulator is not None:
+            self._owned_emulator.stop()
+
+
+def _simple(summary: str, n: int) -> dict[str, Any]:
+    day, hour = 1 + n % 28, n % 20
+    return {
+        "summary": summary,
+        "start": {"dateTime": f"2025-08-{day:02d}T{hour:02d}:00:00Z"},
+        "end": {"dateTime": f"2025-08-{day:02d}T{hour:02d}:30:00Z"},
+    }
+
+
+# --- 1. burst -----------------------------------------------------------------------------------------------------
+def bench_burst(env: _Env, results: dict[str, float]) -> None:
+    from shared.pull import pull_calendar
+
+    ctx = env.context()
+    user = env.user(ctx, "burst@example.com")
+    control = env.google.control
+    created = control.create_event(user.email, _simple("burst", 1))
+    user.flush()
+    control.set_latency(LIST, 1.5)
+    try:
+        control.edit_event(user.email, created["id"], {"summary": "burst change set"})
+        control.pause_delivery()  # the stand-in's own notification is replaced by our burst of 100
+        control.reset_counters()
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+            statuses = list(pool.map(lambda _: user.notify().status_code, range(BURST)))
+        wall = time.perf_counter() - started
+        assert set(statuses) <= {200, 202}, statuses
+        results["pull.burst100.list_calls"] = env.list_calls()
+        results["pull.burst100.wall_ms"] = round(wall * 1000, 1)
+        results["pull.burst100.queued_202"] = statuses.count(202)
+
+        # Naive baseline: every notification runs its own pull.
+        control.edit_event(user.email, created["id"], {"summary": "burst change set 2"})
+        control.reset_counters()
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+            list(pool.map(lambda _: pull_calendar(ctx, user.user_id, user.calendar_id, reason="naive"), range(BURST)))
+        results["pull.burst100.naive_list_calls"] = env.list_calls()
+        results["pull.burst100.naive_wall_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    finally:
+        control.set_latency(LIST, 0)
+        control.resume_delivery()
+        user.flush()
+
+
+# --- 2. steady state and 4. latency -------------------------------------------------------------------------------
+def bench_steady_and_latency(env: _Env, results: dict[str, float]) -> None:
+    from google.cloud import firestore
+
+    from shared.models import crm_event_id_for_google
+
+    ctx = env.context()
+    user = env.user(ctx, "steady@example.com")
+    control = env.google.control
+    event = control.create_event(user.email, _simple("steady", 2))
+    user.flush()
+    control.reset_counters()
+    ops_before = dict(ctx.store.ops)
+    for n in range(STEADY_EDITS):
+        control.edit_event(user.email, event["id"], {"summary": f"edit {n}"})
+        user.flush()
+    counters = control.counters()["by_method"]
+    writes = sum(v for k, v in counters.items() if k.rsplit(".", 1)[-1] in ("insert", "patch", "update", "delete"))
+    crm_id = crm_event_id_for_google(user.calendar_id, event["id"])
+    assert ctx.store.get_event(crm_id).title == f"edit {STEADY_EDITS - 1}"
+    ops = {k: ctx.store.ops[k] - ops_before.get(k, 0) for k in ("rpcs", "commits", "reads", "writes")}
+    results["pull.steady.list_calls_per_edit"] = round(counters.get(LIST, 0) / STEADY_EDITS, 3)
+    results["pull.steady.google_writes"] = writes
+    results["pull.steady.firestore_ops_per_edit"] = round(ops["rpcs"] / STEADY_EDITS, 3)
+    results["pull.steady.firestore_commits_per_edit"] = round(ops["commits"] / STEADY_EDITS, 3)
+    results["pull.steady.firestore_doc_reads_per_edit"] = round(ops["reads"] / STEADY_EDITS, 3)
+    results["pull.steady.firestore_doc_writes_per_edit"] = round(ops["writes"] / STEADY_EDITS, 3)
+
+    # Latency: Google-side edit -> CRM document updated, observed from a separate Firestore client.
+    observer = firestore.Client(project=ctx.settings.project_id)
+    doc = observer.collection("events").document(crm_id)
+    samples: list[float] = []
+    for n in range(LATENCY_SAMPLES):
+        title = f"latency {n}"
+        started = time.perf_counter()
+        control.edit_event(user.email, event["id"], {"summary": title})
+        while (doc.get().to_dict() or {}).get("title") != title:
+            if time.perf_counter() - started > 10:
+                raise RuntimeError("the CRM document was not updated within 10 s")
+        samples.append((time.perf_counter() - started) * 1000)
+    user.flush()
+    results["pull.latency.p50_ms"] = round(statistics.median(samples), 1)
+    results["pull.latency.p95_ms"] = round(_pct(samples, 0.95), 1)
+
+    # Floor: one events.list round trip with the sync token plus one Firestore commit of one document.
+    client = ctx.calendar_client(ctx.store.get_integration(user.user_id))
+    token = user.calendar().sync_token
+    floor: list[float] = []
+    ref = observer.collection("bench_floor").document("x")
+    for n in range(LATENCY_SAMPLES):
+        started = time.perf_counter()
+        client.list_events_page(user.calendar_id, sync_token=token)
+        batch = observer.batch()
+        batch.set(ref, {"n": n})
+        batch.commit()
+        floor.append((time.perf_counter() - started) * 1000)
+    results["pull.latency.floor_p50_ms"] = round(statistics.median(floor), 1)
+    results["pull.latency.floor_p95_ms"] = round(_pct(floor, 0.95), 1)
+    observer.close()
+
+
+# --- 3. initial import ------------------------------------------------------------------------------------------------
+def _seed_calendar(env: _Env, email: str) -> None:
+    """10,000 events (200 of them weekly series) created through the control API from 8 connections."""
+    from infra.google_standin.control import ControlClient
+
+    env.google.control.create_account(email)
+    clients = [ControlClient(env.handle.base_url) for _ in range(8)]
+
+    def make(n: int) -> None:
+        client = clients[n % len(clients)]
+        if n < IMPORT_SERIES:
+            body = _simple(f"series {n}", n)
+            body["start"]["timeZone"] = body["end"]["timeZone"] = "UTC"
+            client.create_recurring_event(email, body, "FREQ=WEEKLY;COUNT=10")
+        else:
+            client.create_event(email, _simple(f"single {n}", n))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(make, range(IMPORT_EVENTS)))
+
+
+def bench_import(env: _Env, results: dict[str, float]) -> None:
+    from shared.coalesce import request_pull
+    from shared.mapping import new_crm_event_from_google
+
+    email = "import@example.com"
+    _seed_calendar(env, email)
+    control = env.google.control
+
+    ctx = env.context()
+    user = env.user(ctx, email, initial_pull=False)
+    control.pause_delivery()
+    control.reset_counters()
+    ops_before = dict(ctx.store.ops)
+    tracemalloc.start()
+    started = time.perf_counter()
+    outcome = request_pull(ctx, user.user_id, user.calendar_id, reason="enable", full=True)
+    wall = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert outcome.report is not None and outcome.report.counts.get("create") == IMPORT_EVENTS, outcome.report
+    results["pull.import10k.list_calls"] = env.list_calls()
+    # Every commit of the request: the lease create + ceil(10,008 writes / 500) batch commits (10,000 events, 3
+    # progress + 3 lease refreshes between pages, the final calendar write and the lease delete).
+    results["pull.import10k.commits"] = ctx.store.ops["commits"] - ops_before.get("commits", 0)
+    results["pull.import10k.batch_commits"] = results["pull.import10k.commits"] - 1
+    results["pull.import10k.wall_s"] = round(wall, 2)
+    results["pull.import10k.peak_mb"] = round(peak / 1e6, 1)
+
+    # Naive baseline: default page size (250) and one write per event.
+    from tests.fixtures.sync import connect_user
+
+    naive_ctx = env.context()
+    naive_user_id = "u-naive"
+    connect_user(naive_ctx, env.google, naive_user_id, email, enable_calendars=(email,))
+    client = naive_ctx.calendar_client(naive_ctx.store.get_integration(naive_user_id))
+    control.reset_counters()
+    commits_before = naive_ctx.store.ops["commits"]
+    tracemalloc.start()
+    started = time.perf_counter()
+    page_token = None
+    while True:
+        page = client.list_events_page(email, page_token=page_token, max_results=250)
+        for item in page.get("items", []):
+            naive_ctx.store.save_event(new_crm_event_from_google(item, email, naive_user_id, naive_ctx.clock()))
+        page_token = page.get("nextPageToken")
+        if not page_token:
+            break
+    wall = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    results["pull.import10k.naive_list_calls"] = env.list_calls()
+    results["pull.import10k.naive_commits"] = naive_ctx.store.ops["commits"] - commits_before
+    results["pull.import10k.naive_wall_s"] = round(wall, 2)
+    results["pull.import10k.naive_peak_mb"] = round(peak / 1e6, 1)
+    control.resume_delivery()
+
+
+def run(results: dict[str, float]) -> None:
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)
+    env = _Env()
+    try:
+        bench_steady_and_latency(env, results)
+        bench_burst(env, results)
+        bench_import(env, results)
+    finally:
+        env.close()
+
+
+if __name__ == "__main__":
+    import json
+
+    figures: dict[str, float] = {}
+    run(figures)
+    print(json.dumps(figures, indent=2))
