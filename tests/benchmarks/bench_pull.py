@@ -108,14 +108,15 @@ def bench_burst(env: _Env, results: dict[str, float]) -> None:
     user.flush()
     control.set_latency(LIST, 1.5)
     try:
-        control.edit_event(user.email, created["id"], {"summary": "burst change set"})
         control.pause_delivery()  # the stand-in's own notification is replaced by our burst of 100
+        control.edit_event(user.email, created["id"], {"summary": "burst change set"})
         control.reset_counters()
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
             statuses = list(pool.map(lambda _: user.notify().status_code, range(BURST)))
         wall = time.perf_counter() - started
         assert set(statuses) <= {200, 202}, statuses
+        assert statuses.count(200) >= 1, statuses  # the runner answers after its (re-)runs: all work is done here
         results["pull.burst100.list_calls"] = env.list_calls()
         results["pull.burst100.wall_ms"] = round(wall * 1000, 1)
         results["pull.burst100.queued_202"] = statuses.count(202)
