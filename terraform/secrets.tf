@@ -1,5 +1,5 @@
 # Secret Manager containers for the secret env vars. Terraform never holds the values (no secret_data, nothing in
-# state): operators add versions with `gcloud secrets versions add` (DEPLOY.md). Functions read version "latest".
+# state): operators add versions with `gcloud secrets versions add` (README, Deploy). Functions read version "latest".
 resource "google_secret_manager_secret" "secret" {
   for_each = local.secrets
 
