@@ -1,0 +1,688 @@
+"""The convergence state machine: random interleavings of CRM and Google edits, lost / duplicated / reordered
+notifications, Google faults, 410s, channel loss, crashes between writes and cron runs; then quiescence and the
+invariants (both sides agree, nothing lost, no duplicate, no ping-pong).
+
+What is real: the Firestore emulator, the Google stand-in (the engine talks to it through google-api-python-client),
+and the webhook, served by functions-framework over HTTP: every Google-side change makes the stand-in POST a real
+notification to it, and it pulls through shared.coalesce. What is in-process, for speed: the Firestore trigger
+(Eventarc) is played by calling `shared.push.push_event(ctx, id)` for every event document whose update time moved
+(exactly what Eventarc would deliver; the served CloudEvent adapter is covered by tests/push), and the cron by
+calling `shared.lifecycle.run_renewal(ctx)` (the served `renew` function is a thin adapter over it).
+
+Per example: a fresh stand-in (control.reset) and a fresh Firestore project (emulator reset), one connected user with
+two calendars enabled through `shared.lifecycle.enable` (real channels to the served webhook). Notifications are held
+by the stand-in and delivered only by the notification rules, so examples replay deterministically enough to shrink.
+
+A "crash" runs the engine with Firestore commits failing after k of them, in this thread only, until the work
+unwinds: the process died between two writes. Eventarc redelivers a crashed push; a crashed pull leaves its lease
+to expire (the cron's stale-calendar pull takes over).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+
+from shared.context import AppContext, set_default_context
+from shared.mapping import apply_google_event
+from shared.models import CONTENT_FIELDS, CrmEvent, SyncedCalendar, dump_for_firestore, utcnow
+
+USER = "conv-user"
+EMAIL = "conv@example.com"
+GUEST = "guest@example.com"
+WRITE_METHODS = ("insert", "patch", "update", "delete", "import", "move")
+FAULTS = [(500, "backendError"), (503, "backendError"), (429, "rateLimitExceeded"), (403, "userRateLimitExceeded"),
+          (403, "rateLimitExceeded")]
+FAULT_METHODS = ["*", "calendar.events.list", "calendar.events.insert", "calendar.events.patch",
+                 "calendar.events.delete", "calendar.events.get"]
+TITLES = st.sampled_from(["Demo", "Kickoff", "Review", "Lunch", "Call", "Sync", "Ünïcødé ✓"])
+
+
+class Divergence(AssertionError):
+    """An invariant failed after quiescence."""
+
+
+@dataclass
+class Env:
+    """What every example shares: the emulator, the stand-in, the served webhook, one Firestore project."""
+
+    emulator: Any
+    google: Any  # tests.fixtures.google.GoogleStandin
+    webhook_url: str
+    project: str = field(default_factory=lambda: f"conv-{uuid.uuid4().hex[:10]}")
+    db: Any = None
+    examples: int = 0
+    divergences: list[str] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def new_project(self) -> str:
+        """A fresh Firestore project for the next example (cheaper than resetting the emulator)."""
+        from google.cloud import firestore
+
+        if self.db is not None:
+            self.db.close()
+        self.project = f"conv-{uuid.uuid4().hex[:10]}"
+        self.db = firestore.Client(project=self.project)
+        return self.project
+
+    def client(self) -> Any:
+        assert self.db is not None
+        return self.db
+
+
+ENV: Env | None = None
+
+
+class Clock:
+    """The engine's clock; `advance` moves the stand-in's clock too (channel expiry, token lifetimes)."""
+
+    def __init__(self, google: Any) -> None:
+        self.google = google
+        self.offset = dt.timedelta(0)
+
+    def __call__(self) -> dt.datetime:
+        return utcnow() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.google.control.advance_clock(seconds)
+        self.offset += dt.timedelta(seconds=seconds)
+
+
+# --- crash injection ------------------------------------------------------------------------------------------------
+class Crash(BaseException):
+    """The process died (BaseException: no `except Exception` in the engine may swallow it)."""
+
+
+_crash = threading.local()
+
+
+def _install_crash_hooks() -> None:
+    from google.cloud.firestore_v1 import batch as batch_module
+    from google.cloud.firestore_v1 import document as document_module
+
+    if getattr(batch_module.WriteBatch.commit, "_crash_hook", False):
+        return
+    original_commit = batch_module.WriteBatch.commit
+    original_delete = document_module.DocumentReference.delete
+
+    def check() -> None:
+        budget = getattr(_crash, "budget", None)
+        if budget is None:
+            return
+        if budget <= 0:
+            raise Crash("crashed between two writes")
+        _crash.budget = budget - 1
+
+    def commit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        check()
+        return original_commit(self, *args, **kwargs)
+
+    def delete(self: Any, *args: Any, **kwargs: Any) -> Any:
+        check()
+        return original_delete(self, *args, **kwargs)
+
+    commit._crash_hook = True  # type: ignore[attr-defined]
+    batch_module.WriteBatch.commit = commit  # type: ignore[method-assign]
+    document_module.DocumentReference.delete = delete  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def crash_after(writes: int) -> Iterator[None]:
+    """Firestore writes from this thread fail after `writes` of them, until the block exits (the crash unwinds)."""
+    _install_crash_hooks()
+    _crash.budget = writes
+    try:
+        yield
+    except Crash:
+        pass
+    finally:
+        _crash.budget = None
+
+
+# --- invariants -----------------------------------------------------------------------------------------------------
+def content_of(event: CrmEvent) -> dict[str, Any]:
+    """The synced content compared across sides (the series link is bookkeeping; Google owns attendee flags)."""
+    content = event.model_dump(mode="json", include=set(CONTENT_FIELDS) - {"series"})
+    for attendee in content.get("attendees", []):
+        attendee.pop("organizer", None)
+        attendee.pop("is_self", None)
+    return content
+
+
+def check_convergence(ctx: AppContext, google: Any, calendars: list[str], *, crm_meta: dict[str, dict[str, Any]],
+                      must_live_crm: set[str], must_live_google: set[tuple[str, str]]) -> list[str]:
+    """Every invariant, as a list of human-readable divergences (empty: converged)."""
+    problems: list[str] = []
+    now = ctx.clock()
+    docs: dict[str, CrmEvent] = {}
+    for snapshot in ctx.store.db.collection("events").stream():
+        data = snapshot.to_dict() or {}
+        data["id"] = snapshot.id
+        docs[snapshot.id] = CrmEvent.model_validate(data)
+    raw: dict[tuple[str, str], dict[str, Any]] = {}
+    for calendar_id in calendars:
+        for item in google.control.raw_events(calendar_id):
+            raw[(calendar_id, item["id"])] = item
+
+    linked: dict[tuple[str, str], list[str]] = {}
+    for crm_id, event in docs.items():
+        if event.google is not None and not event.deleted:
+            linked.setdefault((event.google.calendar_id, event.google.event_id), []).append(crm_id)
+
+    # Google -> CRM: every live Google event exactly once, with equal content.
+    crm_ids_in_google: dict[str, list[tuple[str, str]]] = {}
+    for key, item in raw.items():
+        cancelled = item.get("status") == "cancelled"
+        holders = linked.get(key, [])
+        if cancelled:
+            for crm_id in holders:
+                if docs[crm_id].status != "cancelled":
+                    problems.append(f"Google {key} is deleted/cancelled but CRM {crm_id} is live")
+            continue
+        private = (item.get("extendedProperties") or {}).get("private") or {}
+        if private.get("crmEventId") and not item.get("recurringEventId"):
+            crm_ids_in_google.setdefault(private["crmEventId"], []).append(key)
+        if len(holders) != 1:
+            problems.append(f"Google {key} ({item.get('summary')!r}) has {len(holders)} live CRM copies: {holders}")
+            continue
+        event = docs[holders[0]]
+        view = apply_google_event(event, item, key[0], now)
+        if content_of(view) != content_of(event):
+            mine, theirs = content_of(event), content_of(view)
+            fields = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+            problems.append(f"content differs for CRM {event.id} / Google {key}: {fields}")
+        if event.sync.state != "synced":
+            problems.append(f"CRM {event.id} is {event.sync.state} after quiescence: {event.sync.last_error}")
+    for crm_id, keys in crm_ids_in_google.items():
+        if len(keys) > 1:
+            problems.append(f"CRM event {crm_id} exists {len(keys)} times in Google: {keys}")
+
+    # CRM -> Google: every live CRM event is in Google; every CRM deletion is deleted in Google.
+    for crm_id, event in docs.items():
+        link = event.google
+        if event.deleted:
+            if link is not None:
+                item = raw.get((link.calendar_id, link.event_id))
+                if item is not None and item.get("status") != "cancelled":
+                    problems.append(f"CRM {crm_id} is deleted but Google {link.event_id} is live")
+            continue
+        if link is None:
+            problems.append(f"CRM {crm_id} ({event.title!r}) never reached Google (state {event.sync.state}, "
+                            f"{event.sync.last_error})")
+            continue
+        item = raw.get((link.calendar_id, link.event_id))
+        if item is None:
+            problems.append(f"CRM {crm_id} links to Google {link.event_id}, which does not exist")
+        elif item.get("status") == "cancelled" and event.status != "cancelled":
+            problems.append(f"CRM {crm_id} is live but Google {link.event_id} is cancelled")
+
+    # Nothing lost: what nobody deleted is still live on both sides; CRM metadata intact.
+    for crm_id in must_live_crm:
+        event = docs.get(crm_id)
+        if event is None or event.deleted:
+            problems.append(f"CRM event {crm_id} was lost (nobody deleted it)")
+    for key in must_live_google:
+        item = raw.get(key)
+        if item is None or item.get("status") == "cancelled":
+            problems.append(f"Google event {key} was lost (nobody deleted it)")
+    for crm_id, meta in crm_meta.items():
+        event = docs.get(crm_id)
+        if event is None:
+            problems.append(f"CRM event {crm_id} document vanished")
+            continue
+        got = event.meta.model_dump(exclude={"crm_event_id"})
+        if got != meta:
+            problems.append(f"CRM metadata of {crm_id} changed: {meta} -> {got}")
+    return problems
+
+
+def google_writes(counters: dict[str, Any]) -> int:
+    by_method = counters.get("by_method", {})
+    return sum(by_method.get(f"calendar.events.{m}", 0) for m in WRITE_METHODS)
+
+
+# --- the machine ----------------------------------------------------------------------------------------------------
+class SyncMachine(RuleBasedStateMachine):
+    """One user, two synced calendars (the primary receives CRM events); see the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        assert ENV is not None, "call tests.convergence.machine.bind(env) first"
+        self.env = ENV
+        self.google = ENV.google
+        self.control = ENV.google.control
+        self.ctx: AppContext | None = None
+        self.calendars: list[str] = []
+        self.crm_meta: dict[str, dict[str, Any]] = {}
+        self.crm_deleted: set[str] = set()  # CRM ids deleted by a CRM rule
+        self.google_deleted: set[tuple[str, str]] = set()  # Google events deleted by a Google rule
+        self.google_created: set[tuple[str, str]] = set()
+        self.series: list[tuple[str, str, list[str]]] = []  # (calendar, series id, instance ids)
+        self.triggered: dict[str, Any] = {}  # event id -> update time already delivered to push_event
+        self.redeliver: set[str] = set()
+        self.crm_changes = 0
+        self.n = 0
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+    @initialize()
+    def setup(self) -> None:
+        from shared import lifecycle
+        from tests.fixtures.sync import connect_user, make_settings
+
+        env = self.env
+        self.control.reset()
+        if os.environ.get("CONVERGENCE_FULL_CANCELLED"):
+            # Exploration aid: cancelled items keep their properties (the stand-in's UNCONFIRMED switch).
+            self.control.set_options(minimal_cancelled=False)
+        self.clock = Clock(self.google)
+        settings = make_settings(env.new_project(), self.google, webhook_url=env.webhook_url, google_max_retries=3)
+        self.ctx = AppContext.create(settings, env.client(), clock=self.clock)
+        set_default_context(self.ctx)
+        self.control.create_account(EMAIL)
+        secondary = self.control.create_calendar(EMAIL, "Team")["id"]
+        self.calendars = [EMAIL, secondary]
+        # A small synced world, so every rule has something to act on: one Google event per calendar (one with a
+        # guest) and a daily series in the primary calendar (imported by enable's full sync), then two CRM meetings
+        # (one with a guest) pushed, and their notifications delivered.
+        self.google_create(0, "Seed", 3, False, True)
+        self.google_create(1, "Seed", 4, True, False)
+        self.google_recurring_create(0, "Seed", 0)
+        connect_user(self.ctx, self.google, USER, EMAIL)
+        lifecycle.enable(self.ctx, USER, lifecycle.EnableRequest(calendar_ids=[EMAIL, secondary]))
+        self.crm_create("Seed", 1, 10, False, True)
+        self.crm_create("Seed all-day", 2, 10, True, False)
+        self.control.flush(timeout=20)
+        self.deliver_triggers()
+        self.control.configure_push(hold=True)
+        self.crm_changes = 0
+        self.env.stats.clear() if self.env.examples == 0 else None
+        self.writes_at_start = google_writes(self.control.counters())
+        self.env.examples += 1
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _now(self) -> dt.datetime:
+        return self.clock()
+
+    def _live_docs(self) -> list[CrmEvent]:
+        assert self.ctx is not None
+        found = []
+        for snapshot in self.ctx.store.db.collection("events").stream():
+            data = snapshot.to_dict() or {}
+            data["id"] = snapshot.id
+            event = CrmEvent.model_validate(data)
+            if not event.deleted and event.status != "cancelled":
+                found.append(event)
+        return sorted(found, key=lambda e: e.id)
+
+    def _live_google(self) -> list[tuple[str, dict[str, Any]]]:
+        found = []
+        for calendar_id in self.calendars:
+            for item in self.control.raw_events(calendar_id):
+                if item.get("status") != "cancelled":
+                    found.append((calendar_id, item))
+        return sorted(found, key=lambda x: (x[0], x[1]["id"]))
+
+    def _push(self, event_id: str) -> None:
+        from shared.push import push_event
+
+        assert self.ctx is not None
+        push_event(self.ctx, event_id)
+
+    def deliver_triggers(self, rounds: int = 6) -> None:
+        """Eventarc: every event document whose update time moved is pushed (until nothing moves: bounded)."""
+        assert self.ctx is not None
+        for _ in range(rounds):
+            moved = []
+            for snapshot in self.ctx.store.db.collection("events").stream():
+                if self.triggered.get(snapshot.id) != snapshot.update_time or snapshot.id in self.redeliver:
+                    moved.append((snapshot.id, snapshot.update_time))
+            if not moved:
+                return
+            for event_id, update_time in moved:
+                self.triggered[event_id] = update_time
+                self.redeliver.discard(event_id)
+                self._push(event_id)
+        raise Divergence(f"the push trigger kept firing after {rounds} rounds (ping-pong)")
+
+    def _times(self, day: int, hour: int, all_day: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        date = dt.date(2027, 3, 1) + dt.timedelta(days=day)
+        if all_day:
+            return {"date": date.isoformat()}, {"date": (date + dt.timedelta(days=1)).isoformat()}
+        start = dt.datetime.combine(date, dt.time(hour), tzinfo=dt.UTC)
+        return ({"date_time": start.isoformat()}, {"date_time": (start + dt.timedelta(hours=1)).isoformat()})
+
+    # -- CRM rules -----------------------------------------------------------------------------------------------
+    @rule(title=TITLES, day=st.integers(0, 20), hour=st.integers(6, 18), all_day=st.booleans(),
+          guest=st.booleans())
+    def crm_create(self, title: str, day: int, hour: int, all_day: bool, guest: bool) -> None:
+        self.env.stats['crm_create'] = self.env.stats.get('crm_create', 0) + 1
+        assert self.ctx is not None
+        self.n += 1
+        crm_id = f"crm-{self.n}"
+        start, end = self._times(day, hour, all_day)
+        meta = {"deal_id": f"deal-{self.n}", "company_id": "acme", "quote_id": None, "kind": "demo"}
+        event = CrmEvent.model_validate({
+            "id": crm_id, "owner_id": USER, "title": title, "start": start, "end": end, "meta": meta,
+            "attendees": [{"email": GUEST}] if guest else [],
+            "created_at": self._now(), "updated_at": self._now(),
+        })
+        self.ctx.store.save_event(event)
+        self.crm_meta[crm_id] = meta
+        self.crm_changes += 1
+        self.deliver_triggers()
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(pick=st.integers(0, 50), title=TITLES, move=st.booleans(), day=st.integers(0, 20))
+    def crm_edit(self, pick: int, title: str, move: bool, day: int) -> None:
+        self.env.stats['crm_edit'] = self.env.stats.get('crm_edit', 0) + 1
+        docs = self._live_docs()
+        if not docs:
+            return
+        event = docs[pick % len(docs)]
+        fields: dict[str, Any] = {"title": f"{title} (crm)", "updated_at": self._now()}
+        if move and event.series is None and not event.recurrence:
+            start, end = self._times(day, 9, event.start.is_all_day)
+            fields["start"], fields["end"] = start, end
+        assert self.ctx is not None
+        self.ctx.store.update_event(event.id, fields)
+        self.crm_changes += 1
+        self.deliver_triggers()
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(pick=st.integers(0, 50))
+    def crm_delete(self, pick: int) -> None:
+        self.env.stats['crm_delete'] = self.env.stats.get('crm_delete', 0) + 1
+        docs = [d for d in self._live_docs() if d.series is None]
+        if not docs:
+            return
+        event = docs[pick % len(docs)]
+        assert self.ctx is not None
+        now = self._now()
+        self.ctx.store.update_event(event.id, {"deleted": True, "deleted_at": now, "updated_at": now})
+        self.crm_deleted.add(event.id)
+        self.crm_changes += 1
+        self.deliver_triggers()
+
+    # -- Google rules --------------------------------------------------------------------------------------------
+    @precondition(lambda self: self.ctx is not None)
+    @rule(cal=st.integers(0, 1), title=TITLES, day=st.integers(0, 20), all_day=st.booleans(), guest=st.booleans())
+    def google_create(self, cal: int, title: str, day: int, all_day: bool, guest: bool) -> None:
+        self.env.stats['google_create'] = self.env.stats.get('google_create', 0) + 1
+        start, end = self._times(day, 14, all_day)
+        body: dict[str, Any] = {
+            "summary": f"{title} (google)",
+            "start": {"date": start["date"]} if all_day else {"dateTime": start["date_time"]},
+            "end": {"date": end["date"]} if all_day else {"dateTime": end["date_time"]},
+        }
+        if guest:
+            body["attendees"] = [{"email": GUEST}]
+        created = self.control.create_event(self.calendars[cal], body)
+        self.google_created.add((self.calendars[cal], created["id"]))
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(pick=st.integers(0, 50), title=TITLES, describe=st.booleans())
+    def google_edit(self, pick: int, title: str, describe: bool) -> None:
+        self.env.stats['google_edit'] = self.env.stats.get('google_edit', 0) + 1
+        live = [x for x in self._live_google() if not x[1].get("recurringEventId")]
+        if not live:
+            return
+        calendar_id, item = live[pick % len(live)]
+        patch: dict[str, Any] = {"summary": f"{title} (g-edit)"}
+        if describe:
+            patch["description"] = f"notes {self.n}"
+        self.control.edit_event(calendar_id, item["id"], patch)
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(pick=st.integers(0, 50))
+    def google_delete(self, pick: int) -> None:
+        self.env.stats['google_delete'] = self.env.stats.get('google_delete', 0) + 1
+        live = [x for x in self._live_google() if not x[1].get("recurringEventId")]
+        if not live:
+            return
+        calendar_id, item = live[pick % len(live)]
+        self.control.delete_event(calendar_id, item["id"])
+        self.google_deleted.add((calendar_id, item["id"]))
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(pick=st.integers(0, 50), answer=st.sampled_from(["accepted", "declined", "tentative"]))
+    def google_reply(self, pick: int, answer: str) -> None:
+        self.env.stats['google_reply'] = self.env.stats.get('google_reply', 0) + 1
+        live = [x for x in self._live_google() if any(a.get("email") == GUEST for a in x[1].get("attendees", []))]
+        if not live:
+            return
+        calendar_id, item = live[pick % len(live)]
+        self.control.reply(calendar_id, item["id"], GUEST, answer)
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(cal=st.integers(0, 1), title=TITLES, day=st.integers(0, 10))
+    def google_recurring_create(self, cal: int, title: str, day: int) -> None:
+        self.env.stats['google_recurring_create'] = self.env.stats.get('google_recurring_create', 0) + 1
+        start = dt.datetime.combine(dt.date(2027, 4, 1) + dt.timedelta(days=day), dt.time(8), tzinfo=dt.UTC)
+        body = {
+            "summary": f"{title} (series)",
+            "start": {"dateTime": start.isoformat().replace("+00:00", "Z"), "timeZone": "UTC"},
+            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
+                    "timeZone": "UTC"},
+        }
+        created = self.control.create_recurring_event(self.calendars[cal], body, "RRULE:FREQ=DAILY;COUNT=4")
+        instances = [f"{created['id']}_{(start + dt.timedelta(days=i)).strftime('%Y%m%dT%H%M%SZ')}" for i in range(4)]
+        self.series.append((self.calendars[cal], created["id"], instances))
+        self.google_created.add((self.calendars[cal], created["id"]))
+
+    @precondition(lambda self: self.ctx is not None and bool(self.series))
+    @rule(pick=st.integers(0, 50), which=st.integers(0, 3), cancel=st.booleans(), title=TITLES)
+    def google_recurring_exception(self, pick: int, which: int, cancel: bool, title: str) -> None:
+        self.env.stats['google_recurring_exception'] = self.env.stats.get('google_recurring_exception', 0) + 1
+        calendar_id, series_id, instances = self.series[pick % len(self.series)]
+        if (calendar_id, series_id) in self.google_deleted:
+            return
+        instance = instances[which]
+        try:
+            if cancel:
+                self.control.cancel_instance(calendar_id, instance)
+            else:
+                self.control.modify_instance(calendar_id, instance, {"summary": f"{title} (exception)"})
+        except Exception as exc:  # the series may have been deleted from the CRM side meanwhile
+            if "404" not in str(exc) and "410" not in str(exc):
+                raise
+
+    # -- notifications -------------------------------------------------------------------------------------------
+    @precondition(lambda self: self.ctx is not None)
+    @rule(order=st.sampled_from(["fifo", "reverse", "shuffle"]))
+    def deliver_notifications(self, order: str) -> None:
+        self.env.stats['deliver_notifications'] = self.env.stats.get('deliver_notifications', 0) + 1
+        self.control.release_notifications(order)
+        self.control.flush(timeout=30)
+        self.control.configure_push(hold=True)
+        self.deliver_triggers()
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(n=st.integers(1, 3))
+    def drop_notifications(self, n: int) -> None:
+        self.env.stats['drop_notifications'] = self.env.stats.get('drop_notifications', 0) + 1
+        self.control.drop_notifications(next_n=n)
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(n=st.integers(1, 3))
+    def duplicate_notifications(self, n: int) -> None:
+        self.env.stats['duplicate_notifications'] = self.env.stats.get('duplicate_notifications', 0) + 1
+        self.control.duplicate_notifications(n)
+
+    # -- faults --------------------------------------------------------------------------------------------------
+    @precondition(lambda self: self.ctx is not None)
+    @rule(fault=st.sampled_from(FAULTS), method=st.sampled_from(FAULT_METHODS), count=st.integers(1, 6))
+    def google_fault(self, fault: tuple[int, str], method: str, count: int) -> None:
+        self.env.stats['google_fault'] = self.env.stats.get('google_fault', 0) + 1
+        status, reason = fault
+        self.control.inject_fault(method, status, reason, count=count, retry_after=0)
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(cal=st.integers(0, 1))
+    def invalidate_sync_tokens(self, cal: int) -> None:
+        self.env.stats['invalidate_sync_tokens'] = self.env.stats.get('invalidate_sync_tokens', 0) + 1
+        self.control.invalidate_sync_tokens(self.calendars[cal])
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(cal=st.integers(0, 1))
+    def channel_dies_at_google(self, cal: int) -> None:
+        """Google stops notifying early (a lost channel): only the cron's stale pull catches up."""
+        self.env.stats['channel_dies_at_google'] = self.env.stats.get('channel_dies_at_google', 0) + 1
+        for channel in self.control.channels():
+            if channel["target"] == self.calendars[cal] and not channel["stopped"]:
+                self.control.expire_channel(channel["id"])
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule()
+    def time_passes_channel_lapses(self) -> None:
+        """A week goes by with no cron: every channel lapses; the next cron re-watches and catches up."""
+        self.env.stats['time_passes_channel_lapses'] = self.env.stats.get('time_passes_channel_lapses', 0) + 1
+        self.clock.advance(7 * 86_400 + 3600)
+
+    # -- crashes and cron ----------------------------------------------------------------------------------------
+    @precondition(lambda self: self.ctx is not None)
+    @rule(pick=st.integers(0, 50), writes=st.integers(0, 2), title=TITLES)
+    def crm_edit_push_crashes(self, pick: int, writes: int, title: str) -> None:
+        """A CRM edit whose push function dies after `writes` Firestore writes; Eventarc redelivers it later."""
+        self.env.stats['crm_edit_push_crashes'] = self.env.stats.get('crm_edit_push_crashes', 0) + 1
+        docs = self._live_docs()
+        if not docs:
+            return
+        event = docs[pick % len(docs)]
+        assert self.ctx is not None
+        self.ctx.store.update_event(event.id, {"title": f"{title} (crashy)", "updated_at": self._now()})
+        self.crm_changes += 1
+        snapshot = self.ctx.store.event_ref(event.id).get()
+        self.triggered[event.id] = snapshot.update_time
+        with crash_after(writes):
+            self._push(event.id)
+        self.redeliver.add(event.id)
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(cal=st.integers(0, 1), writes=st.integers(0, 3))
+    def pull_crashes(self, cal: int, writes: int) -> None:
+        """A pull (as the webhook would run it) dies after `writes` Firestore writes."""
+        self.env.stats['pull_crashes'] = self.env.stats.get('pull_crashes', 0) + 1
+        from shared.coalesce import request_pull
+
+        assert self.ctx is not None
+        with crash_after(writes):
+            request_pull(self.ctx, USER, self.calendars[cal], reason="webhook")
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule()
+    def cron(self) -> None:
+        self.env.stats['cron'] = self.env.stats.get('cron', 0) + 1
+        from shared.lifecycle import run_renewal
+
+        assert self.ctx is not None
+        run_renewal(self.ctx)
+        self.deliver_triggers()
+
+    # -- quiescence and the invariants ---------------------------------------------------------------------------
+    def quiesce(self) -> None:
+        from shared.lifecycle import run_renewal
+
+        assert self.ctx is not None
+        self.control.clear_faults()
+        self.control.configure_push(drop_next=0, duplicate_next=0)
+        self.control.release_notifications("fifo")
+        self.control.flush(timeout=30)
+        self.deliver_triggers()
+        self.clock.advance(8 * 3600)  # past pull staleness, push backoff and any dead holder's lease
+        run_renewal(self.ctx)
+        self.control.release_notifications("fifo")
+        self.control.flush(timeout=30)
+        self.deliver_triggers()
+
+    def check(self) -> list[str]:
+        assert self.ctx is not None
+        self.quiesce()
+        before_writes = google_writes(self.control.counters())
+        problems = check_convergence(
+            self.ctx, self.google, self.calendars, crm_meta=self.crm_meta,
+            must_live_crm=self._must_live_crm(), must_live_google=self._must_live_google(),
+        )
+        # No ping-pong: a further round of notifications, triggers and cron changes nothing anywhere.
+        events_before = {s.id: s.update_time for s in self.ctx.store.db.collection("events").stream()}
+        self.quiesce()
+        events_after = {s.id: s.update_time for s in self.ctx.store.db.collection("events").stream()}
+        extra = google_writes(self.control.counters()) - before_writes
+        if extra:
+            problems.append(f"{extra} Google writes after quiescence (echo / ping-pong)")
+        moved = sorted(k for k in events_after if events_before.get(k) != events_after[k])
+        if moved:
+            problems.append(f"CRM documents rewritten after quiescence (echo / ping-pong): {moved}")
+        total = google_writes(self.control.counters()) - self.writes_at_start
+        bound = 4 * self.crm_changes + 8
+        if total > bound:
+            problems.append(f"{total} Google writes for {self.crm_changes} CRM changes (bound {bound})")
+        return problems
+
+    def _must_live_crm(self) -> set[str]:
+        """CRM events nobody deleted: not by a CRM rule, not via their Google copy."""
+        assert self.ctx is not None
+        alive = set()
+        for crm_id in self.crm_meta:
+            if crm_id in self.crm_deleted:
+                continue
+            snapshot = self.ctx.store.event_ref(crm_id).get()
+            link = (snapshot.to_dict() or {}).get("google") if snapshot.exists else None
+            if link and (link["calendar_id"], link["event_id"]) in self.google_deleted:
+                continue
+            alive.add(crm_id)
+        return alive
+
+    def _must_live_google(self) -> set[tuple[str, str]]:
+        """Google-made events nobody deleted: not in Google, not through their CRM copy."""
+        assert self.ctx is not None
+        deleted_in_crm = set()
+        for snapshot in self.ctx.store.db.collection("events").stream():
+            data = snapshot.to_dict() or {}
+            if snapshot.id in self.crm_deleted and data.get("google"):
+                deleted_in_crm.add((data["google"]["calendar_id"], data["google"]["event_id"]))
+            elif data.get("deleted") and data.get("google") and (data.get("sync") or {}).get("origin") == "google":
+                pass
+        from shared.models import crm_event_id_for_google
+
+        result = set()
+        for key in self.google_created - self.google_deleted - deleted_in_crm:
+            crm_id = crm_event_id_for_google(key[0], key[1])
+            if crm_id in self.crm_deleted:
+                continue
+            result.add(key)
+        return result
+
+    def teardown(self) -> None:
+        if self.ctx is None:
+            return
+        try:
+            problems = self.check()
+        finally:
+            self.control.configure_push(hold=False)
+            set_default_context(None)
+        if problems:
+            self.env.divergences.append("; ".join(problems))
+            raise Divergence("\n".join(problems))
+
+
+def bind(env: Env) -> None:
+    global ENV
+    ENV = env
+
+
+def describe(env: Env) -> str:
+    return json.dumps({"examples": env.examples, "divergences": len(env.divergences)})
+
+
+# Silence unused-import linters for names kept for readers of the module.
+_ = (SyncedCalendar, dump_for_firestore)

@@ -1,0 +1,83 @@
+"""Convergence under faults: the hypothesis state machine of tests/convergence/machine.py, bounded and soak profiles.
+
+`make test`: CONVERGENCE_EXAMPLES (default 200) examples of up to CONVERGENCE_STEPS (default 8) steps; any divergence
+fails the test with hypothesis's shrunk reproduction. `make soak` (SOAK=1): SOAK_EXAMPLES (default 20,000) examples,
+then `.bench/soak.json` records examples run and divergences found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Verbosity, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from tests.convergence.machine import Env, SyncMachine, bind
+from tests.fixtures.functions import serve_function
+from tests.fixtures.google import GoogleStandin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def env(firestore_emulator: Any, google_standin_server: Any) -> Iterator[Env]:
+    from infra.google_standin.control import ControlClient
+
+    webhook = serve_function("webhook")
+    google = GoogleStandin(google_standin_server, ControlClient(google_standin_server.base_url))
+    environment = Env(firestore_emulator, google, webhook.url + "/")
+    bind(environment)
+    try:
+        yield environment
+    finally:
+        webhook.stop()
+        if environment.db is not None:
+            environment.db.close()
+        google.control.reset()
+
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        stateful_step_count=int(os.environ.get("CONVERGENCE_STEPS", 8)),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        verbosity=Verbosity.verbose if os.environ.get("CONVERGENCE_VERBOSE") else Verbosity.normal,
+        derandomize=os.environ.get("CONVERGENCE_SEED") is None,
+    )
+
+
+def test_converges_under_faults(env: Env) -> None:
+    examples = int(os.environ.get("CONVERGENCE_EXAMPLES", 200))
+    run_state_machine_as_test(SyncMachine, settings=_settings(examples))
+    assert env.examples >= examples
+    print(json.dumps({"examples": env.examples, "rules": env.stats}))
+    assert env.divergences == []
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(os.environ.get("SOAK") != "1", reason="soak profile: make soak")
+def test_soak_converges(env: Env) -> None:
+    examples = int(os.environ.get("SOAK_EXAMPLES", 20_000))
+    started = time.monotonic()
+    failure = None
+    try:
+        run_state_machine_as_test(SyncMachine, settings=_settings(examples).__class__(
+            _settings(examples), derandomize=False))
+    except Exception as exc:  # recorded, then re-raised after the report is written
+        failure = exc
+    out = ROOT / ".bench"
+    out.mkdir(exist_ok=True)
+    report = {"examples": env.examples, "divergences": len(env.divergences), "first_divergences": env.divergences[:5],
+              "seconds": round(time.monotonic() - started, 1)}
+    (out / "soak.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+    if failure is not None:
+        raise failure
