@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import StoreUnavailable
+from shared.errors import BadRequest, StoreUnavailable
 from shared.models import (
     CALENDARS,
     CHANNELS,
@@ -31,6 +31,29 @@ if TYPE_CHECKING:
     from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
 MAX_BATCH_WRITES = 500
+
+
+class InvalidDocumentId(BadRequest):
+    """An id that cannot name a Firestore document (so no stored document has it)."""
+
+    code = "invalid_id"
+
+
+def is_valid_document_id(doc_id: str) -> bool:
+    """Firestore's rules for a document id: non-empty, ≤ 1500 bytes, no '/', not '.' or '..', not `__.*__`."""
+    return (
+        isinstance(doc_id, str)
+        and 0 < len(doc_id.encode()) <= 1500
+        and "/" not in doc_id
+        and doc_id not in (".", "..")
+        and not (doc_id.startswith("__") and doc_id.endswith("__"))
+    )
+
+
+def checked_document_id(doc_id: str) -> str:
+    if not is_valid_document_id(doc_id):
+        raise InvalidDocumentId("the id cannot name a document", length=len(doc_id) if isinstance(doc_id, str) else 0)
+    return doc_id
 
 
 def _transient(exc: Exception) -> StoreUnavailable:
@@ -96,17 +119,19 @@ class FirestoreStore:
         self.ops: collections.Counter[str] = collections.Counter()
 
     # --- references ---------------------------------------------------------------------------------------------------
+    # Ids from outside (channel ids from webhook headers, user ids from tokens, event ids from CloudEvent subjects)
+    # become document ids: a '/' or a reserved name would address another document or crash the client library.
     def integration_ref(self, user_id: str) -> DocumentReference:
-        return self.db.collection(INTEGRATIONS).document(user_id)
+        return self.db.collection(INTEGRATIONS).document(checked_document_id(user_id))
 
     def calendar_ref(self, user_id: str, cal_key: str) -> DocumentReference:
-        return self.integration_ref(user_id).collection(CALENDARS).document(cal_key)
+        return self.integration_ref(user_id).collection(CALENDARS).document(checked_document_id(cal_key))
 
     def channel_ref(self, channel_id: str) -> DocumentReference:
-        return self.db.collection(CHANNELS).document(channel_id)
+        return self.db.collection(CHANNELS).document(checked_document_id(channel_id))
 
     def event_ref(self, event_id: str) -> DocumentReference:
-        return self.db.collection(EVENTS).document(event_id)
+        return self.db.collection(EVENTS).document(checked_document_id(event_id))
 
     def batch(self) -> BatchWriter:
         return BatchWriter(self)
@@ -174,6 +199,8 @@ class FirestoreStore:
 
     # --- integrations -------------------------------------------------------------------------------------------------
     def get_integration(self, user_id: str) -> Integration | None:
+        if not is_valid_document_id(user_id):
+            return None
         snapshot = self._get(self.integration_ref(user_id))
         return Integration.model_validate(snapshot.to_dict()) if snapshot.exists else None
 
@@ -201,6 +228,8 @@ class FirestoreStore:
 
     # --- channel routes -----------------------------------------------------------------------------------------------
     def get_channel_route(self, channel_id: str) -> ChannelRoute | None:
+        if not is_valid_document_id(channel_id):
+            return None  # no route can have this id: an unknown channel, with no read spent
         snapshot = self._get(self.channel_ref(channel_id))
         return ChannelRoute.model_validate(snapshot.to_dict()) if snapshot.exists else None
 
@@ -218,11 +247,15 @@ class FirestoreStore:
         return CrmEvent.model_validate(data)
 
     def get_event(self, event_id: str) -> CrmEvent | None:
+        if not is_valid_document_id(event_id):
+            return None
         snapshot = self._get(self.event_ref(event_id))
         return self._event_from(snapshot) if snapshot.exists else None
 
     def get_event_snapshot(self, event_id: str) -> tuple[CrmEvent | None, dt.datetime | None]:
         """The event and its update time, for writes that must not clobber a concurrent edit."""
+        if not is_valid_document_id(event_id):
+            return None, None
         snapshot = self._get(self.event_ref(event_id))
         if not snapshot.exists:
             return None, None

@@ -88,3 +88,19 @@ def test_settings_reject_bad_values() -> None:
 def test_settings_repr_hides_secrets() -> None:
     settings = Settings(oauth_client_secret="s3cr3t-value", token_encryption_keys='{"k": "x"}')
     assert "s3cr3t-value" not in repr(settings)
+
+
+@pytest.mark.parametrize("doc_id", ["", "x/y", "../integrations/u", ".", "..", "__reserved__", "é" * 751])
+def test_ids_that_cannot_name_a_document_are_refused(doc_id: str) -> None:
+    from shared.store import InvalidDocumentId, checked_document_id, is_valid_document_id
+
+    assert not is_valid_document_id(doc_id)
+    with pytest.raises(InvalidDocumentId):
+        checked_document_id(doc_id)
+
+
+@pytest.mark.parametrize("doc_id", ["abc", "9f0c7a7e-1d2b-4c1e-9a43-0b6f1c2d3e4f", "a.b", "__x", "g" + "0" * 40])
+def test_ordinary_ids_are_accepted(doc_id: str) -> None:
+    from shared.store import is_valid_document_id
+
+    assert is_valid_document_id(doc_id)
