@@ -9,10 +9,12 @@ Status codes:
       list permanently (recorded on the calendar as last_error; the cron retries later).
 - 202 a pull for this calendar is already running: this notification was coalesced into one queued re-run.
 - 400 missing or malformed X-Goog-* headers (pydantic), or a non-empty body.
-- 404 unknown channel id (no route).
+- 404 unknown channel id (no route, or an id that cannot name a route).
 - 405 not a POST.
 - 410 the channel was stopped (renewed / disabled) or has expired.
-- 403 wrong or missing channel token (constant-time digest comparison), or resource id mismatch.
+- 403 wrong or missing channel token (constant-time digest comparison), or resource id mismatch. A route still
+      OPENING (written just before events.watch, whose first `sync` may overtake its answer) is authenticated by the
+      secret token alone, as its resource id is not known yet; it expires within minutes unless the watch succeeds.
 - 503 transient: Firestore or Google unavailable (after bounded retries) -> Google retries with backoff.
 - 500 an unexpected bug (also retried by Google; nothing internal is leaked).
 Every 4xx costs one document read (the route; none for 400/405) and makes no Google call and no write.
@@ -80,14 +82,16 @@ def _notification(request: Any) -> Any:
         raise UnknownChannel("unknown channel")
     # Who the channel belongs to goes to our logs only, never into an answer to an unauthenticated caller.
     fields.update(user_id=route.user_id, calendar_id=route.calendar_id)
-    if route.state != ChannelState.ACTIVE:
+    if route.state not in (ChannelState.ACTIVE, ChannelState.OPENING):
         _reject(fields, "stopped")
         raise ChannelGone("the channel was stopped")
     if route.expiration <= ctx.clock():
         _reject(fields, "expired")
         raise ChannelGone("the channel has expired")
     token_ok = secret_matches(headers.channel_token, route.token_digest)
-    resource_ok = hmac.compare_digest(headers.resource_id.encode(), route.resource_id.encode())
+    # While the watch call is still in flight the resource id is unknown: the secret token alone authenticates.
+    opening = route.state == ChannelState.OPENING
+    resource_ok = opening or hmac.compare_digest(headers.resource_id.encode(), route.resource_id.encode())
     if not (token_ok and resource_ok):
         _reject(fields, "bad token" if not token_ok else "resource id mismatch")
         raise ChannelRejected("the notification does not match its channel")

@@ -14,6 +14,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -119,6 +120,9 @@ def _parse_expiration(value: Any, fallback: dt.datetime) -> dt.datetime:
         return fallback
 
 
+OPENING_ROUTE_LIFETIME = dt.timedelta(minutes=10)
+
+
 def open_channel(ctx: AppContext, client: CalendarClient, calendar: SyncedCalendar) -> ChannelInfo:
     """events.watch with a fresh UUID id and secret; writes the ACTIVE route. The calendar is not switched yet."""
     settings = ctx.settings
@@ -134,7 +138,27 @@ def open_channel(ctx: AppContext, client: CalendarClient, calendar: SyncedCalend
         "token": token,
         "params": {"ttl": str(settings.channel_ttl_seconds)},
     }
-    answer = client.watch_events(calendar.calendar_id, body)
+    # The route exists before Google does: its first message (`sync`, and any `exists` right after) can arrive before
+    # watch answers. An OPENING route is authenticated by the secret token alone (the resource id is not known yet)
+    # and lives only minutes unless the watch succeeds.
+    opening = ChannelRoute(
+        channel_id=channel_id,
+        user_id=calendar.user_id,
+        calendar_id=calendar.calendar_id,
+        calendar_key=calendar_key(calendar.calendar_id),
+        resource_id="",
+        token_digest=secret_digest(token),
+        expiration=now + OPENING_ROUTE_LIFETIME,
+        state=ChannelState.OPENING,
+        created_at=now,
+    )
+    ctx.store.save_channel_route(opening)
+    try:
+        answer = client.watch_events(calendar.calendar_id, body)
+    except Exception:
+        with contextlib.suppress(SyncError):
+            ctx.store.delete_document(ctx.store.channel_ref(channel_id))
+        raise
     expiration = _parse_expiration(answer.get("expiration"), now + dt.timedelta(seconds=settings.channel_ttl_seconds))
     info = ChannelInfo(
         id=str(answer.get("id") or channel_id),

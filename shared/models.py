@@ -131,6 +131,7 @@ class SyncedCalendar(Stored):
 
 
 class ChannelState(StrEnum):
+    OPENING = "opening"  # written before events.watch: Google's first `sync` can arrive before watch answers
     ACTIVE = "active"
     STOPPED = "stopped"
 

@@ -231,3 +231,28 @@ def test_token_forwarded_by_api_gateway_is_verified_like_a_direct_one(
     assert answer.json()["connected"] is True
     forged = dict(gateway_headers, **{"X-Forwarded-Authorization": f"Bearer {api.id_token('user-a', wrong_key=True)}"})
     assert api.call("sync_status", None, method="GET", headers=forged).status_code == 401
+
+
+def test_first_sync_message_arriving_before_the_watch_answer_is_acknowledged(
+    api: Api, app_context: AppContext, google
+) -> None:
+    assert google.control.options()["sync_before_response"] is True  # Google's documented race, on
+    setup_user(app_context, google, "user-a", ALICE)
+    assert api.enable("user-a").status_code == 200
+    google.control.flush()
+    [channel_id] = [c["id"] for c in google.control.channels()]
+    notes = google.control.notifications()
+    syncs = [n for n in notes if n["channel_id"] == channel_id and n["resource_state"] == "sync"]
+    assert syncs, "the stand-in sent no sync message"
+    assert all(n["status"] == 200 for n in syncs), syncs
+    stored = route(app_context, channel_id)
+    assert stored.state == "active"
+    assert stored.resource_id  # filled in once watch answered
+
+
+def test_a_failed_watch_leaves_no_route_behind(api: Api, app_context: AppContext, google) -> None:
+    setup_user(app_context, google, "user-a", ALICE)
+    google.control.inject_fault("calendar.events.watch", 400, "invalid", count=10)
+    answer = api.enable("user-a")
+    assert answer.status_code >= 400 or answer.json()["calendars"][0]["outcome"] != "enabled", answer.text
+    assert list(app_context.store.db.collection("channels").stream()) == []
