@@ -341,8 +341,11 @@ class CrmEvent(Stored):
         return self
 
 
-# Fields of CrmEvent that are synced content (hashed for echo suppression and change detection).
+# Fields of CrmEvent that are synced content (hashed for echo suppression and change detection). `meta` is in: a
+# CRM-only change of deal / company / quote / kind must reach Google's extendedProperties; the pull keeps `meta` as
+# the CRM has it, so a pulled event still hashes equal to what the push would send.
 CONTENT_FIELDS: tuple[str, ...] = (
+    "meta",
     "title",
     "description",
     "location",

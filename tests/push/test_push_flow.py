@@ -85,6 +85,20 @@ def test_edit_is_one_conditional_patch(app_context, google, push_fn, owner) -> N
     assert doc.google.etag == stored["etag"] and doc.sync.state == SyncState.SYNCED
 
 
+def test_a_crm_metadata_change_alone_reaches_google(app_context, google, push_fn, owner) -> None:
+    push_new(app_context, push_fn, google)
+    google.control.reset_counters()
+    edit(app_context, "crm-1", meta={"crm_event_id": "crm-1", "deal_id": "deal-42", "kind": "demo"})
+    trigger(push_fn, app_context, "crm-1")
+    trigger(push_fn, app_context, "crm-1")  # our write-back's own trigger
+
+    assert calls(google) == {"calendar.events.patch": 1}
+    private = stored_google_event(google, EMAIL, GID)["extendedProperties"]["private"]
+    assert private["crmDealId"] == "deal-42"
+    assert private["crmKind"] == "demo"
+    assert private["crmEventId"] == "crm-1"
+
+
 def test_all_fields_all_day_attendees_reminders(app_context, google, push_fn, owner) -> None:
     push_new(app_context, push_fn, google)
     edit(
