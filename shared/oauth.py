@@ -315,6 +315,9 @@ def complete_connection(
     reconnected = existing is not None
     if existing is not None and not account_changed:
         lifecycle.mark_calendars_due(ctx, user_id)
+    from shared.push import release_held_pushes
+
+    release_held_pushes(ctx, user_id, now=now)
     log_event(
         logger,
         "google account connected",

@@ -911,3 +911,25 @@ def push_due_events(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: 
             counts["skipped"] += 1
     log_event(logger, "due pushes done", **counts)
     return counts
+
+
+def release_held_pushes(ctx: AppContext, user_id: str, *, now: dt.datetime) -> int:
+    """Make a user's pending events due now (after a reconnect): they were held back while the connection was dead.
+
+    Uses the (owner_id, sync.state) index; one batched write per 500 events; the next cron run pushes them.
+    """
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = (
+        ctx.store.db.collection(EVENTS)
+        .where(filter=FieldFilter("owner_id", "==", user_id))
+        .where(filter=FieldFilter("sync.state", "==", SyncState.PENDING.value))
+    )
+    released = 0
+    with ctx.store.batch() as batch:
+        for snapshot in ctx.store.query(query):
+            batch.update(snapshot.reference, {"sync.next_attempt_at": now})
+            released += 1
+    if released:
+        log_event(logger, "held pushes released", user_id=user_id, events=released)
+    return released

@@ -12,6 +12,7 @@ import requests
 from shared.context import AppContext
 from shared.oauth import OAUTH_STATES
 from tests.lifecycle.conftest import Api, SkewClock
+from tests.lifecycle.helpers import refresh_token_of
 
 ALICE = "alice@example.com"
 
@@ -200,3 +201,33 @@ def test_reconnect_keeps_events_without_duplicates(api: Api, app_context: AppCon
     assert api.enable("user-a").status_code == 200
     google.control.flush()
     assert crm_events() == imported
+
+
+def test_reconnect_releases_pushes_held_while_the_token_was_dead(api: Api, app_context: AppContext, google) -> None:
+    import datetime as dt
+
+    from shared.models import CrmEvent, EventTime, IntegrationStatus, google_event_id_for_crm
+    from shared.push import push_due_events, push_event
+
+    google.control.create_account(ALICE)
+    assert api.connect("user-a", ALICE).status_code == 200
+    google.control.revoke_token(refresh_token_of(app_context, "user-a"))
+    app_context.store.save_event(CrmEvent(
+        id="crm-held", owner_id="user-a", title="Held back",
+        start=EventTime(date_time="2031-06-01T10:00:00+00:00"), end=EventTime(date_time="2031-06-01T11:00:00+00:00"),
+        updated_at=app_context.clock(),
+    ))
+    outcome = push_event(app_context, "crm-held")
+    assert outcome.outcome == "deferred"
+    assert app_context.store.get_integration("user-a").status == IntegrationStatus.NEEDS_REAUTH
+    held = app_context.store.get_event("crm-held")
+    assert held.sync.state == "pending"
+    assert held.sync.next_attempt_at > app_context.clock()  # parked, not retried hot
+
+    assert api.connect("user-a", ALICE).status_code == 200
+    released = app_context.store.get_event("crm-held")
+    assert released.sync.next_attempt_at <= app_context.clock() + dt.timedelta(seconds=1)
+    counts = push_due_events(app_context, now=app_context.clock() + dt.timedelta(seconds=1), limit=50,
+                             deadline=time.monotonic() + 30)
+    assert counts["pushed"] == 1
+    assert any(e["id"] == google_event_id_for_crm("crm-held") for e in google.control.raw_events(ALICE))
