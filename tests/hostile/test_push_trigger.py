@@ -1,0 +1,95 @@
+"""Hostile input through the Firestore trigger: the CRM wrote a document the sync cannot read (bad dates, end before
+start, wrong types), or something that is not a CloudEvent reached push_event. Served over HTTP by functions-framework.
+
+Expected: no Google call; the function does not fail (a 5xx makes Eventarc redeliver the same poison event again and
+again), and the reason is recorded on the document for the CRM to show (`sync.state = error`, `sync.last_error`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from tests.hostile.probes import World, diff_snapshots, firestore_snapshot, google_state
+from tests.push.helpers import post_written
+
+BAD_DOCUMENTS = {
+    "bad-date": {"owner_id": "user-a", "title": "x", "start": {"date_time": "2027-13-45T99:00:00Z"},
+                 "end": {"date_time": "2027-01-01T10:00:00Z"}},
+    "end-before-start": {"owner_id": "user-a", "title": "x", "start": {"date": "2027-01-02"},
+                         "end": {"date": "2027-01-01"}},
+    "naive-datetime": {"owner_id": "user-a", "title": "x", "start": {"date_time": "2027-01-01T10:00:00"},
+                       "end": {"date_time": "2027-01-01T11:00:00"}},
+    "wrong-types": {"owner_id": 5, "title": ["x"], "start": "tomorrow"},
+}
+
+
+@pytest.mark.xfail(strict=True, reason="shared/push.py push_event raises pydantic ValidationError on an invalid CRM "
+                   "document: the function answers 500 (Eventarc redelivers forever) and no error is recorded")
+@pytest.mark.parametrize("name", sorted(BAD_DOCUMENTS))
+def test_invalid_crm_document_is_recorded_not_retried_forever(shared_world: World, name: str) -> None:
+    from shared.context import set_default_context
+
+    w = shared_world
+    set_default_context(w.ctx)
+    ref = w.ctx.store.db.collection("events").document(f"bad-{name}")
+    ref.set(BAD_DOCUMENTS[name])
+    google_before = google_state(w.google)
+    answer = post_written(w.served["push_event"].url, w.ctx.settings.project_id, ref.id, new={"title": "x"})
+    assert google_state(w.google) == google_before, "a Google call was made for an invalid document"
+    data = ref.get().to_dict() or {}
+    ref.delete()
+    assert answer.status_code < 500, f"{answer.status_code}: Eventarc would redeliver this poison event forever"
+    sync = data.get("sync") or {}
+    assert sync.get("state") == "error" and sync.get("last_error"), f"no error recorded on the document: {data}"
+
+
+CE = {"ce-id": "1", "ce-source": "//firestore.googleapis.com/projects/x/databases/(default)", "ce-specversion": "1.0",
+      "ce-type": "google.cloud.firestore.document.v1.written"}
+GARBAGE_PROTOBUF_BUG = ("functions/push.py payload_from_data catches ValueError/TypeError/ValidationError but not "
+                        "google.protobuf.message.DecodeError: a corrupt protobuf payload answers 500 "
+                        "(Eventarc redelivers)")
+
+
+@pytest.mark.parametrize(("headers", "body"), [
+    pytest.param({"Content-Type": "application/json"}, b"{}", id="not-a-cloudevent"),
+    pytest.param({"Content-Type": "application/json"}, b"not json", id="not-json"),
+    pytest.param({**CE, "ce-subject": "documents/integrations/user-a", "Content-Type": "application/json"}, b"{}",
+                 id="other-collection"),
+    pytest.param({**CE, "ce-type": "com.example.other", "ce-subject": "documents/events/crm-user-a",
+                  "Content-Type": "application/json"}, b"{}", id="other-event-type"),
+    pytest.param({**CE, "ce-subject": "documents/events/../integrations/user-a", "Content-Type": "application/json"},
+                 b"{}", id="subject-path-trick"),
+    pytest.param({**CE, "ce-subject": "documents/events/crm-user-a", "Content-Type": "application/json"},
+                 b'{"oldValue": {"name": "x", "fields": {"owner_id": {"stringValue": "user-b"}}}}',
+                 id="forged-old-value-of-live-document"),
+    pytest.param({**CE, "ce-subject": "documents/events/crm-user-a", "Content-Type": "application/protobuf"},
+                 b"\xff\xfe garbage", id="garbage-protobuf",
+                 marks=pytest.mark.xfail(strict=True, reason=GARBAGE_PROTOBUF_BUG)),
+])
+def test_push_trigger_ignores_what_is_not_an_event_write(shared_world: World, headers: dict[str, str],
+                                                          body: bytes) -> None:
+    from shared.context import set_default_context
+
+    w = shared_world
+    set_default_context(w.ctx)
+    before = firestore_snapshot(w.ctx.store.db)
+    google_before = google_state(w.google)
+    answer = requests.post(w.served["push_event"].url, data=body, headers=headers, timeout=30)
+    assert answer.status_code < 500, answer.text[:300]
+    assert google_state(w.google) == google_before
+    assert diff_snapshots(before, firestore_snapshot(w.ctx.store.db)) == []
+
+
+def test_push_trigger_rejects_are_not_followed_by_google_calls(shared_world: Any) -> None:
+    """Control: a genuine CloudEvent for an unchanged, synced document is an echo: no Google call either."""
+    from shared.context import set_default_context
+
+    w = shared_world
+    set_default_context(w.ctx)
+    google_before = google_state(w.google)
+    answer = post_written(w.served["push_event"].url, w.ctx.settings.project_id, "crm-user-a", new={"title": "x"})
+    assert answer.status_code == 200, answer.text
+    assert google_state(w.google) == google_before
