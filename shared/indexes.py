@@ -13,6 +13,8 @@ COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("events", (("owner_id", "ASCENDING"), ("sync.state", "ASCENDING"))),
     # Exceptions of a deleted series (shared.pull: FirestoreStore.series_exception_snapshots).
     ("events", (("owner_id", "ASCENDING"), ("series.series_crm_id", "ASCENDING"))),
+    # Match by link: Google deletions of events the CRM created (FirestoreStore.events_by_google_ids).
+    ("events", (("owner_id", "ASCENDING"), ("google.calendar_id", "ASCENDING"), ("google.event_id", "ASCENDING"))),
     # Orphan sweep of the renewal run: active routes near expiry (shared.lifecycle.query_routes_near_expiry).
     ("channels", (("state", "ASCENDING"), ("expiration", "ASCENDING"))),
 )

@@ -830,6 +830,35 @@ class _Engine:
                 ids.add(crm_event_id_for_google(self.calendar_id, item["recurringEventId"]))
         return ids
 
+    def _by_link(
+        self, items: list[dict[str, Any]], found: dict[str, tuple[CrmEvent, dt.datetime]]
+    ) -> dict[str, tuple[CrmEvent, dt.datetime]]:
+        """Stored events matched by their Google link, for changes nothing else identifies.
+
+        Only cancelled items without a CRM id whose derived document does not exist need it (a deletion of an event
+        the CRM created): one indexed query per page that has such items, none in the steady state. A full sync already
+        loaded every linked event.
+        """
+        if self.report.full:
+            return {}
+        linked_ids = {
+            event.google.event_id
+            for event, _ in found.values()
+            if _linked_here(event, self.calendar_id) and event.google
+        }
+        unmatched = [
+            item["id"]
+            for item in items
+            if item.get("id")
+            and item.get("status") == "cancelled"
+            and not _private(item).get("crmEventId")
+            and item["id"] not in linked_ids
+            and crm_event_id_for_google(self.calendar_id, item["id"]) not in found
+        ]
+        if not unmatched:
+            return {}
+        return self.ctx.store.events_by_google_ids(self.user_id, self.calendar_id, unmatched)
+
     def _queue(self, action: Action, google_event: dict[str, Any] | None, update_time: dt.datetime | None) -> None:
         self.report.count(action.kind)
         if isinstance(action, SkipEcho):
@@ -934,6 +963,7 @@ class _Engine:
             self.writer.flush()
         lookup = ids - set(self.linked)
         found = self.ctx.store.get_event_snapshots(lookup) if lookup else {}
+        found.update(self._by_link(items, found))
         stored: dict[str, CrmEvent] = {crm_id: event for crm_id, (event, _) in found.items()}
         stored.update(self.linked)
         # Freshest known update time per document: the full sync's initial read < our own commits < this page's read.

@@ -308,6 +308,27 @@ class FirestoreStore:
         for snapshot in self.query(query):
             yield self._event_from(snapshot), snapshot.update_time
 
+    def events_by_google_ids(
+        self, owner_id: str, calendar_id: str, google_ids: Iterable[str]
+    ) -> dict[str, tuple[CrmEvent, dt.datetime]]:
+        """CRM events linked to these Google ids of one calendar (match by link), 30 ids per query (Firestore's `in`).
+
+        Needed when Google's change carries nothing else to go by: a deletion lists only id/status/etag, and the id of
+        an event the CRM created is derived from the CRM id, not the other way round.
+        """
+        ids = list(dict.fromkeys(google_ids))
+        found: dict[str, tuple[CrmEvent, dt.datetime]] = {}
+        for start in range(0, len(ids), 30):
+            query = (
+                self.db.collection(EVENTS)
+                .where(filter=_field_filter("owner_id", "==", owner_id))
+                .where(filter=_field_filter("google.calendar_id", "==", calendar_id))
+                .where(filter=_field_filter("google.event_id", "in", ids[start : start + 30]))
+            )
+            for snapshot in self.query(query):
+                found[snapshot.id] = (self._event_from(snapshot), snapshot.update_time)
+        return found
+
     def series_exception_snapshots(
         self, owner_id: str, series_crm_id: str
     ) -> Iterator[tuple[str, tuple[CrmEvent, dt.datetime]]]:

@@ -147,6 +147,15 @@ locals {
         { field_path = "google.calendar_id", order = "ASCENDING" },
       ]
     }
+    "events--owner_id-asc--google.calendar_id-asc--google.event_id-asc" = {
+      collection  = "events"
+      query_scope = "COLLECTION"
+      fields = [
+        { field_path = "owner_id", order = "ASCENDING" },
+        { field_path = "google.calendar_id", order = "ASCENDING" },
+        { field_path = "google.event_id", order = "ASCENDING" },
+      ]
+    }
     "events--sync.state-asc--sync.next_attempt_at-asc" = {
       collection  = "events"
       query_scope = "COLLECTION"
