@@ -54,6 +54,7 @@ def _settings(examples: int) -> settings:
     )
 
 
+@pytest.mark.timeout(1200)
 def test_converges_under_faults(env: Env) -> None:
     examples = int(os.environ.get("CONVERGENCE_EXAMPLES", 200))
     run_state_machine_as_test(SyncMachine, settings=_settings(examples))
@@ -63,21 +64,25 @@ def test_converges_under_faults(env: Env) -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(0)
 @pytest.mark.skipif(os.environ.get("SOAK") != "1", reason="soak profile: make soak")
 def test_soak_converges(env: Env) -> None:
+    """Every example runs (generation only, no shrinking), divergences are counted, then reported and asserted."""
+    from hypothesis import Phase
+
     examples = int(os.environ.get("SOAK_EXAMPLES", 20_000))
+    env.raise_on_divergence = False
     started = time.monotonic()
-    failure = None
     try:
-        run_state_machine_as_test(SyncMachine, settings=_settings(examples).__class__(
-            _settings(examples), derandomize=False))
-    except Exception as exc:  # recorded, then re-raised after the report is written
-        failure = exc
-    out = ROOT / ".bench"
-    out.mkdir(exist_ok=True)
-    report = {"examples": env.examples, "divergences": len(env.divergences), "first_divergences": env.divergences[:5],
-              "seconds": round(time.monotonic() - started, 1)}
-    (out / "soak.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report))
-    if failure is not None:
-        raise failure
+        run_state_machine_as_test(SyncMachine, settings=settings(
+            _settings(examples), derandomize=False, phases=[Phase.generate]))
+    finally:
+        out = ROOT / ".bench"
+        out.mkdir(exist_ok=True)
+        report = {"examples": env.examples, "divergences": len(env.divergences),
+                  "first_divergences": env.divergences[:5], "rules": env.stats,
+                  "seconds": round(time.monotonic() - started, 1)}
+        (out / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report))
+    assert env.examples >= examples
+    assert env.divergences == [], env.divergences[:5]
