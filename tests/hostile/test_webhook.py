@@ -89,6 +89,7 @@ CASES = [
     Case("empty-channel-id", "webhook", notify(channel_id=""), 400, "bad_request"),
     Case("channel-id-too-long", "webhook", notify(channel_id="c" * 65), 400, "bad_request"),
     Case("token-too-long", "webhook", notify(token="t" * 257), 400, "bad_request"),
+    Case("channel-expiration-too-long", "webhook", notify(expiration="x" * 65), 400, "bad_request"),
     Case("resource-uri-too-long", "webhook", notify(uri="https://x/" + "u" * 2100), 400, "bad_request"),
     # Channel ids are looked up as Firestore document ids: path tricks must not reach another document.
     Case("channel-id-with-slash", "webhook", notify(channel_id="x/y"), 404, "unknown_channel"),
