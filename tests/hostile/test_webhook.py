@@ -131,3 +131,20 @@ def test_genuine_notification_is_accepted(world: World) -> None:
     del titles
     stored = [d.to_dict()["title"] for d in world.ctx.store.db.collection("events").stream()]
     assert "new" in stored
+
+
+@pytest.mark.xfail(strict=True, reason="shared/logs.py redacts every log field named `code` (meant for OAuth "
+                   "authorization codes), so functions/http.py's `code=exc.code` logs the error code as [redacted]")
+def test_rejections_are_logged_with_their_error_code(shared_world: World, logs: Any) -> None:
+    """Invariant 7's other half: structured logs say what happened (the stable error code), not just that it did."""
+    import json
+
+    from shared.context import set_default_context
+
+    set_default_context(shared_world.ctx)
+    mark = logs.mark()
+    response = send(shared_world, "webhook", Req("POST", shared_world.channel_headers("user-a", channel_id="nope")))
+    assert response.status_code == 404
+    lines = [json.loads(line) for line in logs.since(mark).splitlines() if line.startswith("{")]
+    rejected = [line for line in lines if line.get("message") == "request rejected"]
+    assert rejected and rejected[0].get("code") == "unknown_channel", rejected
