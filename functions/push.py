@@ -22,6 +22,7 @@ import logging
 import re
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.logs import configure_logging, log_event
@@ -103,7 +104,7 @@ def payload_from_data(data: Any, content_type: str | None) -> DocumentEventPaylo
             message_type = document_event_data_type()
             message = message_type.deserialize(bytes(data))
             return DocumentEventPayload.model_validate(json.loads(message_type.to_json(message)))
-    except (ValueError, TypeError, ValidationError) as exc:
+    except (ValueError, TypeError, ValidationError, DecodeError) as exc:
         log_event(
             logger,
             "push trigger payload unreadable; using subject only",

@@ -1,7 +1,8 @@
 """Structured JSON logs that Cloud Logging understands (severity, message, labels), never `print`.
 
 Why: one line of JSON per decision, with user / calendar / channel ids as fields, is what makes a sync service
-debuggable in production. Secrets are redacted by key name before anything is written.
+debuggable in production. Secrets are redacted by key name before anything is written (`code` is
+free for error codes: an OAuth authorization code is only ever logged, if at all, as `authorization_code`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ import time
 from typing import Any
 
 _SECRET_KEYS = frozenset(
-    {"refresh_token", "access_token", "token", "id_token", "client_secret", "code", "code_verifier", "authorization"}
+    {
+        "refresh_token",
+        "access_token",
+        "token",
+        "id_token",
+        "client_secret",
+        "authorization_code",
+        "code_verifier",
+        "authorization",
+    }
 )
 _configured = False
 

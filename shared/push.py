@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from shared.errors import (
     DuplicateId,
     GoogleApiError,
@@ -652,7 +654,10 @@ def push_event(
     carried: tuple[GoogleLink | None, bool, str] | None = None
     result = PushResult(event_id=event_id, outcome="nothing", action="nothing")
     for _ in range(MAX_REPLANS):
-        stored, update_time = ctx.store.get_event_snapshot(event_id)
+        try:
+            stored, update_time = ctx.store.get_event_snapshot(event_id)
+        except ValidationError as exc:
+            return _record_invalid_document(ctx, event_id, exc, now, result)
         if stored is None:
             return _push_hard_delete(ctx, event_id, old_event, old_google_link, send_updates, now, result)
         event = _merge_carried(stored, carried)
@@ -693,6 +698,55 @@ def push_event(
         return result
     result.outcome = "pending"
     result.reason = "the document kept changing; its newest write triggers its own push"
+    return result
+
+
+def _record_invalid_document(
+    ctx: AppContext, event_id: str, exc: ValidationError, now: dt.datetime, result: PushResult
+) -> PushResult:
+    """A CRM document the sync cannot read: say why on the document (`sync.state = error`) and make no Google call.
+
+    Not raised: a failing trigger makes Eventarc redeliver the same poison event for a day. Our own bookkeeping write
+    triggers us again; the digest of what was judged invalid (in `sync.attempted_hash`) makes that second look a no-op.
+    """
+    import hashlib
+    import json
+
+    from google.api_core import exceptions as gexc
+
+    ref = ctx.store.event_ref(event_id)
+    snapshot = ctx.store.get_document(ref)
+    raw = snapshot.to_dict() or {}
+    sync = raw.get("sync") if isinstance(raw.get("sync"), dict) else {}
+    content = {key: value for key, value in raw.items() if key != "sync"}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or '(document)'}: {error['msg']}" for error in exc.errors()[:5]
+    )
+    result.outcome, result.action, result.reason = "invalid", "nothing", f"invalid document: {problems}"
+    if sync.get("state") == SyncState.ERROR.value and sync.get("attempted_hash") == digest:
+        return result
+    fields = {
+        "sync.state": SyncState.ERROR.value,
+        "sync.last_error": result.reason[:1000],
+        "sync.last_error_at": now,
+        "sync.attempted_hash": digest,
+        "sync.next_attempt_at": None,
+    }
+    try:
+        ctx.store.update_event(event_id, fields, last_update_time=snapshot.update_time)
+    except (gexc.FailedPrecondition, gexc.NotFound):
+        return result  # rewritten or deleted meanwhile: that write triggers its own push
+    result.wrote_back = True
+    owner = raw.get("owner_id") if isinstance(raw.get("owner_id"), str) else None
+    log_event(
+        logger,
+        "invalid CRM event recorded",
+        level=logging.WARNING,
+        user_id=owner,
+        event_id=event_id,
+        reason=result.reason,
+    )
     return result
 
 

@@ -133,8 +133,6 @@ def test_genuine_notification_is_accepted(world: World) -> None:
     assert "new" in stored
 
 
-@pytest.mark.xfail(strict=True, reason="shared/logs.py redacts every log field named `code` (meant for OAuth "
-                   "authorization codes), so functions/http.py's `code=exc.code` logs the error code as [redacted]")
 def test_rejections_are_logged_with_their_error_code(shared_world: World, logs: Any) -> None:
     """Invariant 7's other half: structured logs say what happened (the stable error code), not just that it did."""
     import json
