@@ -580,6 +580,21 @@ class SyncMachine(RuleBasedStateMachine):
             request_pull(self.ctx, USER, self.calendars[cal], reason="webhook")
 
     @precondition(lambda self: self.ctx is not None)
+    @rule(writes=st.integers(0, 4), later=st.booleans())
+    def cron_crashes(self, writes: int, later: bool) -> None:
+        """The cron dies after `writes` Firestore writes of its own thread (due queries, re-pushes, orphan sweep);
+        `later`: it runs 8 h on, so stale pulls and push retries are due when it dies."""
+        self.env.stats["cron_crashes"] = self.env.stats.get("cron_crashes", 0) + 1
+        from shared.lifecycle import run_renewal
+
+        assert self.ctx is not None
+        if later:
+            self.clock.advance(8 * 3600)
+        with crash_after(writes):
+            run_renewal(self.ctx)
+        self.deliver_triggers()
+
+    @precondition(lambda self: self.ctx is not None)
     @rule()
     def cron(self) -> None:
         self.env.stats['cron'] = self.env.stats.get('cron', 0) + 1
