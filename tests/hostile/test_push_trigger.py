@@ -51,9 +51,6 @@ def test_invalid_crm_document_is_recorded_not_retried_forever(shared_world: Worl
 
 CE = {"ce-id": "1", "ce-source": "//firestore.googleapis.com/projects/x/databases/(default)", "ce-specversion": "1.0",
       "ce-type": "google.cloud.firestore.document.v1.written"}
-GARBAGE_PROTOBUF_BUG = ("functions/push.py payload_from_data catches ValueError/TypeError/ValidationError but not "
-                        "google.protobuf.message.DecodeError: a corrupt protobuf payload answers 500 "
-                        "(Eventarc redelivers)")
 
 
 @pytest.mark.parametrize(("headers", "body"), [
