@@ -252,25 +252,6 @@ class CalendarClient:
         )
         return self.execute(request, headers={"If-Match": etag} if etag else None)
 
-    def update_event(
-        self,
-        calendar_id: str,
-        event_id: str,
-        body: dict[str, Any],
-        *,
-        etag: str | None = None,
-        send_updates: str = "none",
-    ) -> dict[str, Any]:
-        request = self._service.events().update(
-            calendarId=calendar_id,
-            eventId=event_id,
-            body=body,
-            sendUpdates=send_updates,
-            supportsAttachments=True,
-            conferenceDataVersion=1,
-        )
-        return self.execute(request, headers={"If-Match": etag} if etag else None)
-
     def delete_event(
         self, calendar_id: str, event_id: str, *, etag: str | None = None, send_updates: str = "none"
     ) -> None:
