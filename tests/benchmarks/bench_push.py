@@ -172,7 +172,9 @@ def _run_naive(ctx: Any, standin: Any, results: dict[str, float]) -> None:
         if event.google is None:
             google_event = client.insert_event(NAIVE_EMAIL, dict(body, id=gid))
         else:
-            google_event = client.update_event(NAIVE_EMAIL, gid, body)  # blind PUT, no If-Match
+            # A blind PUT, no If-Match.
+            blind_put = client.service.events().update(calendarId=NAIVE_EMAIL, eventId=gid, body=body)
+            google_event = client.execute(blind_put)
         ctx.store.update_event(event_id, {"google": dump_for_firestore(link_from_google(google_event, NAIVE_EMAIL))})
 
     def naive_notification(event_id: str) -> None:
