@@ -1,7 +1,7 @@
 """Benchmark: the local load run (tests/load/loadrun.py) against `make run`'s stack.
 
 LOAD_USERS (50) x LOAD_CALENDARS (3) calendars, LOAD_SECONDS (120) of sustained Google-side and CRM-side changes at
-LOAD_RATE (25/s) with LOAD_FAULT_RATE (0.05) of Google calls failing with 503, then quiescence and a convergence check.
+LOAD_RATE (10/s) with LOAD_FAULT_RATE (0.05) of Google calls failing with 503, then quiescence and a convergence check.
 Figures: load.divergences (target 0), load.p50_ms / load.p95_ms (Google edit -> CRM document carries its etag),
 load.google_calls_per_change, load.throughput_changes_per_s, load.errors. Naive twin:
 load.naive_google_calls_per_change = the same run without burst coalescing (one events.list per delivered change
@@ -21,7 +21,7 @@ def run(results: dict[str, Any]) -> None:
         users=int(os.environ.get("LOAD_USERS", 50)),
         calendars=int(os.environ.get("LOAD_CALENDARS", 3)),
         seconds=float(os.environ.get("LOAD_SECONDS", 120)),
-        rate=float(os.environ.get("LOAD_RATE", 25)),
+        rate=float(os.environ.get("LOAD_RATE", 10)),
         fault_rate=float(os.environ.get("LOAD_FAULT_RATE", 0.05)),
     )
     latency = report["notification_to_crm_ms"]
@@ -32,6 +32,7 @@ def run(results: dict[str, Any]) -> None:
     results["load.throughput_changes_per_s"] = report["throughput_changes_per_s"]
     results["load.errors"] = report["errors_total"]
     results["load.changes"] = report["changes"]
+    results["load.quiesce_seconds"] = report["quiesce_seconds"] or 0
     if report.get("naive_google_calls_per_change") is not None:
         results["load.naive_google_calls_per_change"] = report["naive_google_calls_per_change"]
     for sample in report["divergence_samples"][:3]:

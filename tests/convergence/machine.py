@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from shared.context import AppContext, set_default_context
-from shared.mapping import apply_google_event
+from shared.mapping import apply_google_event, content_hash
 from shared.models import CONTENT_FIELDS, CrmEvent, SyncedCalendar, dump_for_firestore, utcnow
 
 USER = "conv-user"
@@ -201,7 +201,11 @@ def check_convergence(ctx: AppContext, google: Any, calendars: list[str], *, crm
         if content_of(view) != content_of(event):
             mine, theirs = content_of(event), content_of(view)
             fields = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
-            problems.append(f"content differs for CRM {event.id} / Google {key}: {fields}")
+            sync = event.sync
+            problems.append(f"content differs for CRM {event.id} / Google {key}: {fields} (CRM sync {sync.state}, "
+                            f"unpushed={sync.content_hash != content_hash(event)}, attempts={sync.attempts}, "
+                            f"error={sync.last_error!r}, google etag {event.google.etag if event.google else None} "
+                            f"vs {item.get('etag')})")
         if event.sync.state != "synced":
             problems.append(f"CRM {event.id} is {event.sync.state} after quiescence: {event.sync.last_error}")
     for crm_id, keys in crm_ids_in_google.items():
