@@ -30,6 +30,7 @@ ENV_VARS: dict[str, str] = {
     "CHANNEL_TTL_SECONDS": "channel_ttl_seconds",
     "RENEW_BEFORE_SECONDS": "renew_before_seconds",
     "STALE_SYNC_SECONDS": "stale_sync_seconds",
+    "PUSH_SWEEP_GRACE_SECONDS": "push_sweep_grace_seconds",
     "SYNC_LEASE_SECONDS": "sync_lease_seconds",
     "SEND_UPDATES": "send_updates",
     "ID_TOKEN_ISSUER": "id_token_issuer",
@@ -73,6 +74,8 @@ class Settings(BaseModel):
     channel_ttl_seconds: int = Field(default=604_800, ge=60)
     renew_before_seconds: int = Field(default=86_400, ge=60)
     stale_sync_seconds: int = Field(default=21_600, ge=60)
+    # CRM edits older than this whose push never happened (a lost trigger) are pushed by the cron's sweep.
+    push_sweep_grace_seconds: int = Field(default=120, ge=0)
     sync_lease_seconds: int = Field(default=120, ge=5)
     send_updates: Literal["all", "externalOnly", "none"] = "all"
     id_token_issuer: str = ""

@@ -69,6 +69,12 @@ def push_due_events(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: 
     return _push_due_events(ctx, now=now, limit=limit, deadline=deadline)
 
 
+def sweep_unpushed_edits(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: float) -> dict[str, int]:
+    from shared.push import sweep_unpushed_edits as _sweep
+
+    return _sweep(ctx, now=now, limit=limit, deadline=deadline)
+
+
 # --- request / response models ----------------------------------------------------------------------------------------
 CalendarId = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
@@ -727,8 +733,14 @@ class RenewalRun:
             _pulled(self.ctx, cal, outcome)
             if not pull_succeeded(outcome):
                 self.count("pull_failed")
-                log_event(logger, "stale pull did not complete", level=logging.WARNING, user_id=cal.user_id,
-                          calendar_id=cal.calendar_id, outcome=str(getattr(outcome, "outcome", "")))
+                log_event(
+                    logger,
+                    "stale pull did not complete",
+                    level=logging.WARNING,
+                    user_id=cal.user_id,
+                    calendar_id=cal.calendar_id,
+                    outcome=str(getattr(outcome, "outcome", "")),
+                )
                 return
             self.count("pulled")
             log_event(logger, "stale calendar pulled", user_id=cal.user_id, calendar_id=cal.calendar_id)
@@ -814,6 +826,15 @@ class RenewalRun:
             except SyncError as exc:
                 self.count("push_failed")
                 log_event(logger, "push retry failed", level=logging.WARNING, code=exc.code, reason=exc.message)
+        swept: dict[str, int] = {}
+        if self.time_left() > 0:
+            try:
+                swept = sweep_unpushed_edits(ctx, now=self.now, limit=PUSH_BATCH_LIMIT, deadline=self.deadline)
+            except SyncError as exc:
+                self.count("sweep_failed")
+                log_event(
+                    logger, "unpushed-edit sweep failed", level=logging.WARNING, code=exc.code, reason=exc.message
+                )
         if self.time_left() > 0:
             self.sweep_orphans(ORPHAN_BATCH_LIMIT)
         ops = collections.Counter(ctx.store.ops)
@@ -829,6 +850,7 @@ class RenewalRun:
             "deferred": self.report["deferred"],
             "needs_reauth_users": sorted(self.needs_reauth_users),
             "pushed": pushed,
+            "swept": swept,
             "firestore": {k: v for k, v in ops.items() if v},
             "google_calls": google_call_count(ctx) - google_before,
         }

@@ -987,3 +987,65 @@ def release_held_pushes(ctx: AppContext, user_id: str, *, now: dt.datetime) -> i
     if released:
         log_event(logger, "held pushes released", user_id=user_id, events=released)
     return released
+
+
+SWEEP_STATE = ("sync_meta", "push_sweep")  # the sweep's watermark document
+SWEEP_OVERLAP = dt.timedelta(minutes=10)  # re-read a little before the watermark: late commits, client clocks
+SWEEP_FIRST_WINDOW = dt.timedelta(days=1)
+
+
+def sweep_unpushed_edits(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: float) -> dict[str, int]:
+    """Push CRM edits whose trigger never ran: nothing a CRM user writes is lost if one CloudEvent is.
+
+    Reads only events edited since the last sweep (`updated_at` between the watermark and now − grace, a single-field
+    range, no composite index): the cost follows the volume of recent edits, not the number of events. An edit is
+    pushed when its content differs from what was last synced and that content was not already tried (a failed try
+    is the retry queue's: `push_due_events`). Concurrent sweeps are harmless: every push is idempotent.
+    """
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    counts = {"swept": 0, "pushed": 0, "failed": 0, "skipped": 0}
+    state_ref = ctx.store.db.collection(SWEEP_STATE[0]).document(SWEEP_STATE[1])
+    state = ctx.store.get_document(state_ref)
+    watermark = (state.to_dict() or {}).get("watermark") if state.exists else None
+    since = watermark - SWEEP_OVERLAP if isinstance(watermark, dt.datetime) else now - SWEEP_FIRST_WINDOW
+    until = now - dt.timedelta(seconds=ctx.settings.push_sweep_grace_seconds)
+    if until <= since:
+        return counts
+    query = (
+        ctx.store.db.collection(EVENTS)
+        .where(filter=FieldFilter("updated_at", ">=", since))
+        .where(filter=FieldFilter("updated_at", "<=", until))
+        .order_by("updated_at")
+        .limit(limit)
+    )
+    reached = since
+    complete = True
+    for snapshot in ctx.store.query(query):
+        if time.monotonic() >= deadline:
+            complete = False
+            break
+        counts["swept"] += 1
+        data = snapshot.to_dict() or {}
+        reached = max(reached, data.get("updated_at") or reached)
+        try:
+            event = ctx.store.event_from(snapshot)
+        except ValidationError:
+            event = None  # push_event records why the document cannot be synced
+        if event is not None:
+            current = content_hash(event)
+            if event.sync.content_hash == current or event.sync.attempted_hash == current:
+                counts["skipped"] += 1
+                continue
+        try:
+            outcome = push_event(ctx, snapshot.id, now=now)
+        except GoogleApiError:
+            counts["failed"] += 1
+            continue
+        counts["pushed" if outcome.outcome in ("pushed", "conflict") else "skipped"] += 1
+    else:
+        complete = counts["swept"] < limit
+    ctx.store.set_document(state_ref, {"watermark": until if complete else reached, "swept_at": now})
+    if counts["pushed"]:
+        log_event(logger, "unpushed CRM edits swept", **counts)
+    return counts

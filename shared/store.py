@@ -241,7 +241,7 @@ class FirestoreStore:
 
     # --- CRM events ---------------------------------------------------------------------------------------------------
     @staticmethod
-    def _event_from(snapshot: DocumentSnapshot) -> CrmEvent:
+    def event_from(snapshot: DocumentSnapshot) -> CrmEvent:
         data = snapshot.to_dict() or {}
         data["id"] = snapshot.id
         return CrmEvent.model_validate(data)
@@ -250,7 +250,7 @@ class FirestoreStore:
         if not is_valid_document_id(event_id):
             return None
         snapshot = self._get(self.event_ref(event_id))
-        return self._event_from(snapshot) if snapshot.exists else None
+        return self.event_from(snapshot) if snapshot.exists else None
 
     def get_event_snapshot(self, event_id: str) -> tuple[CrmEvent | None, dt.datetime | None]:
         """The event and its update time, for writes that must not clobber a concurrent edit."""
@@ -259,7 +259,7 @@ class FirestoreStore:
         snapshot = self._get(self.event_ref(event_id))
         if not snapshot.exists:
             return None, None
-        return self._event_from(snapshot), snapshot.update_time
+        return self.event_from(snapshot), snapshot.update_time
 
     def get_events(self, event_ids: Iterable[str]) -> dict[str, CrmEvent]:
         """Many events in one RPC (missing ids are absent from the result)."""
@@ -271,7 +271,7 @@ class FirestoreStore:
             for snapshot in self.db.get_all(refs):
                 self.ops["reads"] += 1
                 if snapshot.exists:
-                    found[snapshot.id] = self._event_from(snapshot)
+                    found[snapshot.id] = self.event_from(snapshot)
         except Exception as exc:
             raise _transient(exc) from exc
         self.ops["batch_gets"] += 1
@@ -306,7 +306,7 @@ class FirestoreStore:
             .where(filter=_field_filter("google.calendar_id", "==", calendar_id))
         )
         for snapshot in self.query(query):
-            yield self._event_from(snapshot), snapshot.update_time
+            yield self.event_from(snapshot), snapshot.update_time
 
     def events_by_google_ids(
         self, owner_id: str, calendar_id: str, google_ids: Iterable[str]
@@ -326,7 +326,7 @@ class FirestoreStore:
                 .where(filter=_field_filter("google.event_id", "in", ids[start : start + 30]))
             )
             for snapshot in self.query(query):
-                found[snapshot.id] = (self._event_from(snapshot), snapshot.update_time)
+                found[snapshot.id] = (self.event_from(snapshot), snapshot.update_time)
         return found
 
     def series_exception_snapshots(
@@ -339,7 +339,7 @@ class FirestoreStore:
             .where(filter=_field_filter("series.series_crm_id", "==", series_crm_id))
         )
         for snapshot in self.query(query):
-            yield snapshot.id, (self._event_from(snapshot), snapshot.update_time)
+            yield snapshot.id, (self.event_from(snapshot), snapshot.update_time)
 
     def get_event_snapshots(self, event_ids: Iterable[str]) -> dict[str, tuple[CrmEvent, dt.datetime]]:
         """Many events with their update times in one RPC (missing ids are absent from the result)."""
@@ -351,7 +351,7 @@ class FirestoreStore:
             for snapshot in self.db.get_all(refs):
                 self.ops["reads"] += 1
                 if snapshot.exists:
-                    found[snapshot.id] = (self._event_from(snapshot), snapshot.update_time)
+                    found[snapshot.id] = (self.event_from(snapshot), snapshot.update_time)
         except Exception as exc:
             raise _transient(exc) from exc
         self.ops["batch_gets"] += 1

@@ -94,6 +94,7 @@ locals {
     CHANNEL_TTL_SECONDS       = "604800"
     RENEW_BEFORE_SECONDS      = "86400"
     STALE_SYNC_SECONDS        = "21600"
+    PUSH_SWEEP_GRACE_SECONDS  = "120"
     SYNC_LEASE_SECONDS        = "120"
     SEND_UPDATES              = "all"
     GOOGLE_MAX_RETRIES        = "5"

@@ -297,3 +297,50 @@ def test_renew_function_checks_method_and_scheduler_token(
     ok = api.call("renew", None, token=token("scheduler@proj.iam.gserviceaccount.com"), json_body={})
     assert ok.status_code == 200, ok.text
     assert ok.json()["ok"] is True
+
+
+def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: AppContext, google) -> None:
+    from shared.models import CrmEvent, EventTime, google_event_id_for_crm
+
+    setup_user(app_context, google, "user-a", ALICE)
+    now = app_context.clock()
+    old_enough = now - dt.timedelta(minutes=10)
+    too_fresh = now - dt.timedelta(seconds=30)  # its trigger may still be on its way: left to it
+
+    def write(event_id: str, title: str, updated_at: dt.datetime) -> None:
+        app_context.store.save_event(CrmEvent(
+            id=event_id, owner_id="user-a", title=title, updated_at=updated_at,
+            start=EventTime(date_time="2031-07-01T10:00:00+00:00"),
+            end=EventTime(date_time="2031-07-01T11:00:00+00:00"),
+        ))
+
+    def in_google(event_id: str) -> dict[str, Any] | None:
+        gid = google_event_id_for_crm(event_id)
+        return next((e for e in google.control.raw_events(ALICE) if e["id"] == gid), None)
+
+    write("lost-create", "Never triggered", old_enough)
+    write("fresh-create", "Trigger on its way", too_fresh)
+    report = lifecycle.run_renewal(app_context, now=now)
+    assert report["swept"]["pushed"] == 1
+    assert in_google("lost-create")["summary"] == "Never triggered"
+    assert in_google("fresh-create") is None
+
+    # A later edit whose trigger is lost too: the next run pushes it as one conditional patch.
+    app_context.store.update_event(
+        "lost-create", {"title": "Edited, trigger lost", "updated_at": now + dt.timedelta(minutes=1)}
+    )
+    google.control.reset_counters()
+    later = now + dt.timedelta(minutes=10)
+    report = lifecycle.run_renewal(app_context, now=later)
+    assert in_google("lost-create")["summary"] == "Edited, trigger lost"
+    assert in_google("fresh-create")["summary"] == "Trigger on its way"
+    by_method = google.control.counters()["by_method"]
+    assert by_method.get("calendar.events.insert", 0) == 1  # fresh-create only
+    assert by_method.get("calendar.events.patch", 0) == 1  # lost-create's edit
+
+    # Nothing left: a third run writes nothing to Google.
+    google.control.reset_counters()
+    lifecycle.run_renewal(app_context, now=later + dt.timedelta(minutes=10))
+    writes = {m: n for m, n in google.control.counters()["by_method"].items() if m.split(".")[-1] in
+              ("insert", "patch", "update", "delete")}
+    assert writes == {}
