@@ -122,7 +122,7 @@ class SyncedUser:
         from shared.models import EVENTS
 
         return [
-            self.ctx.store._event_from(s)
+            self.ctx.store.event_from(s)
             for s in self.ctx.store.db.collection(EVENTS).stream()
         ]
 
