@@ -203,17 +203,31 @@ def test_stale_calendar_is_pulled(api: Api, app_context: AppContext, google, clo
     assert calendar(app_context, "user-a", ALICE).pull_due_at > clock()
 
 
-def test_due_pushes_are_retried(api: Api, app_context: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[dict[str, Any]] = []
+def test_due_pushes_are_retried(api: Api, app_context: AppContext, google, clock: SkewClock) -> None:
+    """A CRM edit that failed transiently (Google 503 storm) is pushed by the cron once its backoff has passed."""
+    from shared.models import CrmEvent, EventTime, google_event_id_for_crm
+    from shared.push import push_event
 
-    def fake_push(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: float) -> dict[str, int]:
-        calls.append({"now": now, "limit": limit, "deadline": deadline})
-        return {"due": 2, "pushed": 2}
+    setup_user(app_context, google, "user-a", ALICE)
+    app_context.store.save_event(CrmEvent(
+        id="crm-retry", owner_id="user-a", title="Retried", updated_at=clock(),
+        start=EventTime(date_time="2031-08-01T10:00:00+00:00"), end=EventTime(date_time="2031-08-01T11:00:00+00:00"),
+    ))
+    google.control.inject_fault("calendar.events.insert", 503, "backendError", count=50)
+    assert push_event(app_context, "crm-retry").outcome == "failed"
+    parked = app_context.store.get_event("crm-retry")
+    assert parked.sync.state == "pending"
+    assert parked.sync.next_attempt_at > clock()
+    google.control.clear_faults()
 
-    monkeypatch.setattr(lifecycle, "push_due_events", fake_push)
+    report = api.renew().json()  # not due yet: the backoff is respected
+    assert report["pushed"]["pushed"] == 0, report
+    clock.advance(2 * 3600)
     report = api.renew().json()
-    assert report["pushed"] == {"due": 2, "pushed": 2}
-    assert len(calls) == 1 and calls[0]["limit"] > 0
+    assert report["pushed"]["pushed"] == 1, report
+    gid = google_event_id_for_crm("crm-retry")
+    assert [e["summary"] for e in google.control.raw_events(ALICE) if e["id"] == gid] == ["Retried"]
+    assert app_context.store.get_event("crm-retry").sync.state == "synced"
 
 
 def test_orphaned_channel_is_stopped(api: Api, app_context: AppContext, google, clock: SkewClock) -> None:
