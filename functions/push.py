@@ -44,7 +44,7 @@ NAME_RE = re.compile(r"^projects/[^/]+/databases/[^/]+/documents/events/(?P<id>[
 class CloudEventAttributes(BaseModel):
     """The CloudEvent attributes the adapter uses (others, e.g. Firestore's extensions, are ignored)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     id: str = Field(min_length=1)
     source: str = Field(min_length=1)
@@ -58,7 +58,7 @@ class CloudEventAttributes(BaseModel):
 class FirestoreDocument(BaseModel):
     """A document in DocumentEventData's JSON form (Firestore REST `Value` encoding in `fields`)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     name: str = ""
     fields: dict[str, Any] = Field(default_factory=dict)
@@ -67,7 +67,7 @@ class FirestoreDocument(BaseModel):
 
 
 class DocumentEventPayload(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     value: FirestoreDocument | None = None
     old_value: FirestoreDocument | None = Field(default=None, alias="oldValue")

@@ -57,7 +57,7 @@ GOOGLE_SCOPES: tuple[str, ...] = (
 class Settings(BaseModel):
     """Typed settings; defaults are production defaults."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     project_id: str = "crm-gcal-sync-local"
     firestore_database: str = "(default)"

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared import channels
 from shared.errors import BadRequest, Conflict, GoogleApiError, NeedsReauth, NotFound, SyncError
@@ -93,6 +93,8 @@ class DisableRequest(Strict):
 
 
 class ChannelStatus(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     channel_id: str
     resource_id: str
     expiration: dt.datetime
@@ -101,6 +103,8 @@ class ChannelStatus(BaseModel):
 
 
 class CalendarStatus(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     calendar_id: str
     enabled: bool
     is_target: bool
@@ -120,12 +124,16 @@ class CalendarStatus(BaseModel):
 
 
 class EventCounts(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     pending: int = 0
     error: int = 0
     conflict: int = 0
 
 
 class StatusResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     user_id: str
     connected: bool
     status: str

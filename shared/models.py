@@ -49,16 +49,18 @@ def google_event_id_for_crm(crm_event_id: str) -> str:
     return base64.b32hexencode(digest).decode().lower().rstrip("=")
 
 
+# Every model defers building its validator to first use (`defer_build`): importing a function's code stays cheap
+# (cold start), and a function pays only for the models it really uses.
 class Strict(BaseModel):
     """Base for boundary models: unknown fields are errors, not silently kept."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class Stored(BaseModel):
     """Base for Firestore documents: tolerate fields added by later versions (forward compatible)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -376,7 +378,7 @@ def dump_for_firestore(model: BaseModel) -> dict[str, Any]:
 class NotificationHeaders(Strict):
     """The headers Google sends with a push notification (facts sheet §1)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     channel_id: str = Field(alias="X-Goog-Channel-ID", min_length=1, max_length=64)
     message_number: int = Field(alias="X-Goog-Message-Number", ge=1)

@@ -19,7 +19,7 @@ JITTER_FRACTION = 0.25  # Google asks for Â±25% jitter on periodic jobs (facts Â
 
 
 class RetryConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     retry_count: int = Field(ge=0, le=5)
     min_backoff_seconds: int = Field(ge=0)
@@ -30,7 +30,7 @@ class RetryConfig(BaseModel):
 class SchedulerJob(BaseModel):
     """scheduler_job.json, validated."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,500}$")
     description: str = ""
