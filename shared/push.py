@@ -998,9 +998,10 @@ def sweep_unpushed_edits(ctx: AppContext, *, now: dt.datetime, limit: int, deadl
     """Push CRM edits whose trigger never ran: nothing a CRM user writes is lost if one CloudEvent is.
 
     Reads only events edited since the last sweep (`updated_at` between the watermark and now − grace, a single-field
-    range, no composite index): the cost follows the volume of recent edits, not the number of events. An edit is
-    pushed when its content differs from what was last synced and that content was not already tried (a failed try
-    is the retry queue's: `push_due_events`). Concurrent sweeps are harmless: every push is idempotent.
+    range, no composite index), in pages of `limit`, until done or the deadline: the cost follows the volume of recent
+    edits, not the number of events. An edit is pushed when its content differs from what was last synced and that
+    content was not already tried (a failed try belongs to the retry queue, `push_due_events`). The watermark moves
+    only over what was examined. Concurrent sweeps are harmless: every push is idempotent.
     """
     from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -1012,40 +1013,45 @@ def sweep_unpushed_edits(ctx: AppContext, *, now: dt.datetime, limit: int, deadl
     until = now - dt.timedelta(seconds=ctx.settings.push_sweep_grace_seconds)
     if until <= since:
         return counts
-    query = (
+    base = (
         ctx.store.db.collection(EVENTS)
         .where(filter=FieldFilter("updated_at", ">=", since))
         .where(filter=FieldFilter("updated_at", "<=", until))
         .order_by("updated_at")
-        .limit(limit)
     )
-    reached = since
-    complete = True
-    for snapshot in ctx.store.query(query):
-        if time.monotonic() >= deadline:
-            complete = False
-            break
-        counts["swept"] += 1
-        data = snapshot.to_dict() or {}
-        reached = max(reached, data.get("updated_at") or reached)
-        try:
-            event = ctx.store.event_from(snapshot)
-        except ValidationError:
-            event = None  # push_event records why the document cannot be synced
-        if event is not None:
-            current = content_hash(event)
-            if event.sync.content_hash == current or event.sync.attempted_hash == current:
-                counts["skipped"] += 1
-                continue
-        try:
-            outcome = push_event(ctx, snapshot.id, now=now)
-        except GoogleApiError:
-            counts["failed"] += 1
+    reached, cursor, complete = since, None, False
+    while not complete:
+        page = list(ctx.store.query((base.start_after(cursor) if cursor is not None else base).limit(limit)))
+        for snapshot in page:
+            if time.monotonic() >= deadline:
+                break
+            counts["swept"] += 1
+            _sweep_one(ctx, snapshot, now, counts)
+            reached = max(reached, (snapshot.to_dict() or {}).get("updated_at") or reached)
+            cursor = snapshot
+        else:
+            complete = len(page) < limit
             continue
-        counts["pushed" if outcome.outcome in ("pushed", "conflict") else "skipped"] += 1
-    else:
-        complete = counts["swept"] < limit
+        break  # the deadline: the next run goes on from `reached`
     ctx.store.set_document(state_ref, {"watermark": until if complete else reached, "swept_at": now})
     if counts["pushed"]:
         log_event(logger, "unpushed CRM edits swept", **counts)
     return counts
+
+
+def _sweep_one(ctx: AppContext, snapshot: Any, now: dt.datetime, counts: dict[str, int]) -> None:
+    try:
+        event = ctx.store.event_from(snapshot)
+    except ValidationError:
+        event = None  # push_event records why the document cannot be synced
+    if event is not None:
+        current = content_hash(event)
+        if event.sync.content_hash == current or event.sync.attempted_hash == current:
+            counts["skipped"] += 1
+            return
+    try:
+        outcome = push_event(ctx, snapshot.id, now=now)
+    except GoogleApiError:
+        counts["failed"] += 1
+        return
+    counts["pushed" if outcome.outcome in ("pushed", "conflict") else "skipped"] += 1

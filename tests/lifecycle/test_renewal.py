@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -358,3 +359,24 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
     writes = {m: n for m, n in google.control.counters()["by_method"].items() if m.split(".")[-1] in
               ("insert", "patch", "update", "delete")}
     assert writes == {}
+
+
+def test_sweep_pages_through_every_recent_edit(app_context: AppContext, google) -> None:
+    from shared.models import CrmEvent, EventTime
+    from shared.push import sweep_unpushed_edits
+
+    setup_user(app_context, google, "user-a", ALICE)
+    now = app_context.clock()
+    with app_context.store.batch() as batch:
+        for n in range(7):
+            event = CrmEvent(
+                id=f"lost-{n}", owner_id="user-a", title=f"Lost {n}", updated_at=now - dt.timedelta(minutes=30 - n),
+                start=EventTime(date="2031-09-01"), end=EventTime(date="2031-09-02"),
+            )
+            data = event.model_dump(mode="python")
+            data.pop("id")
+            batch.set(app_context.store.event_ref(event.id), data)
+    counts = sweep_unpushed_edits(app_context, now=now, limit=3, deadline=time.monotonic() + 60)
+    assert counts["swept"] == 7
+    assert counts["pushed"] == 7
+    assert len(google.control.raw_events(ALICE)) == 7
