@@ -6,8 +6,10 @@ emulator, one project per test), clock and sleep, and the code under test does n
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +19,8 @@ from typing import TYPE_CHECKING
 from shared.config import Settings, get_settings
 from shared.errors import NeedsReauth
 from shared.models import Integration, IntegrationStatus, utcnow
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client as FirestoreClient
@@ -71,6 +75,25 @@ class AppContext:
                 client = CalendarClient(credentials, self.settings, user_id=integration.user_id, sleep=self.sleep)
                 self._calendar_clients[cache_key] = client
             return client
+
+    def mark_needs_reauth(self, user_id: str, reason: str) -> None:
+        """The user's refresh token is dead: the integration says `needs_reauth` (the settings page shows "reconnect"),
+        the cached client is dropped, and every sync of that user stops until they connect again."""
+        from google.api_core import exceptions as gexc
+
+        from shared.logs import log_event
+
+        with contextlib.suppress(gexc.NotFound):  # the integration vanished meanwhile: nothing to mark
+            self.store.update_integration(
+                user_id,
+                {
+                    "status": IntegrationStatus.NEEDS_REAUTH.value,
+                    "reauth_reason": reason[:200],
+                    "updated_at": self.clock(),
+                },
+            )
+        self.forget_calendar_client(user_id)
+        log_event(logger, "integration needs reauth", level=logging.WARNING, user_id=user_id, reason=reason)
 
     def forget_calendar_client(self, user_id: str) -> None:
         with self._lock:

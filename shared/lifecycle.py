@@ -148,19 +148,6 @@ class StatusResponse(BaseModel):
 
 
 # --- integration helpers ----------------------------------------------------------------------------------------------
-def mark_needs_reauth(ctx: AppContext, user_id: str, reason: str) -> None:
-    """The refresh token is dead: record it so the user sees "reconnect", and stop using the cached client."""
-    try:
-        ctx.store.update_integration(
-            user_id,
-            {"status": IntegrationStatus.NEEDS_REAUTH.value, "reauth_reason": reason[:200], "updated_at": ctx.clock()},
-        )
-    except Exception:  # the integration vanished meanwhile: nothing to mark
-        logger.warning("could not mark needs_reauth", extra={"fields": {"user_id": user_id}})
-    ctx.forget_calendar_client(user_id)
-    log_event(logger, "integration needs reauth", level=logging.WARNING, user_id=user_id, reason=reason)
-
-
 def connected_integration(ctx: AppContext, user_id: str) -> Integration:
     integration = ctx.store.get_integration(user_id)
     if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
@@ -174,7 +161,7 @@ def _client_or_reauth(ctx: AppContext, integration: Integration) -> CalendarClie
     try:
         return ctx.calendar_client(integration)
     except NeedsReauth:
-        mark_needs_reauth(ctx, integration.user_id, "missing_credentials")
+        ctx.mark_needs_reauth(integration.user_id, "missing_credentials")
         raise
 
 
@@ -304,7 +291,7 @@ def enable(ctx: AppContext, user_id: str, request: EnableRequest) -> StatusRespo
     try:
         entries, primary, wanted = _resolve_calendars(client, request.calendar_ids)
     except NeedsReauth as exc:
-        mark_needs_reauth(ctx, user_id, str(exc.detail.get("reason") or "invalid_grant"))
+        ctx.mark_needs_reauth(user_id, str(exc.detail.get("reason") or "invalid_grant"))
         raise
     existing = {c.calendar_id: c for c in ctx.store.list_calendars(user_id)}
     enabled_after = {cid for cid, c in existing.items() if c.enabled} | set(wanted)
@@ -367,7 +354,7 @@ def _enable_one(
         try:
             _pulled(ctx, cal, request_pull(ctx, user_id, calendar_id, reason="enable", full=first_import))
         except NeedsReauth as exc:
-            mark_needs_reauth(ctx, user_id, str(exc.detail.get("reason") or "invalid_grant"))
+            ctx.mark_needs_reauth(user_id, str(exc.detail.get("reason") or "invalid_grant"))
             raise
         except SyncError as exc:
             # The channel is still opened; the cron retries the import (pull_due_at stays due).
@@ -384,7 +371,7 @@ def _enable_one(
         try:
             outcome = ensure_channel(ctx, integration, cal_key, reason="enable", catch_up=False)
         except NeedsReauth as exc:
-            mark_needs_reauth(ctx, user_id, str(exc.detail.get("reason") or "invalid_grant"))
+            ctx.mark_needs_reauth(user_id, str(exc.detail.get("reason") or "invalid_grant"))
             raise
         except GoogleApiError as exc:
             _record_calendar_error(ctx, cal, f"watch failed: {exc.message}")
@@ -688,7 +675,7 @@ class RenewalRun:
         log_event(logger, "calendar skipped", user_id=cal.user_id, calendar_id=cal.calendar_id, reason=reason)
 
     def _reauth(self, cal: SyncedCalendar, exc: NeedsReauth) -> None:
-        mark_needs_reauth(self.ctx, cal.user_id, str(exc.detail.get("reason") or "invalid_grant"))
+        self.ctx.mark_needs_reauth(cal.user_id, str(exc.detail.get("reason") or "invalid_grant"))
         self.integrations.forget(cal.user_id)
         self._postpone(cal, "needs_reauth")
 

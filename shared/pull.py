@@ -32,7 +32,6 @@ every change it covers (invariant 2). Full syncs also refresh the lease and `imp
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -666,19 +665,6 @@ def _action_write(ctx: AppContext, action: WriteAction, update_time: dt.datetime
     return _Write("update", ref, data, last_update_time=update_time, action=action)
 
 
-def mark_needs_reauth(ctx: AppContext, user_id: str, reason: str) -> None:
-    """Dead refresh token: the integration says `needs_reauth`, the cached client is dropped; syncs stop."""
-    from google.api_core import exceptions as gexc
-
-    with contextlib.suppress(gexc.NotFound):  # the integration vanished meanwhile: nothing to mark
-        ctx.store.update_integration(
-            user_id,
-            {"status": IntegrationStatus.NEEDS_REAUTH.value, "reauth_reason": reason[:200], "updated_at": ctx.clock()},
-        )
-    ctx.forget_calendar_client(user_id)
-    log_event(logger, "integration needs reauth", level=logging.WARNING, user_id=user_id, reason=reason)
-
-
 def pull_calendar(
     ctx: AppContext,
     user_id: str,
@@ -713,7 +699,7 @@ def pull_calendar(
         try:
             client = ctx.calendar_client(integration)
         except NeedsReauth as exc:
-            mark_needs_reauth(ctx, user_id, str(exc.detail.get("reason") or "missing_credentials"))
+            ctx.mark_needs_reauth(user_id, str(exc.detail.get("reason") or "missing_credentials"))
             raise
         sync_token = None if full else calendar.sync_token
         engine = _Engine(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
@@ -735,7 +721,7 @@ def pull_calendar(
                 engine = _Engine(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
                 engine.run(client, None)
         except NeedsReauth as exc:
-            mark_needs_reauth(ctx, user_id, str(exc.detail.get("reason") or "invalid_grant"))
+            ctx.mark_needs_reauth(user_id, str(exc.detail.get("reason") or "invalid_grant"))
             raise
         lease_released = lease is not None
         return report
@@ -1077,7 +1063,6 @@ __all__ = [
     "TombstoneFromGoogle",
     "UpdateFromGoogle",
     "apply_plan",
-    "mark_needs_reauth",
     "plan_pull",
     "plan_removals",
     "pull_calendar",

@@ -784,7 +784,7 @@ def _execute(
         executor = _Executor(ctx, event, integration, now)
         done = executor.run(action)
     except NeedsReauth as exc:
-        _mark_needs_reauth(ctx, integration, exc.message)
+        ctx.mark_needs_reauth(integration.user_id, exc.message)
         result.outcome, result.reason = "deferred", f"needs_reauth: {exc.message}"
         sync = _failure_sync(event, SyncState.PENDING, result.reason, now, REAUTH_RECHECK_SECONDS, attempted=True)
         return _write_fields(stored, google=event.google, sync=sync, extra={}), None
@@ -852,16 +852,6 @@ def with_decision_list(sync: SyncInfo, decisions: list[ConflictDecision]) -> lis
     return [*sync.decisions, *decisions][-MAX_DECISIONS:]
 
 
-def _mark_needs_reauth(ctx: AppContext, integration: Integration, message: str) -> None:
-    if integration.status != IntegrationStatus.NEEDS_REAUTH:
-        ctx.store.update_integration(
-            integration.user_id,
-            {"status": IntegrationStatus.NEEDS_REAUTH.value, "reauth_reason": message[:300], "updated_at": ctx.clock()},
-        )
-    ctx.forget_calendar_client(integration.user_id)
-    log_event(logger, "integration needs reauth", level=logging.WARNING, user_id=integration.user_id)
-
-
 def _push_hard_delete(
     ctx: AppContext,
     event_id: str,
@@ -893,7 +883,7 @@ def _push_hard_delete(
         client = ctx.calendar_client(integration)
         client.delete_event(action.calendar_id, action.event_id, etag=None, send_updates=action.send_updates)
     except NeedsReauth as exc:
-        _mark_needs_reauth(ctx, integration, exc.message)
+        ctx.mark_needs_reauth(integration.user_id, exc.message)
         result.outcome, result.reason = "failed", "needs_reauth; the deletion could not reach Google"
         return result
     except GoogleApiError as exc:
