@@ -5,8 +5,6 @@ Locally the same variables point at the Firestore emulator and the Google stand-
 endpoints unset and the client libraries use Google's real ones.
 """
 
-from __future__ import annotations
-
 import functools
 import os
 from typing import Literal
@@ -93,7 +91,7 @@ class Settings(BaseModel):
     scheduler_invoker_email: str = ""
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
         """Build settings from the given mapping (default: os.environ); unset or empty vars keep defaults."""
         env = os.environ if environ is None else environ
         values = {field: env[name] for name, field in ENV_VARS.items() if env.get(name)}
@@ -103,7 +101,7 @@ class Settings(BaseModel):
 
 
 @functools.cache
-def get_settings() -> Settings:
+def get_settings() -> "Settings":
     """The process-wide settings, read lazily on first use (never at import)."""
     return Settings.from_env()
 

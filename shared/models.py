@@ -10,8 +10,6 @@ Firestore shape (see DESIGN.md):
 - `events/{eventId}`                           -> CrmEvent
 """
 
-from __future__ import annotations
-
 import base64
 import datetime as dt
 import hashlib
@@ -183,7 +181,7 @@ class EventTime(Stored):
         return value
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> EventTime:
+    def _exactly_one(self) -> "EventTime":
         if (self.date is None) == (self.date_time is None):
             raise ValueError("exactly one of date or date_time is required")
         return self
@@ -335,7 +333,7 @@ class CrmEvent(Stored):
     updated_at: dt.datetime | None = None  # the CRM edit time (last-write-wins clock for the CRM side)
 
     @model_validator(mode="after")
-    def _end_not_before_start(self) -> CrmEvent:
+    def _end_not_before_start(self) -> "CrmEvent":
         if self.start.is_all_day != self.end.is_all_day:
             raise ValueError("start and end must both be all-day dates or both date-times")
         if self.end.instant() < self.start.instant():

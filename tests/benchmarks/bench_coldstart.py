@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -54,10 +53,15 @@ def _run(code: str) -> str:
 
 
 def measure(module: str) -> tuple[float, float]:
+    """Best of RUNS fresh interpreters each, entry and libraries alternating so machine load hits both alike
+    (the minimum, as timeit reports, is the least noisy estimate of an import's own cost)."""
     mods = json.loads(_run(_DISCOVER.format(module=module, own=OWN)))
-    entry = statistics.median(float(_run(_TIME_ENTRY.format(module=module))) for _ in range(RUNS))
-    libs = statistics.median(float(_run(_TIME_LIBS.format(mods=mods))) for _ in range(RUNS))
-    return entry, libs
+    entry_times: list[float] = []
+    lib_times: list[float] = []
+    for _ in range(RUNS):
+        entry_times.append(float(_run(_TIME_ENTRY.format(module=module))))
+        lib_times.append(float(_run(_TIME_LIBS.format(mods=mods))))
+    return min(entry_times), min(lib_times)
 
 
 def run(results: dict[str, float]) -> None:
