@@ -69,8 +69,7 @@ class Lease:
             return
         try:
             self.ref.delete()
-            ctx.store.ops["writes"] += 1
-            ctx.store.ops["commits"] += 1
+            ctx.store.count_commit()
         except Exception:  # an unreleased lease only delays the next holder until it expires
             logger.warning("lease release failed", extra={"fields": {"lease": self.ref.id}})
         self.acquired = False
@@ -97,8 +96,7 @@ def acquire_lease(ctx: AppContext, user_id: str, cal_key: str, *, purpose: str, 
     }
     if ctx.store.create_if_absent(ref, data):
         return Lease(ref, owner, True)
-    snapshot = ref.get()
-    ctx.store.ops["reads"] += 1
+    snapshot = ctx.store.get_document(ref)
     current = snapshot.to_dict() if snapshot.exists else None
     expires_at = (current or {}).get("expires_at")
     if current is not None and isinstance(expires_at, dt.datetime) and expires_at > now:

@@ -118,15 +118,7 @@ def _take_over(
 
 def _get_both(ctx: AppContext, lease_ref: Any, dirty_ref: Any) -> tuple[Any, Any]:
     """The lease and the marker in one RPC."""
-    from shared.errors import StoreUnavailable
-
-    try:
-        snapshots = {s.reference.path: s for s in ctx.store.db.get_all([lease_ref, dirty_ref])}
-    except Exception as exc:
-        raise StoreUnavailable(f"Firestore is unavailable: {type(exc).__name__}") from exc
-    ctx.store.ops["reads"] += 2
-    ctx.store.ops["batch_gets"] += 1
-    ctx.store.ops["rpcs"] += 1
+    snapshots = {s.reference.path: s for s in ctx.store.get_all_documents([lease_ref, dirty_ref])}
     return snapshots[lease_ref.path], snapshots[dirty_ref.path]
 
 

@@ -487,13 +487,7 @@ def _count_events(ctx: AppContext, user_id: str, state: SyncState) -> int:
         .where(filter=FieldFilter("owner_id", "==", user_id))
         .where(filter=FieldFilter("sync.state", "==", state.value))
     )
-    ctx.store.ops["queries"] += 1
-    try:
-        result = query.count().get()
-    except Exception as exc:
-        raise SyncError("could not count events") from exc
-    ctx.store.ops["reads"] += 1
-    return int(result[0][0].value)
+    return ctx.store.count_matching(query)
 
 
 def calendar_status(

@@ -162,11 +162,7 @@ def consume_state(ctx: AppContext, claims: StateClaims) -> str:
     from google.api_core import exceptions as gexc
 
     ref = _state_ref(ctx, claims.nonce)
-    try:
-        snapshot = ref.get()
-    except Exception as exc:
-        raise SyncError("could not read the OAuth state") from exc
-    ctx.store.ops["reads"] += 1
+    snapshot = ctx.store.get_document(ref)
     data = snapshot.to_dict() if snapshot.exists else None
     if not data or data.get("user_id") != claims.user_id:
         raise InvalidState("the OAuth state was already used or is unknown")
@@ -174,8 +170,7 @@ def consume_state(ctx: AppContext, claims: StateClaims) -> str:
         ref.delete(option=ctx.store.db.write_option(last_update_time=snapshot.update_time))
     except (gexc.FailedPrecondition, gexc.NotFound) as exc:
         raise InvalidState("the OAuth state was already used") from exc
-    ctx.store.ops["writes"] += 1
-    ctx.store.ops["commits"] += 1
+    ctx.store.count_commit()
     expires_at = data.get("expires_at")
     if isinstance(expires_at, dt.datetime) and expires_at <= ctx.clock():
         raise InvalidState("the OAuth state has expired; start again")

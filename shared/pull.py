@@ -583,8 +583,7 @@ class _Writer:
         try:
             results = batch.commit()
         except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound):
-            store.ops["commits"] += 1
-            store.ops["rpcs"] += 1
+            store.count_commit(writes=0)
             log_event(logger, "pull chunk hit a concurrent write; replaying one by one", writes=len(chunk))
             for write in chunk:
                 self._one(write)
@@ -595,9 +594,7 @@ class _Writer:
             from shared.errors import StoreUnavailable
 
             raise StoreUnavailable(f"Firestore is unavailable: {type(exc).__name__}") from exc
-        store.ops["commits"] += 1
-        store.ops["rpcs"] += 1
-        store.ops["writes"] += len(chunk)
+        store.count_commit(writes=len(chunk))
         for write, result in zip(chunk, results, strict=False):
             if write.action is not None and getattr(result, "update_time", None) is not None:
                 self.update_times[write.action.crm_id] = result.update_time
@@ -628,8 +625,7 @@ class _Writer:
         try:
             results = batch.commit()
         except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound):
-            store.ops["commits"] += 1
-            store.ops["rpcs"] += 1
+            store.count_commit(writes=0)
             if write.action is not None:
                 self.report.replanned += 1
                 if write.google_event is None or not self.replan(write):
@@ -639,9 +635,7 @@ class _Writer:
             from shared.errors import StoreUnavailable
 
             raise StoreUnavailable(f"Firestore is unavailable: {type(exc).__name__}") from exc
-        store.ops["commits"] += 1
-        store.ops["rpcs"] += 1
-        store.ops["writes"] += 1
+        store.count_commit()
         if write.action is not None and results and getattr(results[0], "update_time", None) is not None:
             self.update_times[write.action.crm_id] = results[0].update_time
 
@@ -757,9 +751,7 @@ def _record_failure(
         if lease is not None:
             batch.delete(lease.ref)
         batch.commit()
-        ctx.store.ops["commits"] += 1
-        ctx.store.ops["rpcs"] += 1
-        ctx.store.ops["writes"] += 2 if lease is not None else 1
+        ctx.store.count_commit(writes=2 if lease is not None else 1)
     except Exception:
         logger.warning("could not record the pull failure", extra={"fields": {"user_id": report.user_id}})
         if lease is not None:
@@ -889,12 +881,9 @@ class _Engine:
             try:
                 batch.commit()
             except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound):
-                self.ctx.store.ops["commits"] += 1
-                self.ctx.store.ops["rpcs"] += 1
+                self.ctx.store.count_commit(writes=0)
                 continue
-            self.ctx.store.ops["commits"] += 1
-            self.ctx.store.ops["rpcs"] += 1
-            self.ctx.store.ops["writes"] += 1
+            self.ctx.store.count_commit()
             return True
         log_event(
             logger,

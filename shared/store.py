@@ -97,9 +97,7 @@ class BatchWriter:
             self._batch.commit()
         except Exception as exc:
             raise _transient(exc) from exc
-        self._store.ops["commits"] += 1
-        self._store.ops["rpcs"] += 1
-        self._store.ops["writes"] += self._pending
+        self._store.count_commit(writes=self._pending)
         self._batch = None
         self._pending = 0
 
@@ -117,6 +115,21 @@ class FirestoreStore:
     def __init__(self, db: FirestoreClient) -> None:
         self.db = db
         self.ops: collections.Counter[str] = collections.Counter()
+
+    # --- op counting: every Firestore round trip of the library is counted through these ----------------------
+    def count_commit(self, writes: int = 1) -> None:
+        """One commit round trip carrying `writes` document writes (0 for a commit a precondition refused)."""
+        self.ops["commits"] += 1
+        self.ops["rpcs"] += 1
+        self.ops["writes"] += writes
+
+    def count_reads(self, documents: int = 1, *, batch_get: bool = False, rpc: bool = True) -> None:
+        """Documents read; `rpc` when this was its own round trip (query streams count the query once instead)."""
+        self.ops["reads"] += documents
+        if batch_get:
+            self.ops["batch_gets"] += 1
+        if rpc:
+            self.ops["rpcs"] += 1
 
     # --- references ---------------------------------------------------------------------------------------------------
     # Ids from outside (channel ids from webhook headers, user ids from tokens, event ids from CloudEvent subjects)
@@ -142,18 +155,24 @@ class FirestoreStore:
             snapshot = ref.get()
         except Exception as exc:
             raise _transient(exc) from exc
-        self.ops["reads"] += 1
-        self.ops["rpcs"] += 1
+        self.count_reads()
         return snapshot
+
+    def get_all_documents(self, refs: list[DocumentReference]) -> list[DocumentSnapshot]:
+        """Several documents in one round trip (missing ones come back with `exists == False`)."""
+        try:
+            snapshots = list(self.db.get_all(refs))
+        except Exception as exc:
+            raise _transient(exc) from exc
+        self.count_reads(len(snapshots), batch_get=True)
+        return snapshots
 
     def _write(self, ref: DocumentReference, data: dict[str, Any], *, merge: bool = False, **options: Any) -> None:
         try:
             ref.set(data, merge=merge, **options)
         except Exception as exc:
             raise _transient(exc) from exc
-        self.ops["writes"] += 1
-        self.ops["commits"] += 1
-        self.ops["rpcs"] += 1
+        self.count_commit()
 
     def _update(self, ref: DocumentReference, data: dict[str, Any], **options: Any) -> None:
         """Partial update with dotted field paths; raises NotFound (google.api_core) if the document is missing."""
@@ -165,9 +184,7 @@ class FirestoreStore:
             raise
         except Exception as exc:
             raise _transient(exc) from exc
-        self.ops["writes"] += 1
-        self.ops["commits"] += 1
-        self.ops["rpcs"] += 1
+        self.count_commit()
 
     def create_if_absent(self, ref: DocumentReference, data: dict[str, Any]) -> bool:
         """Create a document only if it does not exist; False when it already did (leases, idempotency keys)."""
@@ -176,14 +193,11 @@ class FirestoreStore:
         try:
             ref.create(data)
         except gexc.AlreadyExists:
-            self.ops["commits"] += 1
-            self.ops["rpcs"] += 1
+            self.count_commit(writes=0)
             return False
         except Exception as exc:
             raise _transient(exc) from exc
-        self.ops["writes"] += 1
-        self.ops["commits"] += 1
-        self.ops["rpcs"] += 1
+        self.count_commit()
         return True
 
     def query(self, query: Any) -> Iterator[DocumentSnapshot]:
@@ -192,10 +206,20 @@ class FirestoreStore:
         self.ops["rpcs"] += 1
         try:
             for snapshot in query.stream():
-                self.ops["reads"] += 1
+                self.count_reads(rpc=False)
                 yield snapshot
         except Exception as exc:
             raise _transient(exc) from exc
+
+    def count_matching(self, query: Any) -> int:
+        """A count aggregation: one round trip, billed as one read, whatever the count."""
+        self.ops["queries"] += 1
+        try:
+            result = query.count().get()
+        except Exception as exc:
+            raise _transient(exc) from exc
+        self.count_reads()
+        return int(result[0][0].value)
 
     # --- integrations -------------------------------------------------------------------------------------------------
     def get_integration(self, user_id: str) -> Integration | None:
@@ -263,20 +287,7 @@ class FirestoreStore:
 
     def get_events(self, event_ids: Iterable[str]) -> dict[str, CrmEvent]:
         """Many events in one RPC (missing ids are absent from the result)."""
-        refs = [self.event_ref(event_id) for event_id in dict.fromkeys(event_ids)]
-        if not refs:
-            return {}
-        found: dict[str, CrmEvent] = {}
-        try:
-            for snapshot in self.db.get_all(refs):
-                self.ops["reads"] += 1
-                if snapshot.exists:
-                    found[snapshot.id] = self.event_from(snapshot)
-        except Exception as exc:
-            raise _transient(exc) from exc
-        self.ops["batch_gets"] += 1
-        self.ops["rpcs"] += 1
-        return found
+        return {event_id: event for event_id, (event, _) in self.get_event_snapshots(event_ids).items()}
 
     def save_event(self, event: CrmEvent) -> None:
         data = dump_for_firestore(event)
@@ -346,17 +357,11 @@ class FirestoreStore:
         refs = [self.event_ref(event_id) for event_id in dict.fromkeys(event_ids)]
         if not refs:
             return {}
-        found: dict[str, tuple[CrmEvent, dt.datetime]] = {}
-        try:
-            for snapshot in self.db.get_all(refs):
-                self.ops["reads"] += 1
-                if snapshot.exists:
-                    found[snapshot.id] = (self.event_from(snapshot), snapshot.update_time)
-        except Exception as exc:
-            raise _transient(exc) from exc
-        self.ops["batch_gets"] += 1
-        self.ops["rpcs"] += 1
-        return found
+        return {
+            snapshot.id: (self.event_from(snapshot), snapshot.update_time)
+            for snapshot in self.get_all_documents(refs)
+            if snapshot.exists
+        }
 
     def get_integration_and_calendar(
         self, user_id: str, cal_key: str
@@ -365,19 +370,13 @@ class FirestoreStore:
         refs = [self.integration_ref(user_id), self.calendar_ref(user_id, cal_key)]
         integration: Integration | None = None
         calendar: SyncedCalendar | None = None
-        try:
-            for snapshot in self.db.get_all(refs):
-                self.ops["reads"] += 1
-                if not snapshot.exists:
-                    continue
-                if snapshot.reference.path == refs[0].path:
-                    integration = Integration.model_validate(snapshot.to_dict())
-                else:
-                    calendar = SyncedCalendar.model_validate(snapshot.to_dict())
-        except Exception as exc:
-            raise _transient(exc) from exc
-        self.ops["batch_gets"] += 1
-        self.ops["rpcs"] += 1
+        for snapshot in self.get_all_documents(refs):
+            if not snapshot.exists:
+                continue
+            if snapshot.reference.path == refs[0].path:
+                integration = Integration.model_validate(snapshot.to_dict())
+            else:
+                calendar = SyncedCalendar.model_validate(snapshot.to_dict())
         return integration, calendar
 
     def get_document(self, ref: DocumentReference) -> DocumentSnapshot:
@@ -398,14 +397,11 @@ class FirestoreStore:
         try:
             ref.delete(**options)
         except (gexc.FailedPrecondition, gexc.NotFound):
-            self.ops["commits"] += 1
-            self.ops["rpcs"] += 1
+            self.count_commit(writes=0)
             return False
         except Exception as exc:
             raise _transient(exc) from exc
-        self.ops["writes"] += 1
-        self.ops["commits"] += 1
-        self.ops["rpcs"] += 1
+        self.count_commit()
         return True
 
 
