@@ -691,25 +691,8 @@ class RenewalRun:
             finally:
                 lease.release(self.ctx)
             self.count(outcome)
-        except NeedsReauth as exc:
-            self._reauth(cal, exc)
-        except SyncError as exc:
-            self.count("renew_failed")
-            _record_calendar_error(self.ctx, cal, f"renewal failed: {exc.message}")
-            log_event(
-                logger,
-                "renewal failed",
-                level=logging.WARNING,
-                user_id=cal.user_id,
-                calendar_id=cal.calendar_id,
-                code=exc.code,
-                reason=exc.message,
-            )
-        except Exception:
-            self.count("renew_failed")
-            logger.exception(
-                "renewal crashed", extra={"fields": {"user_id": cal.user_id, "calendar_id": cal.calendar_id}}
-            )
+        except Exception as exc:
+            self._failed(cal, exc, counter="renew_failed", what="renewal", record=True)
 
     def pull_one(self, cal: SyncedCalendar) -> None:
         if self.time_left() <= 0:
@@ -733,22 +716,23 @@ class RenewalRun:
                 return
             self.count("pulled")
             log_event(logger, "stale calendar pulled", user_id=cal.user_id, calendar_id=cal.calendar_id)
-        except NeedsReauth as exc:
+        except Exception as exc:
+            self._failed(cal, exc, counter="pull_failed", what="stale pull", record=False)
+
+    def _failed(self, cal: SyncedCalendar, exc: Exception, *, counter: str, what: str, record: bool) -> None:
+        """One calendar's work failed: a dead token is needs_reauth; a typed error is counted and logged (and, with
+        `record`, kept as the calendar's last error); anything else is a crash, logged with its traceback."""
+        if isinstance(exc, NeedsReauth):
             self._reauth(cal, exc)
-        except SyncError as exc:
-            self.count("pull_failed")
-            log_event(
-                logger,
-                "stale pull failed",
-                level=logging.WARNING,
-                user_id=cal.user_id,
-                calendar_id=cal.calendar_id,
-                code=exc.code,
-                reason=exc.message,
-            )
-        except Exception:
-            self.count("pull_failed")
-            logger.exception("pull crashed", extra={"fields": {"user_id": cal.user_id, "calendar_id": cal.calendar_id}})
+            return
+        self.count(counter)
+        fields = {"user_id": cal.user_id, "calendar_id": cal.calendar_id}
+        if not isinstance(exc, SyncError):
+            logger.exception(f"{what} crashed", exc_info=exc, extra={"fields": fields})
+            return
+        if record:
+            _record_calendar_error(self.ctx, cal, f"{what} failed: {exc.message}")
+        log_event(logger, f"{what} failed", level=logging.WARNING, code=exc.code, reason=exc.message, **fields)
 
     # -- orphans ----------------------------------------------------------------------------------------------------
     def sweep_orphans(self, limit: int) -> None:
