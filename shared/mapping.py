@@ -17,6 +17,7 @@ from shared.models import (
     CONTENT_FIELDS,
     Attachment,
     Attendee,
+    ConflictDecision,
     CrmEvent,
     CrmMeta,
     EventTime,
@@ -200,18 +201,27 @@ def apply_google_event(event: CrmEvent, google_event: dict[str, Any], calendar_i
             "updated_at": parse_rfc3339(google_event.get("updated")) or now,
         }
     )
-    updated.sync = event.sync.model_copy(
-        update={
-            "state": SyncState.SYNCED,
-            "content_hash": content_hash(updated),
-            "pulled_at": now,
-            "last_error": None,
-            "last_error_at": None,
-            "attempts": 0,
-            "next_attempt_at": None,
-        }
-    )
-    return updated
+    return mark_synced_from_google(updated, now)
+
+
+def mark_synced_from_google(
+    event: CrmEvent, now: dt.datetime, decisions: list[ConflictDecision] | None = None
+) -> CrmEvent:
+    """The event marked in sync with its own content: the echo guard that keeps the push trigger from resending it."""
+    update: dict[str, Any] = {
+        "state": SyncState.SYNCED,
+        "content_hash": content_hash(event),
+        "pulled_at": now,
+        "last_error": None,
+        "last_error_at": None,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "attempted_hash": None,
+    }
+    if decisions is not None:
+        update["decisions"] = decisions
+    event.sync = event.sync.model_copy(update=update)
+    return event
 
 
 # --- CRM -> Google --------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from shared.mapping import (
     has_unpushed_change,
     is_cancelled,
     link_from_google,
+    mark_synced_from_google,
     meta_from_google,
     new_crm_event_from_google,
     parse_rfc3339,
@@ -56,7 +57,6 @@ from shared.models import (
     CrmEvent,
     GoogleLink,
     IntegrationStatus,
-    SyncState,
     calendar_key,
     crm_event_id_for_google,
     dump_for_firestore,
@@ -229,24 +229,6 @@ class _Index:
         return master.title if master is not None else None
 
 
-def _synced(event: CrmEvent, now: dt.datetime, decisions: list[ConflictDecision]) -> CrmEvent:
-    """The event marked in sync with its own content (the echo guard for the push trigger)."""
-    event.sync = event.sync.model_copy(
-        update={
-            "state": SyncState.SYNCED,
-            "content_hash": content_hash(event),
-            "pulled_at": now,
-            "last_error": None,
-            "last_error_at": None,
-            "attempts": 0,
-            "next_attempt_at": None,
-            "attempted_hash": None,
-            "decisions": decisions,
-        }
-    )
-    return event
-
-
 def _fix_series(event: CrmEvent, before: CrmEvent | None, series_crm_id: str | None) -> CrmEvent:
     """Keep the CRM's own series link when it names the same series; else point at the series' CRM id."""
     if event.series is None:
@@ -351,12 +333,14 @@ def _plan_one(
                 crm_updated_at=_crm_time(stored),
                 google_updated=google_time,
             )
-        after = _synced(_tombstone(stored, google_event, calendar_id, now), now, _with_decision(stored, decision))
+        after = mark_synced_from_google(
+            _tombstone(stored, google_event, calendar_id, now), now, _with_decision(stored, decision)
+        )
         return TombstoneFromGoogle(crm_id, google_id, stored, after, decision)
 
     if stored is None:
         after = _google_version(None, google_event, index, crm_id, owner_id, now)
-        return CreateFromGoogle(crm_id, google_id, _synced(after, now, []))
+        return CreateFromGoogle(crm_id, google_id, mark_synced_from_google(after, now, []))
 
     google_version = _google_version(stored, google_event, index, crm_id, owner_id, now)
     same_content = content_hash(google_version) == content_hash(stored)
@@ -387,15 +371,15 @@ def _plan_one(
             crm_updated_at=crm_time,
             google_updated=google_time,
         )
-        after = _synced(google_version, now, _with_decision(stored, decision))
+        after = mark_synced_from_google(google_version, now, _with_decision(stored, decision))
         return UpdateFromGoogle(crm_id, google_id, stored, after, True, decision)
 
     if same_content:
         # Same content (an etag-only change, or our own push whose write-back is still on its way): link only.
         after = stored.model_copy(update={"google": google_version.google})
-        after = _synced(after, now, list(stored.sync.decisions))
+        after = mark_synced_from_google(after, now, list(stored.sync.decisions))
         return UpdateFromGoogle(crm_id, google_id, stored, after, False)
-    after = _synced(google_version, now, list(stored.sync.decisions))
+    after = mark_synced_from_google(google_version, now, list(stored.sync.decisions))
     return UpdateFromGoogle(crm_id, google_id, stored, after, True)
 
 
@@ -444,7 +428,7 @@ def plan_removals(
                 crm_updated_at=_crm_time(event),
                 google_updated=None,
             )
-        after = _synced(_tombstone(event, None, calendar_id, now), now, _with_decision(event, decision))
+        after = mark_synced_from_google(_tombstone(event, None, calendar_id, now), now, _with_decision(event, decision))
         removals.append(RemoveMissing(crm_id, event.google.event_id, event, after, decision))
     return removals
 
@@ -458,7 +442,7 @@ def plan_series_removal(
         if event.deleted or event.series is None or event.series.series_crm_id != master_id:
             continue
         google_id = event.google.event_id if event.google is not None else ""
-        after = _synced(_tombstone(event, None, calendar_id, now), now, list(event.sync.decisions))
+        after = mark_synced_from_google(_tombstone(event, None, calendar_id, now), now, list(event.sync.decisions))
         actions.append(TombstoneFromGoogle(crm_id, google_id, event, after))
     return actions
 
