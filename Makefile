@@ -36,7 +36,7 @@ bench: install
 	$(BIN)/python -m tests.benchmarks
 
 soak: install
-	SOAK=1 $(BIN)/python -m pytest -m soak -p no:cacheprovider tests
+	$(BIN)/python -m tests.convergence.soak
 
 tf-validate:
 	@if command -v terraform >/dev/null 2>&1 && terraform -chdir=terraform init -backend=false -input=false >/dev/null 2>&1; then \

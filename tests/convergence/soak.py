@@ -1,0 +1,115 @@
+"""`make soak`: the convergence state machine's long profile, split over parallel workers.
+
+One example costs about half a CPU-second of Python plus the emulator's share, and a worker waits on HTTP and gRPC
+much of the time, so several workers against one shared emulator run the 20,000 examples in a fraction of the time
+one would. Each worker is a pytest run of `test_soak_converges` with its own stand-in, served webhook and Firestore
+projects, and its own random seed; it writes `.bench/soak-<n>.json` as it goes. The runner merges them into
+`.bench/soak.json`: examples run, divergences found (with the first few), rule counts, workers, seconds.
+
+    python -m tests.convergence.soak [--examples 20000] [--workers N]
+
+An interrupted run (Ctrl-C, SIGTERM) still writes the merged report, marked `"complete": false`. Exit status: 0 only
+when every worker finished, the examples reached the target and no divergence was found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT_DIR = ROOT / ".bench"
+
+
+def _worker_report(index: int) -> Path:
+    return OUT_DIR / f"soak-{index}.json"
+
+
+def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from the workers' reports: counts add up, the first divergences are kept."""
+    rules: dict[str, int] = {}
+    first: list[str] = []
+    for report in reports:
+        for name, count in report.get("rules", {}).items():
+            rules[name] = rules.get(name, 0) + count
+        first.extend(report.get("first_divergences", []))
+    return {
+        "examples": sum(r.get("examples", 0) for r in reports),
+        "divergences": sum(r.get("divergences", 0) for r in reports),
+        "first_divergences": first[:5],
+        "rules": dict(sorted(rules.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=int(os.environ.get("SOAK_EXAMPLES", 20_000)))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("SOAK_WORKERS", 2 * (os.cpu_count() or 1))))
+    args = parser.parse_args(argv)
+    workers = max(1, min(args.workers, args.examples))
+
+    from infra.firestore_emulator import existing_or_new
+
+    OUT_DIR.mkdir(exist_ok=True)
+    for stale in OUT_DIR.glob("soak-*.json"):
+        stale.unlink()
+    emulator = existing_or_new(log_path=str(OUT_DIR / "firestore-emulator-soak.log"))
+    shares = [args.examples // workers + (1 if i < args.examples % workers else 0) for i in range(workers)]
+    started = time.monotonic()
+    processes: list[subprocess.Popen[bytes]] = []
+    interrupted = False
+    codes: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+    previous_int = signal.signal(signal.SIGINT, stop)
+    previous_term = signal.signal(signal.SIGTERM, stop)
+    try:
+        for index, share in enumerate(shares):
+            env = dict(os.environ, SOAK="1", SOAK_EXAMPLES=str(share), SOAK_REPORT=str(_worker_report(index)),
+                       FIRESTORE_EMULATOR_HOST=emulator.host)
+            log = open(OUT_DIR / f"soak-{index}.log", "wb")  # noqa: SIM115 - closed with the process below
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-m", "soak", "-p", "no:cacheprovider", "-q",
+                 "tests/convergence/test_state_machine.py"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+        codes = [process.wait() for process in processes]
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        emulator.stop()
+
+    report = merge([_read(_worker_report(i)) for i in range(workers)])
+    complete = not interrupted and report["examples"] >= args.examples
+    report.update(target=args.examples, workers=workers, complete=complete,
+                  seconds=round(time.monotonic() - started, 1), worker_exit_codes=codes)
+    (OUT_DIR / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("examples", "divergences", "target", "workers", "complete", "seconds")}))
+    return 0 if complete and report["divergences"] == 0 and not any(codes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
