@@ -580,9 +580,11 @@ class SyncMachine(RuleBasedStateMachine):
         """A pull (as the webhook would run it) dies after `writes` Firestore writes."""
         self.env.stats['pull_crashes'] = self.env.stats.get('pull_crashes', 0) + 1
         from shared.coalesce import request_pull
+        from shared.errors import SyncError
 
         assert self.ctx is not None
-        with crash_after(writes):
+        # A SyncError (a Google fault may be active) is what the webhook answers with a status; a 5xx is redelivered.
+        with crash_after(writes), contextlib.suppress(SyncError):
             request_pull(self.ctx, USER, self.calendars[cal], reason="webhook")
 
     @precondition(lambda self: self.ctx is not None)
