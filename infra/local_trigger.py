@@ -22,6 +22,7 @@ import queue
 import threading
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,12 @@ class LocalTrigger:
     _threads: list[threading.Thread] = field(default_factory=list, repr=False)
     _watch: Any = None
     _client: Any = None
+    _observers: list[Callable[[str, dict[str, Any] | None], None]] = field(default_factory=list, repr=False)
+
+    def observe(self, callback: Callable[[str, dict[str, Any] | None], None]) -> None:
+        """Also hand every later change (document id, data or None when removed) to `callback`, from the listener's
+        thread: a second observer of `events` (the load run's latency log) without a second Firestore listener."""
+        self._observers.append(callback)
 
     def start(self) -> LocalTrigger:
         from google.cloud import firestore
@@ -176,6 +183,8 @@ class LocalTrigger:
                     self._cache[doc_id] = current
             if initial:
                 continue
+            for observer in self._observers:
+                observer(doc_id, current[0] if current else None)
             name = document_name(self.project_id, doc_id)
             value = document_proto(name, *current) if current else None
             old_value = document_proto(name, *previous) if previous else None
