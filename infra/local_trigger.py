@@ -144,11 +144,11 @@ class LocalTrigger:
     _threads: list[threading.Thread] = field(default_factory=list, repr=False)
     _watch: Any = None
     _client: Any = None
-    _observers: list[Callable[[str, dict[str, Any] | None], None]] = field(default_factory=list, repr=False)
+    _observers: list[Callable[[str, dict[str, Any] | None, Any], None]] = field(default_factory=list, repr=False)
 
-    def observe(self, callback: Callable[[str, dict[str, Any] | None], None]) -> None:
-        """Also hand every later change (document id, data or None when removed) to `callback`, from the listener's
-        thread: a second observer of `events` (the load run's latency log) without a second Firestore listener."""
+    def observe(self, callback: Callable[[str, dict[str, Any] | None, Any], None]) -> None:
+        """Also hand every later change (document id, data or None when removed, update time) to `callback`, from the
+        listener's thread: a second observer of `events` (the load run's latency log) without a second listener."""
         self._observers.append(callback)
 
     def start(self) -> LocalTrigger:
@@ -184,7 +184,7 @@ class LocalTrigger:
             if initial:
                 continue
             for observer in self._observers:
-                observer(doc_id, current[0] if current else None)
+                observer(doc_id, current[0] if current else None, snapshot.update_time)
             name = document_name(self.project_id, doc_id)
             value = document_proto(name, *current) if current else None
             old_value = document_proto(name, *previous) if previous else None
@@ -238,6 +238,16 @@ class LocalTrigger:
         with self._lock:
             self.failed += 1
         logger.error(json.dumps({"message": "CloudEvent delivery failed", "subject": event["subject"]}))
+
+    def caught_up(self, update_times: dict[str, Any]) -> bool:
+        """Whether the listener has seen each document at (at least) the given update time: nothing it has yet to
+        turn into a CloudEvent is older than those writes (its snapshots can run seconds behind under load)."""
+        with self._lock:
+            for doc_id, update_time in update_times.items():
+                cached = self._cache.get(doc_id)
+                if cached is None or cached[2] is None or cached[2] < update_time:
+                    return False
+        return True
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until every queued event was delivered (tests and benchmarks)."""
