@@ -104,8 +104,7 @@ def main(argv: list[str]) -> int:
     (OUT_DIR / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     table = _markdown(report)
     (OUT_DIR / "results.md").write_text(table + "\n")
-    if not argv:
-        _update_readme(table)
+    _update_readme(table)  # a selected run's table holds the last full run's other figures (see above)
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     if failures:
         sys.stderr.write(f"benchmarks failed: {', '.join(failures)}\n")
