@@ -271,6 +271,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.calendars: list[str] = []
         self.crm_meta: dict[str, dict[str, Any]] = {}
         self.crm_deleted: set[str] = set()  # CRM ids deleted by a CRM rule
+        self.trace: list[str] = []  # this example's rule steps (after the seeded setup)
         self.google_deleted: set[tuple[str, str]] = set()  # Google events deleted by a Google rule
         self.google_created: set[tuple[str, str]] = set()
         self.series: list[tuple[str, str, list[str]]] = []  # (calendar, series id, instance ids)
@@ -314,8 +315,16 @@ class SyncMachine(RuleBasedStateMachine):
         self.env.stats.clear() if self.env.examples == 0 else None
         self.writes_at_start = google_writes(self.control.counters())
         self.env.examples += 1
+        self.trace = []
 
     # -- helpers -------------------------------------------------------------------------------------------------
+    def _step(self, rule_name: str, arguments: dict[str, Any]) -> None:
+        """Count the rule and keep it in this example's trace: a divergence found without shrinking (the soak) still
+        says which steps led to it."""
+        self.env.stats[rule_name] = self.env.stats.get(rule_name, 0) + 1
+        shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items() if k != "self")
+        self.trace.append(f"{rule_name}({shown})")
+
     def _now(self) -> dt.datetime:
         return self.clock()
 
@@ -372,7 +381,7 @@ class SyncMachine(RuleBasedStateMachine):
     @rule(title=TITLES, day=st.integers(0, 20), hour=st.integers(6, 18), all_day=st.booleans(),
           guest=st.booleans())
     def crm_create(self, title: str, day: int, hour: int, all_day: bool, guest: bool) -> None:
-        self.env.stats['crm_create'] = self.env.stats.get('crm_create', 0) + 1
+        self._step("crm_create", locals())
         assert self.ctx is not None
         self.n += 1
         crm_id = f"crm-{self.n}"
@@ -391,7 +400,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50), title=TITLES, move=st.booleans(), day=st.integers(0, 20))
     def crm_edit(self, pick: int, title: str, move: bool, day: int) -> None:
-        self.env.stats['crm_edit'] = self.env.stats.get('crm_edit', 0) + 1
+        self._step("crm_edit", locals())
         docs = self._live_docs()
         if not docs:
             return
@@ -408,7 +417,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50))
     def crm_delete(self, pick: int) -> None:
-        self.env.stats['crm_delete'] = self.env.stats.get('crm_delete', 0) + 1
+        self._step("crm_delete", locals())
         docs = [d for d in self._live_docs() if d.series is None]
         if not docs:
             return
@@ -424,7 +433,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule(cal=st.integers(0, 1), title=TITLES, day=st.integers(0, 20), all_day=st.booleans(), guest=st.booleans())
     def google_create(self, cal: int, title: str, day: int, all_day: bool, guest: bool) -> None:
-        self.env.stats['google_create'] = self.env.stats.get('google_create', 0) + 1
+        self._step("google_create", locals())
         start, end = self._times(day, 14, all_day)
         body: dict[str, Any] = {
             "summary": f"{title} (google)",
@@ -439,7 +448,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50), title=TITLES, describe=st.booleans())
     def google_edit(self, pick: int, title: str, describe: bool) -> None:
-        self.env.stats['google_edit'] = self.env.stats.get('google_edit', 0) + 1
+        self._step("google_edit", locals())
         live = [x for x in self._live_google() if not x[1].get("recurringEventId")]
         if not live:
             return
@@ -452,7 +461,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50))
     def google_delete(self, pick: int) -> None:
-        self.env.stats['google_delete'] = self.env.stats.get('google_delete', 0) + 1
+        self._step("google_delete", locals())
         live = [x for x in self._live_google() if not x[1].get("recurringEventId")]
         if not live:
             return
@@ -463,7 +472,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50), answer=st.sampled_from(["accepted", "declined", "tentative"]))
     def google_reply(self, pick: int, answer: str) -> None:
-        self.env.stats['google_reply'] = self.env.stats.get('google_reply', 0) + 1
+        self._step("google_reply", locals())
         live = [x for x in self._live_google() if any(a.get("email") == GUEST for a in x[1].get("attendees", []))]
         if not live:
             return
@@ -473,7 +482,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule(cal=st.integers(0, 1), title=TITLES, day=st.integers(0, 10))
     def google_recurring_create(self, cal: int, title: str, day: int) -> None:
-        self.env.stats['google_recurring_create'] = self.env.stats.get('google_recurring_create', 0) + 1
+        self._step("google_recurring_create", locals())
         start = dt.datetime.combine(dt.date(2027, 4, 1) + dt.timedelta(days=day), dt.time(8), tzinfo=dt.UTC)
         body = {
             "summary": f"{title} (series)",
@@ -489,7 +498,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None and bool(self.series))
     @rule(pick=st.integers(0, 50), which=st.integers(0, 3), cancel=st.booleans(), title=TITLES)
     def google_recurring_exception(self, pick: int, which: int, cancel: bool, title: str) -> None:
-        self.env.stats['google_recurring_exception'] = self.env.stats.get('google_recurring_exception', 0) + 1
+        self._step("google_recurring_exception", locals())
         calendar_id, series_id, instances = self.series[pick % len(self.series)]
         if (calendar_id, series_id) in self.google_deleted:
             return
@@ -507,7 +516,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule(order=st.sampled_from(["fifo", "reverse", "shuffle"]))
     def deliver_notifications(self, order: str) -> None:
-        self.env.stats['deliver_notifications'] = self.env.stats.get('deliver_notifications', 0) + 1
+        self._step("deliver_notifications", locals())
         self.control.release_notifications(order)
         self.control.flush(timeout=30)
         self.control.configure_push(hold=True)
@@ -516,34 +525,34 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule(n=st.integers(1, 3))
     def drop_notifications(self, n: int) -> None:
-        self.env.stats['drop_notifications'] = self.env.stats.get('drop_notifications', 0) + 1
+        self._step("drop_notifications", locals())
         self.control.drop_notifications(next_n=n)
 
     @precondition(lambda self: self.ctx is not None)
     @rule(n=st.integers(1, 3))
     def duplicate_notifications(self, n: int) -> None:
-        self.env.stats['duplicate_notifications'] = self.env.stats.get('duplicate_notifications', 0) + 1
+        self._step("duplicate_notifications", locals())
         self.control.duplicate_notifications(n)
 
     # -- faults --------------------------------------------------------------------------------------------------
     @precondition(lambda self: self.ctx is not None)
     @rule(fault=st.sampled_from(FAULTS), method=st.sampled_from(FAULT_METHODS), count=st.integers(1, 6))
     def google_fault(self, fault: tuple[int, str], method: str, count: int) -> None:
-        self.env.stats['google_fault'] = self.env.stats.get('google_fault', 0) + 1
+        self._step("google_fault", locals())
         status, reason = fault
         self.control.inject_fault(method, status, reason, count=count, retry_after=0)
 
     @precondition(lambda self: self.ctx is not None)
     @rule(cal=st.integers(0, 1))
     def invalidate_sync_tokens(self, cal: int) -> None:
-        self.env.stats['invalidate_sync_tokens'] = self.env.stats.get('invalidate_sync_tokens', 0) + 1
+        self._step("invalidate_sync_tokens", locals())
         self.control.invalidate_sync_tokens(self.calendars[cal])
 
     @precondition(lambda self: self.ctx is not None)
     @rule(cal=st.integers(0, 1))
     def channel_dies_at_google(self, cal: int) -> None:
         """Google stops notifying early (a lost channel): only the cron's stale pull catches up."""
-        self.env.stats['channel_dies_at_google'] = self.env.stats.get('channel_dies_at_google', 0) + 1
+        self._step("channel_dies_at_google", locals())
         for channel in self.control.channels():
             if channel["target"] == self.calendars[cal] and not channel["stopped"]:
                 self.control.expire_channel(channel["id"])
@@ -552,7 +561,7 @@ class SyncMachine(RuleBasedStateMachine):
     @rule()
     def time_passes_channel_lapses(self) -> None:
         """A week goes by with no cron: every channel lapses; the next cron re-watches and catches up."""
-        self.env.stats['time_passes_channel_lapses'] = self.env.stats.get('time_passes_channel_lapses', 0) + 1
+        self._step("time_passes_channel_lapses", locals())
         self.clock.advance(7 * 86_400 + 3600)
 
     # -- crashes and cron ----------------------------------------------------------------------------------------
@@ -560,7 +569,7 @@ class SyncMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 50), writes=st.integers(0, 2), title=TITLES)
     def crm_edit_push_crashes(self, pick: int, writes: int, title: str) -> None:
         """A CRM edit whose push function dies after `writes` Firestore writes; Eventarc redelivers it later."""
-        self.env.stats['crm_edit_push_crashes'] = self.env.stats.get('crm_edit_push_crashes', 0) + 1
+        self._step("crm_edit_push_crashes", locals())
         docs = self._live_docs()
         if not docs:
             return
@@ -578,7 +587,7 @@ class SyncMachine(RuleBasedStateMachine):
     @rule(cal=st.integers(0, 1), writes=st.integers(0, 3))
     def pull_crashes(self, cal: int, writes: int) -> None:
         """A pull (as the webhook would run it) dies after `writes` Firestore writes."""
-        self.env.stats['pull_crashes'] = self.env.stats.get('pull_crashes', 0) + 1
+        self._step("pull_crashes", locals())
         from shared.coalesce import request_pull
         from shared.errors import SyncError
 
@@ -592,7 +601,7 @@ class SyncMachine(RuleBasedStateMachine):
     def cron_crashes(self, writes: int, later: bool) -> None:
         """The cron dies after `writes` Firestore writes of its own thread (due queries, re-pushes, orphan sweep);
         `later`: it runs 8 h on, so stale pulls and push retries are due when it dies."""
-        self.env.stats["cron_crashes"] = self.env.stats.get("cron_crashes", 0) + 1
+        self._step("cron_crashes", locals())
         from shared.lifecycle import run_renewal
 
         assert self.ctx is not None
@@ -605,7 +614,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule()
     def cron(self) -> None:
-        self.env.stats['cron'] = self.env.stats.get('cron', 0) + 1
+        self._step("cron", locals())
         from shared.lifecycle import run_renewal
 
         assert self.ctx is not None
@@ -695,7 +704,7 @@ class SyncMachine(RuleBasedStateMachine):
             self.control.configure_push(hold=False)
             set_default_context(None)
         if problems:
-            self.env.divergences.append("; ".join(problems))
+            self.env.divergences.append("; ".join(problems) + " | steps: " + "; ".join(self.trace))
         if self.env.on_example_done is not None:
             self.env.on_example_done()
         if problems and self.env.raise_on_divergence:
