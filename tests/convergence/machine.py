@@ -272,6 +272,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.crm_meta: dict[str, dict[str, Any]] = {}
         self.crm_deleted: set[str] = set()  # CRM ids deleted by a CRM rule
         self.trace: list[str] = []  # this example's rule steps (after the seeded setup)
+        self.unsettled: list[str] = []  # deliveries the harness saw still in flight when it went on
         self.google_deleted: set[tuple[str, str]] = set()  # Google events deleted by a Google rule
         self.google_created: set[tuple[str, str]] = set()
         self.series: list[tuple[str, str, list[str]]] = []  # (calendar, series id, instance ids)
@@ -518,7 +519,7 @@ class SyncMachine(RuleBasedStateMachine):
     def deliver_notifications(self, order: str) -> None:
         self._step("deliver_notifications", locals())
         self.control.release_notifications(order)
-        self.control.flush(timeout=30)
+        self._settle()
         self.control.configure_push(hold=True)
         self.deliver_triggers()
 
@@ -622,6 +623,13 @@ class SyncMachine(RuleBasedStateMachine):
         self.deliver_triggers()
 
     # -- quiescence and the invariants ---------------------------------------------------------------------------
+    def _settle(self) -> None:
+        """Wait for the stand-in's deliveries; one still in flight after the timeout (a starved machine) is noted,
+        so a divergence it causes reads as a harness timing, not as a sync bug."""
+        state = self.control.flush(timeout=30)
+        if not state.get("idle"):
+            self.unsettled.append(f"deliveries not idle after 30 s: {state}")
+
     def quiesce(self) -> None:
         from shared.lifecycle import run_renewal
 
@@ -629,12 +637,12 @@ class SyncMachine(RuleBasedStateMachine):
         self.control.clear_faults()
         self.control.configure_push(drop_next=0, duplicate_next=0)
         self.control.release_notifications("fifo")
-        self.control.flush(timeout=30)
+        self._settle()
         self.deliver_triggers()
         self.clock.advance(8 * 3600)  # past pull staleness, push backoff and any dead holder's lease
         run_renewal(self.ctx)
         self.control.release_notifications("fifo")
-        self.control.flush(timeout=30)
+        self._settle()
         self.deliver_triggers()
 
     def check(self) -> list[str]:
@@ -704,7 +712,8 @@ class SyncMachine(RuleBasedStateMachine):
             self.control.configure_push(hold=False)
             set_default_context(None)
         if problems:
-            self.env.divergences.append("; ".join(problems) + " | steps: " + "; ".join(self.trace))
+            settled = f" | harness: {'; '.join(self.unsettled)}" if self.unsettled else ""
+            self.env.divergences.append("; ".join(problems) + " | steps: " + "; ".join(self.trace) + settled)
         if self.env.on_example_done is not None:
             self.env.on_example_done()
         if problems and self.env.raise_on_divergence:
