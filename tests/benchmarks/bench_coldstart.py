@@ -97,18 +97,21 @@ def instructions(code: str, cwd: Path) -> int:
     return int(found.group(1))
 
 
-def measure(module: str, bundle: Path, pool: ThreadPoolExecutor) -> dict[str, float]:
-    """Instruction counts (entry, libraries, an empty interpreter) and best-of wall times for one adapter."""
-    mods = json.loads(_run(_DISCOVER.format(module=module, own=OWN), bundle))
+def measure(
+    module: str, mods: list[str], bundle: Path, pool: ThreadPoolExecutor, *, wall_runs: int
+) -> dict[str, float]:
+    """Instruction counts (entry, libraries, an empty interpreter) and best-of `wall_runs` wall times for one adapter;
+    `mods` are the libraries its path loads (the same whether our files are compiled or not)."""
     entry_code, libs_code = _ENTRY.format(module=module), _LIBS.format(mods=mods)
     counts = pool.map(lambda code: instructions(code, bundle), [entry_code, libs_code, _NOTHING])
     entry, libs, nothing = counts
     entry_wall, libs_wall = [], []
-    for _ in range(WALL_RUNS):  # alternating, so machine load hits both alike
+    for _ in range(wall_runs):  # alternating, so machine load hits both alike
         entry_wall.append(float(_run(_WALL.format(code=entry_code), bundle)))
         libs_wall.append(float(_run(_WALL.format(code=libs_code), bundle)))
     return {"ratio": (entry - nothing) / (libs - nothing), "entry_instructions": entry - nothing,
-            "libs_instructions": libs - nothing, "entry_s": min(entry_wall), "libs_s": min(libs_wall)}
+            "libs_instructions": libs - nothing, "entry_s": min(entry_wall, default=0.0),
+            "libs_s": min(libs_wall, default=0.0)}
 
 
 def run(results: dict[str, float]) -> None:
@@ -118,8 +121,9 @@ def run(results: dict[str, float]) -> None:
         compiled = deployed_copy(Path(compiled_dir), compiled=True)
         source = deployed_copy(Path(source_dir), compiled=False)
         for module in sorted(set(entry_points.values())):
-            figures = measure(module, compiled, pool)
-            source_figures = measure(module, source, pool)
+            mods = json.loads(_run(_DISCOVER.format(module=module, own=OWN), compiled))
+            figures = measure(module, mods, compiled, pool, wall_runs=WALL_RUNS)
+            source_figures = measure(module, mods, source, pool, wall_runs=0)  # only its ratio is reported
             for entry_point in sorted(e for e, m in entry_points.items() if m == module):
                 prefix = f"coldstart.{entry_point}"
                 results[f"{prefix}.ratio"] = round(figures["ratio"], 3)

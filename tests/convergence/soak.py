@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         for index, share in enumerate(shares):
             env = dict(os.environ, SOAK="1", SOAK_EXAMPLES=str(share), SOAK_REPORT=str(_worker_report(index)),
                        FIRESTORE_EMULATOR_HOST=emulator.host)
-            log = open(OUT_DIR / f"soak-{index}.log", "wb")  # noqa: SIM115 - closed with the process below
+            log = open(OUT_DIR / f"soak-{index}.log", "wb")  # noqa: SIM115 - the child keeps its own descriptor
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-m", "soak", "-p", "no:cacheprovider", "-q",
                  "tests/convergence/test_state_machine.py"],
