@@ -399,13 +399,19 @@ class _Executor:
         self.done.pushed = True
 
     def _take_google(self, google_event: dict[str, Any], calendar_id: str) -> None:
-        """Google won: the CRM event becomes Google's version (a deletion becomes a tombstone)."""
+        """Google won: the CRM event becomes Google's version. A deletion becomes a tombstone that keeps its link (as
+        the pull's tombstones do): which Google event was deleted stays on record, whichever function saw it first."""
         if google_event.get("status") == "cancelled" and not google_event.get("recurringEventId"):
+            link = self.event.google
+            if link is not None and link.event_id == google_event.get("id"):
+                link = link.model_copy(update={"etag": google_event.get("etag") or link.etag})
+            else:
+                link = link_from_google(google_event, calendar_id)
             replaced = self.event.model_copy(
                 update={
                     "deleted": True,
                     "deleted_at": parse_rfc3339(google_event.get("updated")) or self.now,
-                    "google": None,
+                    "google": link,
                     "purge_at": self.now + TOMBSTONE_RETENTION,
                 }
             )

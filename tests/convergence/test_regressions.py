@@ -11,6 +11,8 @@ import pytest
 from shared import lifecycle
 from shared.context import AppContext
 from shared.push import push_event
+from tests.convergence.machine import SyncMachine
+from tests.convergence.test_state_machine import env as convergence_env  # noqa: F401  (the machine's fixture)
 from tests.fixtures.functions import ServedFunction, serve_function
 from tests.fixtures.sync import connect_user, make_settings
 from tests.push.helpers import crm_event
@@ -58,3 +60,29 @@ def test_google_deletion_of_a_crm_made_event_reaches_the_crm(synced: AppContext,
 
     after = ctx.store.get_event("crm-del")
     assert after is not None and after.deleted, "the Google deletion never reached the CRM event"
+
+
+@pytest.mark.usefixtures("convergence_env")
+def test_google_deletion_seen_first_by_a_redelivered_push_keeps_the_link() -> None:
+    """Invariant 'nothing lost' / 'deletions agree' (soak finding): a CRM edit is pushed but the function dies before
+    its write-back; the channels lapse, the Google user deletes the event, and the redelivered push is the first to see
+    the deletion (412, Google's deletion is newer: Google wins). Its tombstone must keep the Google link, as the pull's
+    tombstones do, so the deletion stays traceable to the Google event it came from through a later 410 full sync."""
+    machine = SyncMachine()
+    machine.setup()
+    machine.crm_edit_push_crashes(pick=0, writes=0, title="Demo")  # crm-1: Google written, write-back lost
+    machine.time_passes_channel_lapses()  # no notification reaches the webhook
+    assert machine.ctx is not None
+    link = machine.ctx.store.get_event("crm-1").google
+    assert link is not None
+    machine.control.delete_event(link.calendar_id, link.event_id)
+    machine.google_deleted.add((link.calendar_id, link.event_id))
+    machine.deliver_notifications(order="fifo")  # nothing held; the redelivered push runs
+
+    tombstone = machine.ctx.store.get_event("crm-1")
+    assert tombstone is not None and tombstone.deleted, "the Google deletion did not reach the CRM"
+    assert tombstone.google is not None and tombstone.google.event_id == link.event_id
+    assert tombstone.sync.decisions[-1].winner == "google"
+
+    machine.invalidate_sync_tokens(cal=0)
+    machine.teardown()  # quiescence (cron, full sync) and every invariant; raises Divergence
