@@ -13,7 +13,8 @@ How one CRM write reaches Google exactly once (DESIGN.md invariants 1-4):
   our content we adopt it; if it holds a version *we* pushed earlier (stamp `crmContentHash` in
   extendedProperties.private matches its content) we re-apply without calling it a conflict; otherwise last write
   wins by timestamp (Google's `updated` vs the CRM edit time `updated_at`, ties to the CRM) and the decision is
-  recorded in `sync.decisions` either way.
+  recorded in `sync.decisions` either way. A Google deletion (of the event, or of the whole series of an occurrence)
+  always wins, as in the pull: the CRM event becomes a tombstone that keeps its link.
 
 sendUpdates (who gets invitation / update / cancellation mails): `"none"` for events imported from Google
 (`sync.origin == "google"`: Google already told the guests) and when the CRM wrote `send_updates="none"` on the event
@@ -334,6 +335,18 @@ def decide(event: CrmEvent, google_event: dict[str, Any], now: dt.datetime, reas
     return ConflictDecision(at=now, winner=winner, reason=reason, crm_updated_at=crm_time, google_updated=google_time)
 
 
+def deletion_wins(event: CrmEvent, google_event: dict[str, Any], now: dt.datetime, reason: str) -> ConflictDecision:
+    """A Google deletion wins over any CRM edit, as in the pull: the outcome must not depend on which function sees
+    the deletion first, and a deleted event (or an occurrence of a deleted series) has nothing to push the edit into."""
+    return ConflictDecision(
+        at=now,
+        winner="google",
+        reason=f"{reason}; deleted in Google (a deletion wins)",
+        crm_updated_at=crm_edit_time(event, now),
+        google_updated=parse_rfc3339(google_event.get("updated")),
+    )
+
+
 def retry_delay(attempts: int, rng: random.Random) -> float:
     """Truncated exponential backoff with jitter (between half and all of the step)."""
     step = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1))
@@ -398,10 +411,26 @@ class _Executor:
         self.done.link = link_from_google(google_event, calendar_id)
         self.done.pushed = True
 
-    def _take_google(self, google_event: dict[str, Any], calendar_id: str) -> None:
-        """Google won: the CRM event becomes Google's version. A deletion becomes a tombstone that keeps its link (as
-        the pull's tombstones do): which Google event was deleted stays on record, whichever function saw it first."""
-        if google_event.get("status") == "cancelled" and not google_event.get("recurringEventId"):
+    def _deleted_in_google(self, current: dict[str, Any], calendar_id: str) -> bool:
+        """A deletion, not a cancelled occurrence of a live series: the event itself, or its whole series, is gone.
+        (One extra read, only in the conflict path, only for a cancelled occurrence.)"""
+        if current.get("status") != "cancelled":
+            return False
+        series_id = current.get("recurringEventId")
+        if not series_id:
+            return True
+        try:
+            series = self.client.get_event(calendar_id, series_id)
+        except GoogleNotFound:
+            return True
+        return series.get("status") == "cancelled"
+
+    def _take_google(self, google_event: dict[str, Any], calendar_id: str, *, deleted: bool = False) -> None:
+        """Google won: the CRM event becomes Google's version. A deletion (`deleted`: of the event or of its whole
+        series) becomes a tombstone that keeps its link, as the pull's tombstones do: which Google event was deleted
+        stays on record, whichever function saw it first."""
+        deleted = deleted or (google_event.get("status") == "cancelled" and not google_event.get("recurringEventId"))
+        if deleted:
             link = self.event.google
             if link is not None and link.event_id == google_event.get("id"):
                 link = link.model_copy(update={"etag": google_event.get("etag") or link.etag})
@@ -492,6 +521,10 @@ class _Executor:
             return
         if google_is_our_version(self.event, current, calendar_id, self.now):
             self._patch(calendar_id, current["id"], current.get("etag"), send_updates, rounds)
+            return
+        if self._deleted_in_google(current, calendar_id):
+            self._record(deletion_wins(self.event, current, self.now, reason), calendar_id)
+            self._take_google(current, calendar_id, deleted=True)
             return
         decision = decide(self.event, current, self.now, reason)
         self._record(decision, calendar_id)

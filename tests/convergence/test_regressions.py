@@ -86,3 +86,32 @@ def test_google_deletion_seen_first_by_a_redelivered_push_keeps_the_link() -> No
 
     machine.invalidate_sync_tokens(cal=0)
     machine.teardown()  # quiescence (cron, full sync) and every invariant; raises Divergence
+
+
+@pytest.mark.usefixtures("convergence_env")
+def test_crm_edit_of_an_occurrence_does_not_revive_it_in_a_deleted_series() -> None:
+    """Invariant 'deletions agree' (soak finding): the Google user deletes a whole series; before the notification is
+    pulled, the CRM edits one of its modified occurrences. The push finds the occurrence cancelled (412) and its series
+    deleted: the deletion wins, as in the pull. Before, last-write-wins let the newer CRM edit patch the occurrence back
+    to life in Google, while the pull of the series deletion tombstoned its CRM copy."""
+    machine = SyncMachine()
+    machine.setup()
+    calendar_id, series_id, _ = machine.series[0]
+    machine.google_recurring_exception(pick=0, which=1, cancel=False, title="Demo")
+    machine.deliver_notifications(order="fifo")
+    [occurrence] = [event for event in machine._live_docs() if event.series is not None]
+    assert occurrence.google is not None
+
+    machine.control.delete_event(calendar_id, series_id)  # notifications are held: the CRM does not know yet
+    machine.google_deleted.add((calendar_id, series_id))
+    assert machine.ctx is not None
+    machine.ctx.store.update_event(occurrence.id, {"title": "Edited (crm)", "updated_at": machine._now()})
+    machine.crm_changes += 1
+    machine.deliver_triggers()
+
+    in_google = machine.control.raw_events(calendar_id)
+    instance = next(item for item in in_google if item["id"] == occurrence.google.event_id)
+    assert instance["status"] == "cancelled", "the CRM edit revived an occurrence of a deleted series"
+    stored = machine.ctx.store.get_event(occurrence.id)
+    assert stored is not None and stored.deleted and stored.sync.decisions[-1].winner == "google"
+    machine.teardown()  # quiescence and every invariant; raises Divergence

@@ -223,6 +223,28 @@ def test_delete_conflict_google_edited_later_restores_event(app_context, google,
     assert doc.sync.decisions[-1].winner == "google"
 
 
+def test_google_deletion_wins_over_a_newer_crm_edit(app_context, google, push_fn, owner) -> None:
+    """The user deletes the meeting in Google; an edit made in the CRM a minute later must not resurrect it: a Google
+    deletion wins, as in the pull, so the outcome does not depend on which function sees the deletion first. The
+    tombstone keeps the link to the deleted Google event."""
+    push_new(app_context, push_fn, google)
+    google.control.delete_event(EMAIL, GID)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    edit(app_context, "crm-1", title="Edited after the deletion", updated_at=later)
+    google.control.reset_counters()
+    trigger(push_fn, app_context, "crm-1")
+    trigger(push_fn, app_context, "crm-1")
+
+    assert calls(google) == {"calendar.events.patch": 1, "calendar.events.get": 1}  # 412, fetch: nothing written
+    assert stored_google_event(google, EMAIL, GID)["status"] == "cancelled"
+    doc = app_context.store.get_event("crm-1")
+    assert doc.deleted and doc.purge_at is not None and doc.sync.state == SyncState.SYNCED
+    assert doc.google is not None and doc.google.event_id == GID
+    [decision] = doc.sync.decisions
+    assert decision.winner == "google" and "a deletion wins" in decision.reason
+    assert decision.crm_updated_at > decision.google_updated
+
+
 def test_412_from_our_own_earlier_push_is_not_a_conflict(app_context, google, push_fn, owner) -> None:
     """Our write-back of push N was lost (etag stale) but Google holds our version: re-apply, no decision."""
     first = push_new(app_context, push_fn, google)
