@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,17 +86,31 @@ def test_soak_converges(env: Env) -> None:
 
     env.on_example_done = write_report
     errors: list[str] = []
+    # SIGTERM (the soak runner stopping its workers) ends the loop: the interrupt it raises can surface from
+    # hypothesis as an ordinary exception (FlakyStrategyDefinition), which must not read as a finding and go on.
+    terminated: list[int] = []
+    previous_term = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        terminated.append(signum)
+        if callable(previous_term):
+            previous_term(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         # An exception escaping a rule ends hypothesis's run: it is recorded (a failure, like a divergence) and the
         # remaining examples run, so one finding does not cost the rest of the soak.
-        while env.examples < examples and len(errors) < 50:
+        while env.examples < examples and len(errors) < 50 and not terminated:
             try:
                 run_state_machine_as_test(SyncMachine, settings=settings(
                     _settings(examples - env.examples), derandomize=False, phases=[Phase.generate]))
             except Exception as exc:
+                if terminated:
+                    break
                 errors.append(f"{type(exc).__name__}: {str(exc)[:2000]}")
                 env.divergences.append(f"example raised {errors[-1]}")
     finally:
+        signal.signal(signal.SIGTERM, previous_term)
         write_report()
     print(report_path.read_text())
     assert env.divergences == [], env.divergences[:5]
