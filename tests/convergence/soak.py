@@ -26,6 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT_DIR = ROOT / ".bench"
+STOP_GRACE_SECONDS = 15.0
 
 
 def _worker_report(index: int) -> Path:
@@ -71,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     shares = [args.examples // workers + (1 if i < args.examples % workers else 0) for i in range(workers)]
     started = time.monotonic()
     processes: list[subprocess.Popen[bytes]] = []
-    interrupted = False
+    interrupted_at: float | None = None
     codes: list[int] = []
 
     def stop(signum: int, _frame: object) -> None:
-        nonlocal interrupted
-        interrupted = True
+        nonlocal interrupted_at
+        interrupted_at = interrupted_at or time.monotonic()
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -93,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
                  "tests/convergence/test_state_machine.py"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
             log.close()
+        # A worker interrupted inside a gRPC call can be left waiting on a broken channel: after a grace period it is
+        # killed. Its report was written after its last finished example, so only the example in flight is lost.
+        while any(process.poll() is None for process in processes):
+            if interrupted_at is not None and time.monotonic() - interrupted_at > STOP_GRACE_SECONDS:
+                for process in processes:
+                    if process.poll() is None:
+                        process.kill()
+            time.sleep(0.5)
         codes = [process.wait() for process in processes]
     finally:
         signal.signal(signal.SIGINT, previous_int)
@@ -103,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         emulator.stop()
 
     report = merge([_read(_worker_report(i)) for i in range(workers)])
-    complete = not interrupted and report["examples"] >= args.examples
+    complete = interrupted_at is None and report["examples"] >= args.examples
     report.update(target=args.examples, workers=workers, complete=complete,
                   seconds=round(time.monotonic() - started, 1), worker_exit_codes=codes)
     (OUT_DIR / "soak.json").write_text(json.dumps(report, indent=2) + "\n")

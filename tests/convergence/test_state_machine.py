@@ -95,6 +95,8 @@ def test_soak_converges(env: Env) -> None:
         terminated.append(signum)
         if callable(previous_term):
             previous_term(signum, frame)
+        else:
+            raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
     try:
