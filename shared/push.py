@@ -429,7 +429,6 @@ class _Executor:
         """Google won: the CRM event becomes Google's version. A deletion (`deleted`: of the event or of its whole
         series) becomes a tombstone that keeps its link, as the pull's tombstones do: which Google event was deleted
         stays on record, whichever function saw it first."""
-        deleted = deleted or (google_event.get("status") == "cancelled" and not google_event.get("recurringEventId"))
         if deleted:
             link = self.event.google
             if link is not None and link.event_id == google_event.get("id"):

@@ -470,8 +470,12 @@ class SyncMachine(RuleBasedStateMachine):
         if not live:
             return
         calendar_id, item = live[pick % len(live)]
-        self.control.delete_event(calendar_id, item["id"])
-        self.google_deleted.add((calendar_id, item["id"]))
+        self.delete_in_google(calendar_id, item["id"])
+
+    def delete_in_google(self, calendar_id: str, event_id: str) -> None:
+        """The Google user deletes an event (recorded: what it takes from the CRM was deleted by someone)."""
+        self.control.delete_event(calendar_id, event_id)
+        self.google_deleted.add((calendar_id, event_id))
 
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50), answer=st.sampled_from(["accepted", "declined", "tentative"]))

@@ -75,8 +75,7 @@ def test_google_deletion_seen_first_by_a_redelivered_push_keeps_the_link() -> No
     assert machine.ctx is not None
     link = machine.ctx.store.get_event("crm-1").google
     assert link is not None
-    machine.control.delete_event(link.calendar_id, link.event_id)
-    machine.google_deleted.add((link.calendar_id, link.event_id))
+    machine.delete_in_google(link.calendar_id, link.event_id)
     machine.deliver_notifications(order="fifo")  # nothing held; the redelivered push runs
 
     tombstone = machine.ctx.store.get_event("crm-1")
@@ -102,8 +101,7 @@ def test_crm_edit_of_an_occurrence_does_not_revive_it_in_a_deleted_series() -> N
     [occurrence] = [event for event in machine._live_docs() if event.series is not None]
     assert occurrence.google is not None
 
-    machine.control.delete_event(calendar_id, series_id)  # notifications are held: the CRM does not know yet
-    machine.google_deleted.add((calendar_id, series_id))
+    machine.delete_in_google(calendar_id, series_id)  # notifications are held: the CRM does not know yet
     assert machine.ctx is not None
     machine.ctx.store.update_event(occurrence.id, {"title": "Edited (crm)", "updated_at": machine._now()})
     machine.crm_changes += 1
