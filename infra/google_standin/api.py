@@ -6,11 +6,11 @@ import copy
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .clock import parse_rfc3339, rfc3339
-from .errors import ApiError, full_sync_required, invalid, not_found
+from .errors import ApiError, full_sync_required, invalid, not_found, updated_min_too_long_ago
 from .oauth import AccessToken
 from .push import PushManager
 from .store import Calendar, EventStore
@@ -78,45 +78,61 @@ class CalendarApi:
     def _calendar(self, call: Call, key: str = "calendarId") -> Calendar:
         return self.store.calendar_for(call.account, call.path.get(key) or call.query.get(key, ""))
 
+    def _writable(self, call: Call) -> Calendar:
+        calendar = self._calendar(call)
+        self.store.require_writer(calendar)
+        return calendar
+
     # -- events: single ------------------------------------------------------------------------------------------
     def events_insert(self, call: Call) -> Result:
-        return Result(200, self.store.insert_event(self._calendar(call), call.body or {}, call.query))
+        calendar = self._writable(call)
+        return Result(200, self.store.render(calendar, self.store.insert_event(calendar, call.body or {},
+                                                                                call.query)))
 
     def events_import(self, call: Call) -> Result:
-        return Result(200, self.store.import_event(self._calendar(call), call.body or {}, call.query))
+        calendar = self._writable(call)
+        return Result(200, self.store.render(calendar, self.store.import_event(calendar, call.body or {},
+                                                                                call.query)))
 
     def events_get(self, call: Call) -> Result:
-        event = self.store.get_event(self._calendar(call), call.path["eventId"])
+        calendar = self._calendar(call)
+        event = self.store.render(calendar, self.store.get_event(calendar, call.path["eventId"]))
         if_none_match = call.headers.get("if-none-match")
         if if_none_match and event["etag"] in [t.strip() for t in if_none_match.split(",")]:
             return Result(304, None, {"ETag": event["etag"]})
         return Result(200, event, {"ETag": event["etag"]})
 
     def events_update(self, call: Call) -> Result:
-        return Result(200, self.store.write_event(self._calendar(call), call.path["eventId"], call.body or {},
-                                                  call.query, patch=False, if_match=call.headers.get("if-match")))
+        calendar = self._writable(call)
+        return Result(200, self.store.render(calendar, self.store.write_event(
+            calendar, call.path["eventId"], call.body or {}, call.query, patch=False,
+            if_match=call.headers.get("if-match"))))
 
     def events_patch(self, call: Call) -> Result:
-        return Result(200, self.store.write_event(self._calendar(call), call.path["eventId"], call.body or {},
-                                                  call.query, patch=True, if_match=call.headers.get("if-match")))
+        calendar = self._writable(call)
+        return Result(200, self.store.render(calendar, self.store.write_event(
+            calendar, call.path["eventId"], call.body or {}, call.query, patch=True,
+            if_match=call.headers.get("if-match"))))
 
     def events_delete(self, call: Call) -> Result:
-        self.store.delete_event(self._calendar(call), call.path["eventId"], call.query,
+        self.store.delete_event(self._writable(call), call.path["eventId"], call.query,
                                 if_match=call.headers.get("if-match"))
         return Result(204, None)
 
     def events_move(self, call: Call) -> Result:
-        source = self._calendar(call)
+        source = self._writable(call)
         destination = self.store.calendar_for(call.account, call.query["destination"])
-        return Result(200, self.store.move_event(source, call.path["eventId"], destination, call.query))
+        self.store.require_writer(destination)
+        return Result(200, self.store.render(destination, self.store.move_event(source, call.path["eventId"],
+                                                                                 destination, call.query)))
 
     # -- events: lists -------------------------------------------------------------------------------------------
     def _envelope(self, calendar: Calendar, items: list[dict[str, Any]]) -> dict[str, Any]:
         latest = max((item.get("updated", "") for item in items), default="") or rfc3339(self.store.clock.now())
         return {
             "kind": "calendar#events", "etag": f'"p3{calendar.seq:014d}g"', "summary": calendar.summary,
-            "description": "", "updated": latest, "timeZone": calendar.time_zone, "accessRole": "owner",
-            "defaultReminders": [{"method": "popup", "minutes": 10}] if calendar.primary else [], "items": items,
+            "description": calendar.description, "updated": latest, "timeZone": calendar.time_zone,
+            "accessRole": calendar.access_role, "defaultReminders": calendar.reminders, "items": items,
         }
 
     def _matches_filters(self, calendar: Calendar, item: dict[str, Any], query: dict[str, Any]) -> bool:
@@ -213,12 +229,20 @@ class CalendarApi:
         if self.store.options.page_size_cap:
             size = min(size, self.store.options.page_size_cap)
         page_items = keyed[:size]
-        body = self._envelope(calendar, [self.store.minimal(item) for _, item in page_items])
+        placeholders = sync_base is None and bool(query.get("showDeleted") or query.get("updatedMin"))
+        body = self._envelope(calendar, [self.store.render(calendar, self.store.minimal(
+            item, placeholders=placeholders, live_exception=self._live_exception(calendar, item)))
+            for _, item in page_items])
         if len(keyed) > size:
             body["nextPageToken"] = self.store.encode_page(page_items[-1][0], as_of, calendar, query_hash)
         elif with_sync_token:
             body["nextSyncToken"] = self.store.make_sync_token(calendar, as_of)
         return body
+
+    @staticmethod
+    def _live_exception(calendar: Calendar, item: dict[str, Any]) -> bool:
+        master = calendar.events.get(item.get("recurringEventId") or "")
+        return master is not None and master.data["status"] != "cancelled"
 
     def events_list(self, call: Call) -> Result:
         calendar = self._calendar(call)
@@ -237,6 +261,10 @@ class CalendarApi:
             if query.get("showDeleted") is False:
                 raise invalid("showDeleted=false cannot be combined with syncToken.", location="showDeleted")
             since = self.store.read_sync_token(calendar, query["syncToken"])
+        max_age = self.store.options.updated_min_max_age_days
+        if query.get("updatedMin") and max_age is not None and \
+                parse_rfc3339(query["updatedMin"]) < self.store.clock.now() - timedelta(days=max_age):
+            raise updated_min_too_long_ago()
         items = self._collect(calendar, query, since)
         return Result(200, self._page(calendar, call, items, default_size=250, max_size=2500, sync_base=since))
 

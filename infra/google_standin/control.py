@@ -112,6 +112,17 @@ class ControlClient:
         return self._call("POST", f"calendars/{_q(calendar_id)}/events/{_q(event_id)}/move",
                           {"destination": destination})
 
+    def split_series(self, calendar_id: str, series_id: str, instance_id: str,
+                     patch: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The user edits "this and following" from `instance_id`: returns the new series (`<id>_R<stamp>`)."""
+        return self._call("POST", f"calendars/{_q(calendar_id)}/events/{_q(series_id)}/split",
+                          {"instance": instance_id, "patch": patch or {}})
+
+    def update_calendar(self, calendar_id: str, **settings: Any) -> dict[str, Any]:
+        """Calendar settings the list envelope reports: summary, description, timeZone, accessRole,
+        defaultReminders (a list, possibly []; None back to Google's default)."""
+        return self._call("PATCH", f"calendars/{_q(calendar_id)}", settings)
+
     def reply(self, calendar_id: str, event_id: str, email: str, response_status: str) -> dict[str, Any]:
         return self._call("POST", f"calendars/{_q(calendar_id)}/events/{_q(event_id)}/reply",
                           {"email": email, "responseStatus": response_status})
@@ -133,11 +144,17 @@ class ControlClient:
     # -- faults, quota, counters -----------------------------------------------------------------------------------
     def inject_fault(self, method: str, status: int, reason: str = "backendError", *, message: str | None = None,
                      count: int | None = None, rate: float | None = None, seed: int | None = None,
-                     retry_after: int | str | None = None, domain: str = "global") -> None:
-        """Fail calls to `method` (e.g. `calendar.events.list`, `*` for all): next `count` calls or at `rate`."""
+                     retry_after: int | str | None = None, domain: str = "global", location: str | None = None,
+                     location_type: str | None = None, body: dict[str, Any] | None = None) -> None:
+        """Fail calls to `method` (e.g. `calendar.events.list`, `*` for all): next `count` calls or at `rate`.
+
+        `body` is answered verbatim (a full custom error body); otherwise the body is built in Google's shape from
+        domain, reason, message, location and location_type.
+        """
         self._call("POST", "faults", {"method": method, "status": status, "reason": reason,
                                       "message": message or reason, "count": count, "rate": rate, "seed": seed,
-                                      "retry_after": retry_after, "domain": domain})
+                                      "retry_after": retry_after, "domain": domain, "location": location,
+                                      "locationType": location_type, "body": body})
 
     def clear_faults(self) -> None:
         self._call("DELETE", "faults")

@@ -13,7 +13,9 @@ from .limits import FaultRule
 if TYPE_CHECKING:
     from .server import Standin
 
-FULL_ACCESS = {"supportsAttachments": True, "conferenceDataVersion": 1}
+# The user in the Calendar UI: every field writable, and what only the UI/Gmail may create (fromGmail events, birthday
+# types other than "birthday", series whose end has no timeZone) allowed.
+FULL_ACCESS = {"supportsAttachments": True, "conferenceDataVersion": 1, "_control": True}
 
 
 class ControlApi:
@@ -35,6 +37,8 @@ class ControlApi:
             ("POST", r"revoke", self.revoke),
             ("POST", r"expire_access_tokens", lambda m, q, b: {"expired": self.standin.oauth.expire_access_tokens()}),
             ("POST", r"id_tokens", self.mint_id_token),
+            ("PATCH", r"calendars/(?P<cal>[^/]+)", self.update_calendar),
+            ("POST", r"calendars/(?P<cal>[^/]+)/events/(?P<event>[^/]+)/split", self.user_split_series),
             ("GET", r"calendars/(?P<cal>[^/]+)/events", self.raw_events),
             ("POST", r"calendars/(?P<cal>[^/]+)/events", self.user_create_event),
             ("PATCH", r"calendars/(?P<cal>[^/]+)/events/(?P<event>[^/]+)", self.user_patch_event),
@@ -161,12 +165,20 @@ class ControlApi:
 
     def user_delete_event(self, method: str, query: dict[str, str], body: dict[str, Any], cal: str,
                           event: str) -> dict[str, Any]:
-        self.standin.store.delete_event(self._calendar(cal), event, {})
+        self.standin.store.delete_event(self._calendar(cal), event, dict(FULL_ACCESS))
         return {"deleted": event}
 
     def user_move_event(self, method: str, query: dict[str, str], body: dict[str, Any], cal: str,
                         event: str) -> dict[str, Any]:
         return self.standin.store.move_event(self._calendar(cal), event, self._calendar(body["destination"]), {})
+
+    def update_calendar(self, method: str, query: dict[str, str], body: dict[str, Any], cal: str) -> dict[str, Any]:
+        calendar = self.standin.store.update_calendar(cal, body)
+        return self.standin.store.calendar_list_entry(calendar)
+
+    def user_split_series(self, method: str, query: dict[str, str], body: dict[str, Any], cal: str,
+                          event: str) -> dict[str, Any]:
+        return self.standin.store.split_series(self._calendar(cal), event, body["instance"], body.get("patch") or {})
 
     def user_reply(self, method: str, query: dict[str, str], body: dict[str, Any], cal: str,
                    event: str) -> dict[str, Any]:
@@ -192,7 +204,8 @@ class ControlApi:
         retry_after = body.get("retry_after")
         rule = FaultRule(body["method"], int(body["status"]), body.get("reason", "backendError"),
                          body.get("message", "Backend Error"), body.get("count"), body.get("rate"),
-                         str(retry_after) if retry_after is not None else None, body.get("domain", "global"))
+                         str(retry_after) if retry_after is not None else None, body.get("domain", "global"),
+                         body.get("location"), body.get("locationType"), body.get("body"))
         self.standin.limits.add_fault(rule)
         return {"added": body["method"]}
 

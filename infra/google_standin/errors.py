@@ -100,6 +100,13 @@ def full_sync_required() -> ApiError:
     )
 
 
+def updated_min_too_long_ago() -> ApiError:
+    """410 as https://developers.google.com/workspace/calendar/api/guides/errors lists it ("410: Gone",
+    updatedMinTooLongAgo)."""
+    return ApiError(410, "updatedMinTooLongAgo", "The requested minimum modification time lies too far in the past.",
+                    domain="calendar", location="updatedMin", location_type="parameter")
+
+
 def auth_error() -> ApiError:
     return ApiError(
         401, "authError", "Invalid Credentials", location="Authorization", location_type="header",

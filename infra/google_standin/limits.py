@@ -25,10 +25,14 @@ class FaultRule:
     rate: float | None = None
     retry_after: str | None = None
     domain: str = "global"
+    location: str | None = None
+    location_type: str | None = None
+    body: dict[str, Any] | None = None  # a full custom error body, answered verbatim
 
     def as_error(self) -> ApiError:
         headers = {"Retry-After": self.retry_after} if self.retry_after else {}
-        return ApiError(self.status, self.reason, self.message, domain=self.domain, headers=headers)
+        return ApiError(self.status, self.reason, self.message, domain=self.domain, headers=headers,
+                        location=self.location, location_type=self.location_type, body=self.body)
 
 
 class Limits:
@@ -78,16 +82,20 @@ class Limits:
             }
 
     def check_quota(self, account: str) -> None:
-        """Sliding one-minute window per account, on the stand-in clock."""
+        """Sliding one-minute window per account, on the stand-in clock.
+
+        Bodies as https://developers.google.com/workspace/calendar/api/guides/errors shows them: domain
+        usageLimits, message "User Rate Limit Exceeded" or "Rate Limit Exceeded".
+        """
         with self.lock:
             now = self.clock.time()
             window = self.windows[account]
             while window and window[0] <= now - 60:
                 window.popleft()
             if len(window) >= self.options.quota_per_minute:
-                if self.options.rate_limit_status == 429:
-                    raise ApiError(429, "rateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits")
-                raise ApiError(403, "userRateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits")
+                reason = self.options.rate_limit_reason
+                message = "User Rate Limit Exceeded" if reason == "userRateLimitExceeded" else "Rate Limit Exceeded"
+                raise ApiError(self.options.rate_limit_status, reason, message, domain="usageLimits")
             window.append(now)
 
     def add_fault(self, rule: FaultRule) -> None:

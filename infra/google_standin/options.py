@@ -18,13 +18,32 @@ class StandinOptions:
     auto_create_accounts: bool = True  # OAuth consent for an unknown login_hint creates the account
     # Quota
     quota_per_minute: int = 600
-    rate_limit_status: int = 403  # 403 userRateLimitExceeded, or 429 rateLimitExceeded
+    # Which documented rate-limit answer the per-user quota gives (guides/errors: "403: User rate limit exceeded",
+    # "403: Rate limit exceeded", "429: Too many requests"): 403 + userRateLimitExceeded|rateLimitExceeded, or 429 +
+    # rateLimitExceeded. Which one Google picks for the per-user minute quota is UNCONFIRMED.
+    rate_limit_status: int = 403
+    rate_limit_reason: str = "userRateLimitExceeded"
     # Listing
     page_size_cap: int | None = None  # "short pages": cap every page below what the client asked for
     recurrence_horizon_days: int = 366  # singleEvents without timeMax expands up to now/timeMin + this
     max_instances_per_series: int = 2500
     minimal_cancelled: bool = True  # cancelled items in lists carry only Google's guaranteed fields
     sync_token_ttl_seconds: int | None = None  # UNCONFIRMED lifetime; None = never expires by age
+    # events.list updatedMin older than this many days -> 410 updatedMinTooLongAgo (guides/errors documents the error,
+    # not the limit: UNCONFIRMED; Google keeps deleted events for a few weeks, so 28 days is the strict guess).
+    updated_min_max_age_days: float | None = 28
+    # Deleted events on updatedMin / showDeleted lists carry start/end 2000-01-01 placeholders, as recorded Google
+    # responses do (UNCONFIRMED in the docs, which promise only the id of a deleted event).
+    placeholder_deleted_dates: bool = True
+    # dateTime values rendered in the calendar's UTC offset whatever the event's timeZone (recorded Google responses;
+    # the events reference only says "the time zone offset is required unless a time zone is specified").
+    render_in_calendar_offset: bool = True
+    # Attendees who are stand-in accounts get a copy of the event in their primary calendar (guides/invite-attendees).
+    invitation_copies: bool = True
+    # Status events (focusTime, outOfOffice, workingLocation) refused with attendees, and focusTime / outOfOffice
+    # refused as all-day events (guides/calendar-status describes them as the user's own timed blocks: UNCONFIRMED
+    # as refusals, so strict by default).
+    strict_status_events: bool = True
     # Extended properties over the 300 properties / 32 kB limit: "reject" (400) or "truncate" (UNCONFIRMED)
     xprops_over_limit: str = "reject"
     # Push
@@ -50,6 +69,12 @@ class StandinOptions:
             raise ValueError("xprops_over_limit must be 'reject' or 'truncate'")
         if self.rate_limit_status not in (403, 429):
             raise ValueError("rate_limit_status must be 403 or 429")
+        if self.rate_limit_reason not in ("userRateLimitExceeded", "rateLimitExceeded"):
+            raise ValueError("rate_limit_reason must be userRateLimitExceeded or rateLimitExceeded")
+        if self.rate_limit_status == 429 and "rate_limit_reason" not in values:
+            self.rate_limit_reason = "rateLimitExceeded"
+        if self.rate_limit_status == 429 and self.rate_limit_reason != "rateLimitExceeded":
+            raise ValueError("429 always carries rateLimitExceeded")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,19 +19,27 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import recurrence
+from . import event_types, recurrence
 from .clock import Clock, parse_rfc3339, rfc3339
 from .errors import ApiError, full_sync_required, invalid, not_found, required
 from .options import StandinOptions
 
 EVENT_ID_RE = re.compile(r"^[a-v0-9]{5,1024}$")
-INSTANCE_ID_RE = re.compile(r"^(?P<parent>[a-v0-9]+)_(?P<stamp>\d{8}(T\d{6}Z)?)$")
+INSTANCE_ID_RE = re.compile(r"^(?P<parent>[a-v0-9]+(?:_R\d{8}(?:T\d{6})?)?)_(?P<stamp>\d{8}(T\d{6}Z)?)$")
 SERVER_FIELDS = ("kind", "etag", "id", "htmlLink", "created", "updated", "creator", "organizer", "iCalUID",
                  "recurringEventId", "originalStartTime")
 RESPONSE_STATUSES = ("needsAction", "declined", "tentative", "accepted")
 EVENT_TYPES = ("default", "birthday", "focusTime", "fromGmail", "outOfOffice", "workingLocation")
 XP_KEY_MAX, XP_VALUE_MAX, XP_COUNT_MAX, XP_BYTES_MAX = 44, 1024, 300, 32 * 1024
 SEQUENCE_FIELDS = ("start", "end", "recurrence", "location")
+ACCESS_ROLES = ("owner", "writer", "reader", "freeBusyReader")
+# Per-copy parts of an invitation: each attendee keeps their own (guides/invite-attendees; events reference:
+# "private: properties that are private to the copy of the event that appears on this calendar").
+PER_COPY_FIELDS = ("reminders", "colorId")
+# What an attendee may change about their own entry (events reference, attendees[]: responseStatus, comment,
+# additionalGuests are the attendee's; everything else is the organiser's).
+OWN_ATTENDEE_FIELDS = ("responseStatus", "comment", "additionalGuests")
+PLACEHOLDER_DATE = {"date": "2000-01-01"}
 
 
 @dataclass
@@ -52,6 +60,15 @@ class Calendar:
     seq: int = 0
     generation: int = 0
     emails: list[dict[str, Any]] = field(default_factory=list)
+    description: str = ""
+    access_role: str = "owner"
+    default_reminders: list[dict[str, Any]] | None = None  # None: Google's defaults (popup 10 on primary)
+
+    @property
+    def reminders(self) -> list[dict[str, Any]]:
+        if self.default_reminders is not None:
+            return copy.deepcopy(self.default_reminders)
+        return [{"method": "popup", "minutes": 10}] if self.primary else []
 
     @property
     def tz(self) -> ZoneInfo:
@@ -220,8 +237,8 @@ class EventStore:
             "backgroundColor": "#9fe1e7",
             "foregroundColor": "#000000",
             "selected": True,
-            "accessRole": "owner",
-            "defaultReminders": [{"method": "popup", "minutes": 10}] if calendar.primary else [],
+            "accessRole": calendar.access_role,
+            "defaultReminders": calendar.reminders,
             "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
         }
         if calendar.primary:
@@ -235,17 +252,212 @@ class EventStore:
             "etag": f'"{1600000000000000 + calendar.created_seq}"',
             "id": calendar.id,
             "summary": calendar.summary,
+            "description": calendar.description,
             "timeZone": calendar.time_zone,
             "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
         }
 
+    def update_calendar(self, calendar_id: str, values: dict[str, Any]) -> Calendar:
+        """Control: what the user sets in Calendar settings (summary, description, timeZone, accessRole,
+        defaultReminders). The list envelope and calendarList entry read these (events.list reference: summary,
+        description, timeZone, accessRole, defaultReminders are the calendar's)."""
+        with self.lock:
+            calendar = self.calendars.get(calendar_id)
+            if calendar is None:
+                raise not_found()
+            unknown = set(values) - {"summary", "description", "timeZone", "accessRole", "defaultReminders"}
+            if unknown:
+                raise invalid(f"Unknown calendar settings {sorted(unknown)}.")
+            if "timeZone" in values:
+                _zone(values["timeZone"], "calendar")
+                calendar.time_zone = values["timeZone"]
+            if "accessRole" in values:
+                if values["accessRole"] not in ACCESS_ROLES:
+                    raise invalid("Invalid accessRole.", location="accessRole")
+                calendar.access_role = values["accessRole"]
+            if "defaultReminders" in values:
+                reminders = values["defaultReminders"]
+                if reminders is not None and (not isinstance(reminders, list) or any(
+                        r.get("method") not in ("email", "popup") or not isinstance(r.get("minutes"), int)
+                        for r in reminders)):
+                    raise invalid("Invalid defaultReminders.", location="defaultReminders")
+                calendar.default_reminders = copy.deepcopy(reminders)
+            calendar.summary = values.get("summary", calendar.summary)
+            calendar.description = values.get("description", calendar.description)
+            self.on_change(calendar.owner, "calendarList")
+            return calendar
+
+    def require_writer(self, calendar: Calendar) -> None:
+        """Writes need writer access or better (reason as Google answers it on a read-only calendar)."""
+        if calendar.access_role not in ("owner", "writer"):
+            raise ApiError(403, "requiredAccessLevel", "You need to have writer access to this calendar.")
+
+    # -- rendering -------------------------------------------------------------------------------------------------
+    def render(self, calendar: Calendar, data: dict[str, Any]) -> dict[str, Any]:
+        """The event as this calendar's reader sees it: internal keys dropped, dateTime values in the calendar's
+        UTC offset whatever the event's timeZone (recorded Google responses show an America/Los_Angeles event at
+        -03:00 on a Sao Paulo calendar; the events reference only requires an offset when timeZone is absent)."""
+        out = {k: v for k, v in data.items() if not k.startswith("_")}
+        if not self.options.render_in_calendar_offset:
+            return out
+        for key in ("start", "end", "originalStartTime"):
+            value = out.get(key)
+            if isinstance(value, dict) and value.get("dateTime"):
+                try:
+                    parsed = parse_event_time(value, key, calendar.tz)
+                except ApiError:
+                    continue
+                if isinstance(parsed, datetime):
+                    local = parsed.astimezone(calendar.tz).isoformat()
+                    out[key] = dict(value, dateTime=local[:-6] + "Z" if local.endswith("+00:00") else local)
+        return out
+
     # -- change log ------------------------------------------------------------------------------------------------
     def _save(self, calendar: Calendar, data: dict[str, Any]) -> EventRecord:
+        previous = calendar.events.get(data["id"])
         calendar.seq += 1
         record = EventRecord(data=data, seq=calendar.seq)
         calendar.events[data["id"]] = record
         self.on_change(calendar.id, "events")
+        if not data.get("_origin") and (data.get("organizer") or {}).get("self"):
+            before = {a["email"].lower() for a in (previous.data.get("attendees") or [])} if previous else set()
+            self._share_with_attendees(calendar, data, before)
         return record
+
+    # -- invitations -----------------------------------------------------------------------------------------------
+    def _share_with_attendees(self, calendar: Calendar, data: dict[str, Any], before: set[str]) -> None:
+        """Keep each invited stand-in account's copy in step with the organiser's event.
+
+        https://developers.google.com/workspace/calendar/api/guides/invite-attendees (the event appears in each
+        guest's calendar, same iCalUID, organiser the inviter, `self` on the guest's own entry). A guest removed from
+        the list, or every guest when the organiser deletes the event, keeps a cancelled copy with its full body
+        (recorded Google responses; sync-token lists carry it whole).
+        """
+        if not self.options.invitation_copies:
+            return
+        invited = {a["email"].lower() for a in data.get("attendees") or []}
+        for email in sorted(invited | before):
+            target = self.calendars.get(email)
+            if email == calendar.owner or target is None or target.id == calendar.id:
+                continue
+            existing = target.events.get(data["id"])
+            if existing is not None and existing.data.get("_origin") != calendar.id:
+                continue  # an unrelated event of the guest's own with the same id
+            if existing is not None and existing.data.get("_removed_by_attendee"):
+                continue
+            if email in invited and data["status"] != "cancelled":
+                self._save(target, self._guest_copy(calendar, target, data, existing.data if existing else None))
+            elif existing is not None and existing.data["status"] != "cancelled":
+                cancelled = copy.deepcopy(existing.data)
+                cancelled.update(status="cancelled", updated=rfc3339(self.clock.now()), etag=self.new_etag(),
+                                 _keep_body=not data.get("recurringEventId"))
+                self._save(target, cancelled)
+
+    def _guest_copy(self, origin: Calendar, target: Calendar, data: dict[str, Any],
+                    existing: dict[str, Any] | None) -> dict[str, Any]:
+        guest = {k: copy.deepcopy(v) for k, v in data.items() if not k.startswith("_")}
+        guest["organizer"] = {k: v for k, v in data["organizer"].items() if k != "self"}
+        guest["creator"] = {k: v for k, v in data.get("creator", {}).items() if k != "self"}
+        for attendee in guest.get("attendees") or []:
+            attendee.pop("self", None)
+            if attendee["email"].lower() == target.owner:
+                attendee["self"] = True
+        guest["htmlLink"] = "https://www.google.com/calendar/event?eid=" + base64.urlsafe_b64encode(
+            f"{data['id']} {target.id}".encode()).decode().rstrip("=")
+        guest["_origin"] = origin.id
+        for key in PER_COPY_FIELDS:
+            guest.pop(key, None)
+            if existing and key in existing:
+                guest[key] = copy.deepcopy(existing[key])
+        guest.setdefault("reminders", {"useDefault": True})
+        xprops = guest.get("extendedProperties") or {}
+        xprops.pop("private", None)
+        own_private = ((existing or {}).get("extendedProperties") or {}).get("private")
+        if own_private:
+            xprops["private"] = copy.deepcopy(own_private)
+        if xprops:
+            guest["extendedProperties"] = xprops
+        else:
+            guest.pop("extendedProperties", None)
+        guest["etag"] = self.new_etag()
+        return guest
+
+    def _shared_view(self, calendar: Calendar, data: dict[str, Any], me: str) -> dict[str, Any]:
+        """What only the organiser may change: everything but the per-copy fields and the guest's own answer."""
+        view = {k: copy.deepcopy(v) for k, v in data.items() if not k.startswith("_") and k not in
+                event_types.IGNORED_ON_COMPARE and k not in PER_COPY_FIELDS and v is not None}
+        for key in ("start", "end"):
+            if isinstance(view.get(key), dict) and view[key].get("dateTime"):
+                instant = parse_event_time(view[key], key, calendar.tz)
+                view[key] = dict(view[key], dateTime=to_instant(instant, calendar.tz).isoformat())
+        xprops = view.pop("extendedProperties", None) or {}
+        if xprops.get("shared"):
+            view["extendedProperties.shared"] = xprops["shared"]
+        attendees = []
+        for attendee in view.pop("attendees", None) or []:
+            entry = {k: v for k, v in attendee.items() if k not in ("self", "organizer")}
+            if entry.get("email", "").lower() == me:
+                entry = {k: v for k, v in entry.items() if k not in OWN_ATTENDEE_FIELDS}
+            entry.setdefault("responseStatus", "needsAction")
+            attendees.append(entry)
+        if attendees:
+            view["attendees"] = attendees
+        return view
+
+    def _guest_write(self, calendar: Calendar, current: dict[str, Any], new_body: dict[str, Any],
+                     params: dict[str, Any]) -> dict[str, Any]:
+        """A guest writes their copy: only their own answer and per-copy fields, unless guestsCanModify.
+
+        https://developers.google.com/workspace/calendar/api/guides/errors ("403: Forbidden for non-organizer")
+        and the events reference (guestsCanModify: "Whether attendees other than the organizer can modify the
+        event"; extendedProperties.private: "private to the copy of the event that appears on this calendar").
+        """
+        me = calendar.owner
+        origin = self.calendars.get(current["_origin"])
+        shared_changed = self._shared_view(calendar, current, me) != self._shared_view(calendar, new_body, me)
+        if origin is None or (shared_changed and not current.get("guestsCanModify")):
+            message = "Shared properties can only be changed by the organizer of the event."
+            raise ApiError(403, "forbiddenForNonOrganizer", message, domain="calendar")
+        organiser = self.get_event(origin, current["id"])
+        mine = next((a for a in new_body.get("attendees") or [] if a.get("email", "").lower() == me), None)
+        if shared_changed:
+            patch = {k: copy.deepcopy(v) for k, v in new_body.items() if not k.startswith("_")
+                     and k not in event_types.IGNORED_ON_COMPARE and k not in PER_COPY_FIELDS
+                     and k != "extendedProperties"}
+            shared_xprops = (new_body.get("extendedProperties") or {}).get("shared")
+            patch["extendedProperties"] = {"shared": shared_xprops}
+            for key in set(organiser) - set(new_body) - event_types.IGNORED_ON_COMPARE - set(PER_COPY_FIELDS):
+                if not key.startswith("_") and key != "extendedProperties":
+                    patch[key] = None
+        else:
+            patch = {}
+        attendees = copy.deepcopy(patch.get("attendees", organiser.get("attendees") or []))
+        for attendee in attendees:
+            if attendee["email"].lower() == me and mine is not None:
+                for key in OWN_ATTENDEE_FIELDS:
+                    if key in mine:
+                        attendee[key] = mine[key]
+        if attendees != organiser.get("attendees") or shared_changed:
+            patch["attendees"] = attendees
+            self.write_event(origin, current["id"], patch, dict(params, _as_organiser=True), patch=True)
+        refreshed = self.get_event(calendar, current["id"])
+        per_copy = {key: new_body.get(key) for key in PER_COPY_FIELDS}
+        private = (new_body.get("extendedProperties") or {}).get("private")
+        if per_copy != {key: refreshed.get(key) for key in PER_COPY_FIELDS} or \
+                private != (refreshed.get("extendedProperties") or {}).get("private"):
+            for key, value in per_copy.items():
+                if value is None:
+                    refreshed.pop(key, None)
+                else:
+                    refreshed[key] = copy.deepcopy(value)
+            self._check_reminders(refreshed)
+            xprops = refreshed.get("extendedProperties") or {}
+            xprops["private"] = copy.deepcopy(private) if private else None
+            refreshed["extendedProperties"] = {k: v for k, v in xprops.items() if v}
+            self._apply_xprops_limits(refreshed)
+            refreshed["etag"] = self.new_etag()
+            self._save(calendar, refreshed)
+        return copy.deepcopy(calendar.events[current["id"]].data)
 
     def invalidate_sync_tokens(self, calendar_id: str) -> None:
         with self.lock:
@@ -271,7 +483,10 @@ class EventStore:
         return int(data["s"])
 
     # -- event normalisation ---------------------------------------------------------------------------------------
-    def _check_times(self, calendar: Calendar, data: dict[str, Any], recurring: bool) -> None:
+    def _check_times(self, calendar: Calendar, data: dict[str, Any], recurring: bool,
+                     require_zones: tuple[str, ...] = ("start", "end")) -> None:
+        """Times must parse and not run backwards; a recurring event needs timeZone on the sides in
+        `require_zones` (events reference, start.timeZone: "For recurring events this field is required")."""
         for where in ("start", "end"):
             if not isinstance(data.get(where), dict):
                 raise required(where)
@@ -283,9 +498,9 @@ class EventStore:
             raise ApiError(400, "timeRangeEmpty", "The specified time range is empty.", location="end.dateTime",
                            location_type="parameter")
         if recurring:
-            if isinstance(start, datetime) and not data["start"].get("timeZone"):
+            if "start" in require_zones and isinstance(start, datetime) and not data["start"].get("timeZone"):
                 raise invalid("Missing time zone definition for start time.")
-            if isinstance(end, datetime) and not data["end"].get("timeZone"):
+            if "end" in require_zones and isinstance(end, datetime) and not data["end"].get("timeZone"):
                 raise invalid("Missing time zone definition for end time.")
             tz = _zone(data["start"]["timeZone"], "start") if data["start"].get("timeZone") else calendar.tz
             lines = data.get("recurrence") or []
@@ -369,7 +584,9 @@ class EventStore:
     def _normalise(self, calendar: Calendar, body: dict[str, Any], existing: dict[str, Any] | None,
                    params: dict[str, Any], event_id: str) -> dict[str, Any]:
         """Turn a client body into the stored resource, keeping server-owned fields from `existing`."""
-        data = {k: copy.deepcopy(v) for k, v in body.items() if v is not None and k not in SERVER_FIELDS}
+        data = {k: copy.deepcopy(v) for k, v in body.items()
+                if v is not None and k not in SERVER_FIELDS and not k.startswith("_")}
+        via_api = not params.get("_control")
         now = rfc3339(self.clock.now())
         owner_ref = {"email": calendar.owner if calendar.primary else calendar.id, "self": True}
         if not calendar.primary:
@@ -377,6 +594,9 @@ class EventStore:
         if existing:
             for key in SERVER_FIELDS:
                 if key in existing:
+                    data[key] = copy.deepcopy(existing[key])
+            for key in existing:
+                if key.startswith("_"):
                     data[key] = copy.deepcopy(existing[key])
         else:
             data.update({
@@ -394,15 +614,25 @@ class EventStore:
                              ("transparency", ("opaque", "transparent")), ("eventType", EVENT_TYPES)):
             if key in data and data[key] not in allowed:
                 raise invalid(f"Invalid value for {key}.", location=key)
-        event_type = data.setdefault("eventType", "default")
-        if existing and event_type != existing.get("eventType", "default"):
-            raise invalid("The event type cannot be changed.", location="eventType", reason="eventTypeRestriction")
+        data.setdefault("eventType", existing.get("eventType", "default") if existing else "default")
         if existing and existing.get("recurringEventId"):
             data.pop("recurrence", None)
         recurring = bool(data.get("recurrence"))
         if not recurring:
             data.pop("recurrence", None)
-        self._check_times(calendar, data, recurring)
+        # A patch is validated on what it touches: a series Google returned with an `end` lacking timeZone takes a
+        # title patch (recorded Google responses); the UI (control) creates such series.
+        touched = params.get("_touched")
+        if not via_api:
+            zones: tuple[str, ...] = ("start",)
+        elif touched is None:
+            zones = ("start", "end")
+        else:
+            zones = tuple(side for side in ("start", "end") if side in touched or "recurrence" in touched)
+        self._check_times(calendar, data, recurring, zones)
+        if not existing:
+            event_types.check_create(data, primary=calendar.primary, via_api=via_api,
+                                     strict_status_events=self.options.strict_status_events)
         self._check_reminders(data)
         self._check_attendees(calendar, data)
         self._apply_xprops_limits(data)
@@ -424,6 +654,8 @@ class EventStore:
             data.pop("conferenceData", None)
             if existing and existing.get("conferenceData"):
                 data["conferenceData"] = copy.deepcopy(existing["conferenceData"])
+        if existing:
+            event_types.check_update(existing, data)
         # sequence: bumped when the time/place of the event changes (simple rule).
         if existing:
             sequence = int(existing.get("sequence", 0))
@@ -553,6 +785,7 @@ class EventStore:
             uid = body.get("iCalUID")
             if not uid:
                 raise required("iCalUID")
+            event_types.check_import(body)
             for record in calendar.events.values():
                 if record.data.get("iCalUID") == uid and not record.data.get("recurringEventId"):
                     return self.write_event(calendar, record.data["id"], body, params, patch=False)
@@ -566,6 +799,9 @@ class EventStore:
             self.check_if_match(current["etag"], if_match)
             public = {k: v for k, v in current.items() if k not in ("etag",)}
             new_body = _merge_patch(public, body) if patch else body
+            if current.get("_origin") and not params.get("_as_organiser"):
+                return self._guest_write(calendar, current, new_body, params)
+            params = dict(params, _touched=set(body) if patch else None)
             data = self._normalise(calendar, new_body, current, params, event_id)
             self._save(calendar, data)
             self._record_emails(calendar, data, params, "update")
@@ -578,12 +814,37 @@ class EventStore:
             if current["status"] == "cancelled":
                 raise ApiError(410, "deleted", "Resource has been deleted")
             self.check_if_match(current["etag"], if_match)
+            if current.get("_origin") and not params.get("_as_organiser"):
+                self._guest_delete(calendar, current, params)
+                return
             self._cancel(calendar, current)
             self._record_emails(calendar, current, params, "delete")
             if current.get("recurrence"):
                 for record in list(calendar.events.values()):
                     if record.data.get("recurringEventId") == event_id and record.data["status"] != "cancelled":
                         self._cancel(calendar, record.data)
+
+    def _guest_delete(self, calendar: Calendar, current: dict[str, Any], params: dict[str, Any]) -> None:
+        """A guest deleting an invitation removes it from their calendar and declines it (the organiser's event
+        stays; the guest's answer becomes `declined`, as Calendar does when a guest removes an event)."""
+        removed = copy.deepcopy(current)
+        removed.update(status="cancelled", updated=rfc3339(self.clock.now()), etag=self.new_etag(),
+                       _keep_body=True, _removed_by_attendee=True)
+        self._save(calendar, removed)
+        origin = self.calendars.get(current["_origin"])
+        if origin is None:
+            return
+        try:
+            organiser = self.get_event(origin, current["id"])
+        except ApiError:
+            return
+        attendees = copy.deepcopy(organiser.get("attendees") or [])
+        for attendee in attendees:
+            if attendee["email"].lower() == calendar.owner:
+                attendee["responseStatus"] = "declined"
+        if organiser["status"] != "cancelled":
+            self.write_event(origin, current["id"], {"attendees": attendees}, dict(params, _as_organiser=True),
+                             patch=True)
 
     def _cancel(self, calendar: Calendar, data: dict[str, Any]) -> None:
         cancelled = copy.deepcopy(data)
@@ -600,6 +861,11 @@ class EventStore:
                 raise not_found()
             if record.data.get("recurringEventId"):
                 raise invalid("Cannot move an instance of a recurring event.", reason="cannotChangeOrganizerOfInstance")
+            event_types.check_move(record.data)
+            if record.data.get("_origin"):
+                raise ApiError(403, "forbiddenForNonOrganizer",
+                               "Shared properties can only be changed by the organizer of the event.",
+                               domain="calendar")
             if event_id in destination.events:
                 raise ApiError(409, "duplicate", "The requested identifier already exists.")
             moved = copy.deepcopy(record.data)
@@ -628,13 +894,100 @@ class EventStore:
                                                                                     "conferenceDataVersion": 1},
                                     patch=True)
 
+    def split_series(self, calendar: Calendar, series_id: str, instance_id: str,
+                     patch: dict[str, Any]) -> dict[str, Any]:
+        """The user edits "this and following events" in Calendar: the series splits in two.
+
+        https://developers.google.com/workspace/calendar/api/guides/recurringevents ("Modifying all following
+        instances": the original gets an UNTIL just before the chosen instance and a new series starts there).
+        As recorded from Google: the new series' id is `<id>_R<YYYYMMDDTHHMMSS>` (the split instant in UTC, or
+        `_R<YYYYMMDD>` for all-day series), its iCalUID `<new id>@google.com`; exceptions of the original from the
+        split on are dropped (cancelled), and a COUNT is shared out between the two series. Both writes reach the
+        change log, so sync lists and push notifications show both series.
+        """
+        with self.lock:
+            record = calendar.events.get(series_id)
+            if record is None or not record.data.get("recurrence") or record.data["status"] == "cancelled":
+                raise not_found()
+            master = record.data
+            instance = self.get_event(calendar, instance_id)
+            if instance.get("recurringEventId") != series_id:
+                raise invalid("Not an instance of this series.", location="instance")
+            tz = self._series_tz(calendar, master)
+            split_at = parse_event_time(instance["originalStartTime"], "originalStartTime", tz)
+            first = parse_event_time(master["start"], "start", tz)
+            control = {"_control": True, "supportsAttachments": True, "conferenceDataVersion": 1}
+            if to_instant(split_at, tz) <= to_instant(first, tz):
+                return self.write_event(calendar, series_id, patch, control, patch=True)
+            before = list(self.occurrences(calendar, master, to_instant(split_at, tz)))
+            if isinstance(split_at, datetime):
+                stamp = split_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
+                until = (split_at.astimezone(UTC) - timedelta(seconds=1)).strftime("%Y%m%dT%H%M%SZ")
+            else:
+                stamp = split_at.strftime("%Y%m%d")
+                until = (split_at - timedelta(days=1)).strftime("%Y%m%d")
+            new_id = f"{series_id}_R{stamp}"
+            original_lines, new_lines = [], []
+            for line in master["recurrence"]:
+                if not line.upper().startswith("RRULE:"):
+                    original_lines.append(line)
+                    new_lines.append(line)
+                    continue
+                parts = [p for p in line.split(":", 1)[1].split(";") if p]
+                count = next((int(p.split("=", 1)[1]) for p in parts if p.upper().startswith("COUNT=")), None)
+                kept = [p for p in parts if not p.upper().startswith(("COUNT=", "UNTIL="))]
+                original_lines.append("RRULE:" + ";".join([*kept, f"UNTIL={until}"]))
+                rest = [p for p in parts if not p.upper().startswith("COUNT=")]
+                if count is not None:
+                    rest.append(f"COUNT={max(count - len(before), 1)}")
+                new_lines.append("RRULE:" + ";".join(rest))
+            start = parse_event_time(master["start"], "start", tz)
+            end = parse_event_time(master["end"], "end", tz)
+            body = {k: copy.deepcopy(v) for k, v in master.items() if k not in SERVER_FIELDS and
+                    not k.startswith("_") and k not in ("etag", "sequence")}
+            if isinstance(split_at, datetime):
+                end_tz = _zone(master["end"]["timeZone"], "end") if master["end"].get("timeZone") else tz
+                body["start"] = dict(master["start"], dateTime=split_at.astimezone(tz).isoformat())
+                body["end"] = dict(master["end"], dateTime=(split_at + (end - start)).astimezone(end_tz).isoformat())
+            else:
+                body["start"] = {"date": split_at.isoformat()}
+                body["end"] = {"date": (split_at + (end - start)).isoformat()}
+            body["recurrence"] = new_lines
+            body = _merge_patch(body, patch)
+            body["iCalUID"] = f"{new_id}@google.com"
+            self.write_event(calendar, series_id, {"recurrence": original_lines}, control, patch=True)
+            for other in list(calendar.events.values()):
+                data = other.data
+                if data.get("recurringEventId") == series_id and data["status"] != "cancelled" and \
+                        to_instant(parse_event_time(data["originalStartTime"], "originalStartTime", tz), tz) >= \
+                        to_instant(split_at, tz):
+                    self._cancel(calendar, data)
+            created = self._normalise(calendar, body, None, control, new_id)
+            self._save(calendar, created)
+            return copy.deepcopy(created)
+
     # -- listing ---------------------------------------------------------------------------------------------------
-    def minimal(self, data: dict[str, Any]) -> dict[str, Any]:
-        """What a cancelled item in a list is guaranteed to carry."""
-        if data["status"] != "cancelled" or not self.options.minimal_cancelled:
+    def minimal(self, data: dict[str, Any], *, placeholders: bool = False,
+                live_exception: bool = False) -> dict[str, Any]:
+        """A cancelled item as a list shows it.
+
+        guides/sync and the events reference (status "cancelled"): a cancelled exception of a live series carries
+        id, recurringEventId and originalStartTime; any other deleted event only its id. A guest's copy removed by
+        the organiser keeps its whole body (recorded Google responses). `placeholders`: on updatedMin /
+        showDeleted lists deleted events carry start/end 2000-01-01 (recorded Google responses; option
+        placeholder_deleted_dates).
+        """
+        if data["status"] != "cancelled":
             return data
-        keys = ("kind", "etag", "id", "status", "recurringEventId", "originalStartTime")
-        return {k: data[k] for k in keys if k in data}
+        if data.get("_keep_body") or not self.options.minimal_cancelled:
+            shaped = dict(data)
+        else:
+            keys = ("kind", "etag", "id", "status", "recurringEventId", "originalStartTime")
+            shaped = {k: data[k] for k in keys if k in data}
+        if placeholders and not live_exception and self.options.placeholder_deleted_dates:
+            shaped["start"] = dict(PLACEHOLDER_DATE)
+            shaped["end"] = dict(PLACEHOLDER_DATE)
+        return shaped
 
     def event_bounds(self, calendar: Calendar, data: dict[str, Any]) -> tuple[datetime, datetime]:
         start = parse_event_time(data["start"], "start", calendar.tz)

@@ -63,10 +63,11 @@ def test_instances_ids_and_fields(service) -> None:
     first = instances[0]
     assert first["id"] == f"{series['id']}_20240506T070000Z"
     assert first["recurringEventId"] == series["id"] and "recurrence" not in first
-    assert first["originalStartTime"]["dateTime"] == "2024-05-06T09:00:00+02:00"
+    # rendered in the calendar's offset (ALICE's calendar is UTC), the series' zone kept in timeZone
+    assert first["originalStartTime"] == {"dateTime": "2024-05-06T07:00:00Z", "timeZone": "Europe/Berlin"}
     assert {i["iCalUID"] for i in instances} == {series["iCalUID"]}
     fetched = service.events().get(calendarId="primary", eventId=instances[2]["id"]).execute()
-    assert fetched["start"]["dateTime"] == "2024-05-08T09:00:00+02:00"
+    assert fetched["start"]["dateTime"] == "2024-05-08T07:00:00Z"
     with pytest.raises(HttpError):
         service.events().get(calendarId="primary", eventId=f"{series['id']}_20240506T080000Z").execute()
 
