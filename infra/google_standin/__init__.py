@@ -80,7 +80,8 @@ guest when the organiser deletes, gets a cancelled copy. Event types: type immut
 day, yearly, private, transparent, type "birthday"; updates: colorId, summary, reminders only), fromGmail (not
 creatable via API; updates: colorId, reminders, visibility, transparency, status, private extendedProperties),
 focusTime/outOfOffice/workingLocation (primary calendar only; with strict_status_events no attendees and
-focusTime/outOfOffice not all-day); only default events move or import. Sync and page tokens are opaque base64 JSON (calendar, generation, change number); paging is
+focusTime/outOfOffice not all-day); only default events move or import.
+Sync and page tokens are opaque base64 JSON (calendar, generation, change number); paging is
 keyset-based so writes during paging lose nothing. Instance ids: <seriesId>_<YYYYMMDDTHHMMSSZ> or _<YYYYMMDD>.
 ID tokens are minted on the stand-in clock: after advance_clock() they look issued in the future to real verifiers.
 google.oauth2.id_token.verify_firebase_token has Google's cert URL built in: use verify_token(certs_url=...).
