@@ -33,17 +33,36 @@ UPDATABLE: dict[str, frozenset[str] | None] = {
     "outOfOffice": None,
     "workingLocation": None,
 }
-IGNORED_ON_COMPARE = frozenset({"kind", "etag", "id", "htmlLink", "created", "updated", "creator", "organizer",
-                                "iCalUID", "recurringEventId", "originalStartTime", "sequence", "eventType"})
-WORKING_LOCATION_TYPES = {"homeOffice": "homeOffice", "officeLocation": "officeLocation",
-                          "customLocation": "customLocation"}
+IGNORED_ON_COMPARE = frozenset(
+    {
+        "kind",
+        "etag",
+        "id",
+        "htmlLink",
+        "created",
+        "updated",
+        "creator",
+        "organizer",
+        "iCalUID",
+        "recurringEventId",
+        "originalStartTime",
+        "sequence",
+        "eventType",
+    }
+)
+WORKING_LOCATION_TYPES = {
+    "homeOffice": "homeOffice",
+    "officeLocation": "officeLocation",
+    "customLocation": "customLocation",
+}
 BIRTHDAY_TYPES_VIA_API = ("birthday",)
 
 
 def restriction(message: str, location: str) -> ApiError:
     """400 for a write the event type does not allow (Google's reason for these is not documented)."""
-    return ApiError(400, "eventTypeRestriction", message, domain="calendar", location=location,
-                    location_type="parameter")
+    return ApiError(
+        400, "eventTypeRestriction", message, domain="calendar", location=location, location_type="parameter"
+    )
 
 
 def check_properties(data: dict[str, Any]) -> None:
@@ -58,8 +77,10 @@ def check_properties(data: dict[str, Any]) -> None:
         props = data["workingLocationProperties"]
         kind = props.get("type")
         if kind not in WORKING_LOCATION_TYPES:
-            raise invalid("A working location needs a type: homeOffice, officeLocation or customLocation.",
-                          location="workingLocationProperties.type")
+            raise invalid(
+                "A working location needs a type: homeOffice, officeLocation or customLocation.",
+                location="workingLocationProperties.type",
+            )
         if kind == "homeOffice":
             props.setdefault("homeOffice", {})
         elif not isinstance(props.get(kind), dict):
@@ -78,8 +99,7 @@ def check_create(data: dict[str, Any], *, primary: bool, via_api: bool, strict_s
         raise restriction("Events of type fromGmail cannot be created through the API.", "eventType")
     if event_type in STATUS_TYPES:
         if not primary:
-            raise restriction(f"Events of type {event_type} can only be created in a primary calendar.",
-                              "eventType")
+            raise restriction(f"Events of type {event_type} can only be created in a primary calendar.", "eventType")
         if strict_status_events and data.get("attendees"):
             raise restriction(f"Events of type {event_type} cannot have attendees.", "attendees")
         if strict_status_events and event_type != "workingLocation" and "date" in (data.get("start") or {}):
@@ -105,8 +125,9 @@ def _check_birthday(data: dict[str, Any], via_api: bool) -> None:
     props = data.setdefault("birthdayProperties", {})
     props.setdefault("type", "birthday")
     if via_api and props["type"] not in BIRTHDAY_TYPES_VIA_API:
-        raise restriction("Only birthdayProperties.type 'birthday' can be created through the API.",
-                          "birthdayProperties.type")
+        raise restriction(
+            "Only birthdayProperties.type 'birthday' can be created through the API.", "birthdayProperties.type"
+        )
 
 
 def check_update(existing: dict[str, Any], data: dict[str, Any]) -> None:
@@ -125,8 +146,10 @@ def check_update(existing: dict[str, Any], data: dict[str, Any]) -> None:
         if key == "extendedProperties" and "extendedProperties" in allowed:
             if (existing.get(key) or {}).get("shared") == (data.get(key) or {}).get("shared"):
                 continue
-            raise restriction(f"Shared extended properties cannot be changed on events of type {event_type}.",
-                              "extendedProperties.shared")
+            raise restriction(
+                f"Shared extended properties cannot be changed on events of type {event_type}.",
+                "extendedProperties.shared",
+            )
         if key not in allowed:
             raise restriction(f"The field {key} cannot be changed on events of type {event_type}.", key)
 

@@ -9,10 +9,19 @@ from tests.standin.helpers import ALICE, error_of, timed
 
 BOB = "bob@example.com"
 START, END = "2024-05-01T10:00:00Z", "2024-05-01T11:00:00Z"
-FORBIDDEN_BODY = {"error": {"errors": [{
-    "domain": "calendar", "reason": "forbiddenForNonOrganizer",
-    "message": "Shared properties can only be changed by the organizer of the event."}], "code": 403,
-    "message": "Shared properties can only be changed by the organizer of the event."}}
+FORBIDDEN_BODY = {
+    "error": {
+        "errors": [
+            {
+                "domain": "calendar",
+                "reason": "forbiddenForNonOrganizer",
+                "message": "Shared properties can only be changed by the organizer of the event.",
+            }
+        ],
+        "code": 403,
+        "message": "Shared properties can only be changed by the organizer of the event.",
+    }
+}
 
 
 @pytest.fixture
@@ -27,8 +36,14 @@ def bob(google):
 
 
 def invite(alice, **extra) -> dict:
-    return alice.events().insert(calendarId="primary", body=timed(
-        START, END, summary="Pitch", attendees=[{"email": ALICE}, {"email": BOB}], **extra)).execute()
+    return (
+        alice.events()
+        .insert(
+            calendarId="primary",
+            body=timed(START, END, summary="Pitch", attendees=[{"email": ALICE}, {"email": BOB}], **extra),
+        )
+        .execute()
+    )
 
 
 def test_guest_gets_a_copy_with_the_organiser_and_self_flags(alice, bob) -> None:
@@ -46,8 +61,12 @@ def test_guest_gets_a_copy_with_the_organiser_and_self_flags(alice, bob) -> None
 
 def test_guest_cannot_change_shared_fields(alice, bob) -> None:
     event = invite(alice)
-    for change in ({"summary": "Mine now"}, {"location": "Bar"}, {"extendedProperties": {"shared": {"x": "1"}}},
-                   {"attendees": [{"email": ALICE}, {"email": BOB}, {"email": "carol@example.com"}]}):
+    for change in (
+        {"summary": "Mine now"},
+        {"location": "Bar"},
+        {"extendedProperties": {"shared": {"x": "1"}}},
+        {"attendees": [{"email": ALICE}, {"email": BOB}, {"email": "carol@example.com"}]},
+    ):
         with pytest.raises(HttpError) as excinfo:
             bob.events().patch(calendarId="primary", eventId=event["id"], body=change).execute()
         assert error_of(excinfo) == (403, FORBIDDEN_BODY)
@@ -70,11 +89,23 @@ def test_update_without_guests_can_fields_is_forbidden(alice, bob) -> None:
 def test_guest_answer_reaches_the_organiser_and_per_copy_fields_stay_per_copy(alice, bob) -> None:
     event = invite(alice)
     copy = bob.events().get(calendarId="primary", eventId=event["id"]).execute()
-    attendees = [dict(a, responseStatus="accepted", comment="See you") if a.get("self") else a
-                 for a in copy["attendees"]]
-    answered = bob.events().patch(calendarId="primary", eventId=event["id"], body={
-        "attendees": attendees, "colorId": "4", "extendedProperties": {"private": {"bobs": "1"}},
-        "reminders": {"useDefault": False, "overrides": [{"method": "email", "minutes": 60}]}}).execute()
+    attendees = [
+        dict(a, responseStatus="accepted", comment="See you") if a.get("self") else a for a in copy["attendees"]
+    ]
+    answered = (
+        bob.events()
+        .patch(
+            calendarId="primary",
+            eventId=event["id"],
+            body={
+                "attendees": attendees,
+                "colorId": "4",
+                "extendedProperties": {"private": {"bobs": "1"}},
+                "reminders": {"useDefault": False, "overrides": [{"method": "email", "minutes": 60}]},
+            },
+        )
+        .execute()
+    )
     assert answered["colorId"] == "4" and answered["extendedProperties"]["private"] == {"bobs": "1"}
     organiser = alice.events().get(calendarId="primary", eventId=event["id"]).execute()
     bob_entry = next(a for a in organiser["attendees"] if a["email"] == BOB)
@@ -123,10 +154,20 @@ def test_guest_delete_declines(alice, bob) -> None:
 
 
 def test_recurring_invitation_and_exception_reach_the_guest(alice, bob) -> None:
-    series = alice.events().insert(calendarId="primary", body={
-        "summary": "Weekly", "attendees": [{"email": BOB}], "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=3"],
-        "start": {"dateTime": "2024-05-06T09:00:00", "timeZone": "UTC"},
-        "end": {"dateTime": "2024-05-06T10:00:00", "timeZone": "UTC"}}).execute()
+    series = (
+        alice.events()
+        .insert(
+            calendarId="primary",
+            body={
+                "summary": "Weekly",
+                "attendees": [{"email": BOB}],
+                "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=3"],
+                "start": {"dateTime": "2024-05-06T09:00:00", "timeZone": "UTC"},
+                "end": {"dateTime": "2024-05-06T10:00:00", "timeZone": "UTC"},
+            },
+        )
+        .execute()
+    )
     instances = bob.events().instances(calendarId="primary", eventId=series["id"]).execute()["items"]
     assert len(instances) == 3
     alice.events().patch(calendarId="primary", eventId=instances[1]["id"], body={"summary": "Moved"}).execute()

@@ -10,9 +10,12 @@ from googleapiclient.errors import HttpError
 from tests.standin.helpers import ALICE, Receiver, error_of, timed
 
 START, END = "2024-05-01T10:00:00Z", "2024-05-01T11:00:00Z"
-SERIES = {"summary": "Standup", "recurrence": ["RRULE:FREQ=DAILY;COUNT=5"],
-          "start": {"dateTime": "2024-05-06T09:00:00", "timeZone": "Europe/Berlin"},
-          "end": {"dateTime": "2024-05-06T09:15:00", "timeZone": "Europe/Berlin"}}
+SERIES = {
+    "summary": "Standup",
+    "recurrence": ["RRULE:FREQ=DAILY;COUNT=5"],
+    "start": {"dateTime": "2024-05-06T09:00:00", "timeZone": "Europe/Berlin"},
+    "end": {"dateTime": "2024-05-06T09:15:00", "timeZone": "Europe/Berlin"},
+}
 
 
 @pytest.fixture
@@ -32,8 +35,9 @@ def test_this_and_following_splits_the_series(google, service, receiver) -> None
     instances = service.events().instances(calendarId="primary", eventId=series["id"]).execute()["items"]
     service.events().patch(calendarId="primary", eventId=instances[3]["id"], body={"summary": "late"}).execute()
     token = service.events().list(calendarId="primary").execute()["nextSyncToken"]
-    service.events().watch(calendarId="primary", body={"id": "split", "type": "web_hook",
-                                                       "address": receiver.url}).execute()
+    service.events().watch(
+        calendarId="primary", body={"id": "split", "type": "web_hook", "address": receiver.url}
+    ).execute()
     new = google.control.split_series(ALICE, series["id"], instances[2]["id"], {"summary": "Standup v2"})
     google.control.flush()
     assert new["id"] == f"{series['id']}_R20240508T070000" and new["iCalUID"] == f"{new['id']}@google.com"
@@ -49,16 +53,32 @@ def test_this_and_following_splits_the_series(google, service, receiver) -> None
     assert fetched["recurringEventId"] == new["id"]
     changes = service.events().list(calendarId="primary", syncToken=token).execute()["items"]
     assert {(c["id"], c["status"]) for c in changes} == {
-        (series["id"], "confirmed"), (new["id"], "confirmed"), (instances[3]["id"], "cancelled")}
+        (series["id"], "confirmed"),
+        (new["id"], "confirmed"),
+        (instances[3]["id"], "cancelled"),
+    }
     assert "exists" in receiver.states()
 
 
 def test_split_all_day_series_and_splitting_at_the_first_instance(google, service) -> None:
-    series = service.events().insert(calendarId="primary", body={
-        "summary": "Trip", "start": {"date": "2024-05-06"}, "end": {"date": "2024-05-07"},
-        "recurrence": ["RRULE:FREQ=WEEKLY"]}).execute()
-    instances = service.events().instances(calendarId="primary", eventId=series["id"],
-                                           timeMax="2024-06-01T00:00:00Z").execute()["items"]
+    series = (
+        service.events()
+        .insert(
+            calendarId="primary",
+            body={
+                "summary": "Trip",
+                "start": {"date": "2024-05-06"},
+                "end": {"date": "2024-05-07"},
+                "recurrence": ["RRULE:FREQ=WEEKLY"],
+            },
+        )
+        .execute()
+    )
+    instances = (
+        service.events()
+        .instances(calendarId="primary", eventId=series["id"], timeMax="2024-06-01T00:00:00Z")
+        .execute()["items"]
+    )
     new = google.control.split_series(ALICE, series["id"], instances[1]["id"])
     assert new["id"] == f"{series['id']}_R20240513" and new["start"] == {"date": "2024-05-13"}
     original = service.events().get(calendarId="primary", eventId=series["id"]).execute()
@@ -93,18 +113,23 @@ def test_patch_leaving_an_odd_google_field_alone_succeeds(google, service) -> No
     patched = service.events().patch(calendarId="primary", eventId=odd["id"], body={"summary": "renamed"}).execute()
     assert patched["summary"] == "renamed" and "timeZone" not in patched["end"]
     with pytest.raises(HttpError) as excinfo:
-        service.events().patch(calendarId="primary", eventId=odd["id"],
-                               body={"end": {"dateTime": "2024-05-06T09:30:00+02:00"}}).execute()
+        service.events().patch(
+            calendarId="primary", eventId=odd["id"], body={"end": {"dateTime": "2024-05-06T09:30:00+02:00"}}
+        ).execute()
     assert error_of(excinfo)[0] == 400
     with pytest.raises(HttpError) as excinfo:  # the API itself still refuses to create such a series
-        service.events().insert(calendarId="primary", body=dict(
-            SERIES, end={"dateTime": "2024-05-06T09:15:00+02:00"})).execute()
+        service.events().insert(
+            calendarId="primary", body=dict(SERIES, end={"dateTime": "2024-05-06T09:15:00+02:00"})
+        ).execute()
     assert error_of(excinfo)[0] == 400
 
 
 def test_attendee_resource_is_kept(service) -> None:
     room = {"email": "room-1@resource.calendar.google.com", "resource": True, "responseStatus": "accepted"}
-    event = service.events().insert(calendarId="primary", body=timed(
-        START, END, attendees=[room, {"email": "bob@example.org"}])).execute()
+    event = (
+        service.events()
+        .insert(calendarId="primary", body=timed(START, END, attendees=[room, {"email": "bob@example.org"}]))
+        .execute()
+    )
     patched = service.events().patch(calendarId="primary", eventId=event["id"], body={"summary": "x"}).execute()
     assert patched["attendees"][0] == room
