@@ -307,9 +307,14 @@ class EventStore:
                     parsed = parse_event_time(value, key, calendar.tz)
                 except ApiError:
                     continue
-                if isinstance(parsed, datetime):
-                    local = parsed.astimezone(calendar.tz).isoformat()
-                    out[key] = dict(value, dateTime=local[:-6] + "Z" if local.endswith("+00:00") else local)
+                if not isinstance(parsed, datetime):
+                    continue
+                local_dt = parsed.astimezone(calendar.tz)
+                written_offset = datetime.fromisoformat(value["dateTime"].upper().replace("Z", "+00:00")).utcoffset()
+                if written_offset == local_dt.utcoffset() and not self.options.rerender_matching_offsets:
+                    continue  # already in the calendar's offset: returned as stored (option above)
+                local = local_dt.isoformat()
+                out[key] = dict(value, dateTime=local[:-6] + "Z" if local.endswith("+00:00") else local)
         return out
 
     # -- change log ------------------------------------------------------------------------------------------------

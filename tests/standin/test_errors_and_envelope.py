@@ -171,3 +171,13 @@ def test_datetime_rendered_in_the_calendar_offset(google) -> None:
     google.control.set_options(render_in_calendar_offset=False)
     fetched = service.events().get(calendarId="primary", eventId=created["id"]).execute()
     assert fetched["start"]["dateTime"].startswith("2024-05-01T10:00:00")  # as stored: local wall time
+
+
+def test_values_already_in_the_calendar_offset_switch(google, service) -> None:
+    body = {"start": {"dateTime": "2024-05-01T12:00:00+02:00"}, "end": {"dateTime": "2024-05-01T10:00:00+00:00"}}
+    created = service.events().insert(calendarId="primary", body=body).execute()
+    assert (created["start"], created["end"]) == ({"dateTime": "2024-05-01T10:00:00Z"},
+                                                  {"dateTime": "2024-05-01T10:00:00+00:00"})
+    google.control.set_options(rerender_matching_offsets=True)
+    fetched = service.events().get(calendarId="primary", eventId=created["id"]).execute()
+    assert fetched["end"] == {"dateTime": "2024-05-01T10:00:00Z"}
