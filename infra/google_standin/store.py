@@ -416,6 +416,7 @@ class EventStore:
         https://developers.google.com/workspace/calendar/api/guides/errors ("403: Forbidden for non-organizer")
         and the events reference (guestsCanModify: "Whether attendees other than the organizer can modify the
         event"; extendedProperties.private: "private to the copy of the event that appears on this calendar").
+        The error body is the one Google answers (quoted whole in github.com/kewisch/gdata-provider/issues/426).
         """
         me = calendar.owner
         origin = self.calendars.get(current["_origin"])
