@@ -46,7 +46,10 @@ def test_no_token_in_plaintext_after_a_full_flow(world: Any, logs: Any, capfd: A
     consent = requests.get(start.json()["authorization_url"], allow_redirects=False, timeout=30)
     assert consent.status_code == 302, consent.text
     query = urllib.parse.urlsplit(consent.headers["Location"]).query
-    connected = requests.get(w.url("oauth_callback") + "?" + query, timeout=60)
+    handoff = requests.get(w.url("oauth_callback") + "?" + query, timeout=60, allow_redirects=False)
+    assert handoff.status_code == 200, handoff.text
+    connected = requests.post(w.url("oauth_callback"), headers=auth, timeout=60,
+                              json={"code": handoff.json()["google_code"], "state": handoff.json()["google_state"]})
     assert connected.status_code == 200, connected.text
 
     enabled = requests.post(w.url("sync_enable"), headers=auth, json={}, timeout=60)

@@ -204,7 +204,9 @@ CALLBACK_CASES = [
     Case("callback-expired-state", "oauth_callback",
          callback(lambda w: {"state": w.users["user-a"]["state"], "code": "abc"}), 400, "invalid_state",
          prepare=lambda w: (real_state(w), w.clock.advance(3 * 3600))[1]),
-    Case("callback-post", "oauth_callback", callback({"state": "x"}, "POST"), 405, "method_not_allowed"),
+    Case("callback-put", "oauth_callback", callback({"state": "x"}, "PUT"), 405, "method_not_allowed"),
+    Case("callback-post-without-id-token", "oauth_callback", callback({"state": "x"}, "POST"), 401,
+         "unauthenticated"),
 ]
 
 RENEW_CASES = [
