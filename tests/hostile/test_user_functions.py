@@ -209,6 +209,18 @@ CALLBACK_CASES = [
          "unauthenticated"),
 ]
 
+# 20,000 levels of nesting is 40 KB, under the 64 KB size limit; Python's parser gives up with a RecursionError.
+DEEP_JSON = '{"calendar_ids":' + "[" * 20_000 + "]" * 20_000 + "}"
+
+DEEP_JSON_CASES = [
+    Case("sync_enable-deeply-nested", "sync_enable", authed("POST", DEEP_JSON), 400, "bad_request"),
+    Case("sync_disable-deeply-nested", "sync_disable", authed("POST", DEEP_JSON), 400, "bad_request"),
+    Case("oauth_disconnect-deeply-nested", "oauth_disconnect", authed("POST", DEEP_JSON), 400, "bad_request"),
+    Case("oauth_callback-post-deeply-nested", "oauth_callback", authed("POST", DEEP_JSON), 400, "bad_request"),
+    Case("renew-deeply-nested", "renew", lambda w: Req("POST", {"Content-Type": "application/json"}, DEEP_JSON),
+         400, "bad_request"),
+]
+
 RENEW_CASES = [
     Case("renew-put", "renew", lambda w: Req("PUT", {"Content-Type": "application/json"}, "{}"), 405,
          "method_not_allowed"),
@@ -227,7 +239,7 @@ RENEW_CASES = [
          "unsupported_media_type"),
 ]
 
-ALL_CASES = TOKEN_CASES + BODY_CASES + CALLBACK_CASES + RENEW_CASES
+ALL_CASES = TOKEN_CASES + BODY_CASES + CALLBACK_CASES + RENEW_CASES + DEEP_JSON_CASES
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=str)
