@@ -96,6 +96,10 @@ def test_no_token_in_plaintext_after_a_full_flow(world: Any, logs: Any, capfd: A
     assert "google account connected" in logged  # the capture does see the functions' logs
     for secret, what in secrets.items():
         assert secret not in logged, f"a {what} appears in the logs"
+    # The OAuth code and state travelled in the callback's query string: no access line or log record repeats them.
+    for value, what in ((handoff.json()["google_code"], "OAuth code"), (handoff.json()["google_state"], "OAuth state")):
+        assert urllib.parse.quote(value, safe="") not in logged and value not in logged, f"the {what} is logged"
+    assert "\x1b[" not in logged, "ANSI colour codes in a log line"
     for answer in (start, connected, enabled, status, renewed, disconnected):
         text = answer.text + json.dumps(dict(answer.headers))
         for secret, what in secrets.items():
