@@ -11,13 +11,14 @@ import pytest
 import requests
 
 from shared.context import AppContext
-from shared.models import EVENTS, GOOGLE_ACCOUNTS
+from shared.models import EVENTS
 from shared.oauth import OAUTH_STATES
 from tests.lifecycle.conftest import Api, SkewClock
 from tests.lifecycle.helpers import refresh_token_of
 
 VICTIM = "victim@example.com"
 ATTACKER = "mallory@example.com"
+GOOGLE_ACCOUNTS = "google_accounts"
 RETURN_URL = "https://crm.example.com/settings/calendar?tab=google"
 
 
