@@ -356,6 +356,7 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
     from shared import lifecycle
 
     now = ctx.clock()
+    existing = ctx.store.get_integration(user_id)
     holder = ctx.store.claim_google_account(subject, user_id, account_email, now)
     if holder != user_id:
         revoke_token(ctx, refresh_token)
@@ -367,38 +368,42 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
             "disconnect it there first or choose another Google account",
             account_email=account_email,
         )
-    existing = ctx.store.get_integration(user_id)
-    previous_subject = existing.account_subject if existing else None
-    account_changed = bool(
-        existing
-        and (
-            (previous_subject and previous_subject != subject)
-            or (existing.account_email and existing.account_email != account_email)
+    try:
+        previous_subject = existing.account_subject if existing else None
+        account_changed = bool(
+            existing
+            and (
+                (previous_subject and previous_subject != subject)
+                or (existing.account_email and existing.account_email != account_email)
+            )
         )
-    )
-    if existing is not None and account_changed:
-        # Another Google account: the old account's calendars and channels no longer apply.
-        lifecycle.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
-        if previous_subject:
-            ctx.store.release_google_account(previous_subject, user_id)
-    ciphertext, key_id = ctx.cipher.encrypt(refresh_token, owner=user_id)
-    integration = Integration(
-        user_id=user_id,
-        status=IntegrationStatus.CONNECTED,
-        account_email=account_email,
-        account_subject=subject,
-        scopes=scopes,
-        refresh_token_ciphertext=ciphertext,
-        key_id=key_id,
-        target_calendar_id=(existing.target_calendar_id if existing and not account_changed else account_email),
-        send_updates=existing.send_updates if existing else None,
-        reauth_reason=None,
-        connected_at=now,
-        updated_at=now,
-    )
-    if integration.target_calendar_id == "primary":
-        integration = integration.model_copy(update={"target_calendar_id": account_email})
-    ctx.store.save_integration(integration)
+        if existing is not None and account_changed:
+            # Another Google account: the old account's calendars and channels no longer apply.
+            lifecycle.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
+            if previous_subject:
+                ctx.store.release_google_account(previous_subject, user_id)
+        ciphertext, key_id = ctx.cipher.encrypt(refresh_token, owner=user_id)
+        integration = Integration(
+            user_id=user_id,
+            status=IntegrationStatus.CONNECTED,
+            account_email=account_email,
+            account_subject=subject,
+            scopes=scopes,
+            refresh_token_ciphertext=ciphertext,
+            key_id=key_id,
+            target_calendar_id=(existing.target_calendar_id if existing and not account_changed else account_email),
+            send_updates=existing.send_updates if existing else None,
+            reauth_reason=None,
+            connected_at=now,
+            updated_at=now,
+        )
+        if integration.target_calendar_id == "primary":
+            integration = integration.model_copy(update={"target_calendar_id": account_email})
+        ctx.store.save_integration(integration)
+    except Exception:
+        if existing is None or existing.account_subject != subject:  # a claim made by this attempt: give it back
+            ctx.store.release_google_account(subject, user_id)
+        raise
     ctx.forget_calendar_client(user_id)
     previous_revoked = _revoke_replaced_token(ctx, existing, user_id)
     reconnected = existing is not None
