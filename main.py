@@ -14,9 +14,12 @@ Entry point -> adapter:
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 import functions_framework
+from cloudevents.exceptions import DataUnmarshallerError  # already loaded by functions_framework
 
 
 @functions_framework.http
@@ -73,6 +76,23 @@ def renew(request: Any) -> Any:
     from functions.renew import handle_renew
 
     return handle_renew(request)
+
+
+@functions_framework.errorhandler(DataUnmarshallerError)
+def unreadable_cloud_event(error: Exception) -> Any:
+    """A CloudEvent whose data functions-framework cannot parse (JSON nested thousands deep fits the size limit and
+    exhausts the parser's stack) is the sender's error: a 400 that changes nothing, not a crash with a traceback."""
+    from shared.logs import configure_logging, log_event
+
+    configure_logging()
+    log_event(
+        logging.getLogger("functions.push"),
+        "push trigger rejected: unreadable CloudEvent data",
+        level=logging.WARNING,
+        error=type(error.__cause__ or error).__name__,
+    )
+    body = {"error": {"code": "bad_request", "message": "the CloudEvent's data could not be parsed"}}
+    return json.dumps(body), 400, {"Content-Type": "application/json"}
 
 
 @functions_framework.cloud_event

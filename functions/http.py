@@ -56,6 +56,8 @@ def parse_json_body(request: Any, model: type[ModelT], *, allow_empty: bool = Fa
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("the body is not valid JSON") from exc
+    except RecursionError as exc:  # `[[[[...` thousands deep fits in the size limit and exhausts the parser's stack
+        raise BadRequest("the body is nested too deeply") from exc
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     try:

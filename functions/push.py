@@ -104,7 +104,7 @@ def payload_from_data(data: Any, content_type: str | None) -> DocumentEventPaylo
             message_type = document_event_data_type()
             message = message_type.deserialize(bytes(data))
             return DocumentEventPayload.model_validate(json.loads(message_type.to_json(message)))
-    except (ValueError, TypeError, ValidationError, DecodeError) as exc:
+    except (ValueError, TypeError, RecursionError, ValidationError, DecodeError) as exc:
         log_event(
             logger,
             "push trigger payload unreadable; using subject only",

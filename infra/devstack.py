@@ -26,6 +26,7 @@ MAIN = ROOT / "main.py"
 logger = logging.getLogger("infra.devstack")
 DEMO_EMAIL = "demo@example.com"
 DEMO_USER = "demo-user"
+CRM_PAGE = "crm_settings"  # the local CRM settings page (infra/crm_page.py), not a function
 
 
 def entry_points() -> dict[str, str]:
@@ -95,7 +96,7 @@ def configure_environment(*, project: str, standin: Any, functions_url: str) -> 
             "ID_TOKEN_ISSUER": f"https://securetoken.google.com/{project}",
             "ID_TOKEN_AUDIENCE": project,
             "ID_TOKEN_CERTS_URL": standin.certs_url,
-            "OAUTH_RETURN_URL": f"{functions_url}/sync_status",
+            "OAUTH_RETURN_URL": f"{functions_url}/{CRM_PAGE}",
             "SCHEDULER_OIDC_AUDIENCE": f"{functions_url}/renew",
             "SCHEDULER_OIDC_CERTS_URL": standin.certs_url,
             "SCHEDULER_INVOKER_EMAIL": f"local-scheduler@{project}.iam.gserviceaccount.com",
@@ -118,7 +119,8 @@ Local stack is up (Ctrl-C stops everything).
 Walkthrough, as the CRM user '{DEMO_USER}' whose Google account is {DEMO_EMAIL}:
   export DEMO_ID_TOKEN=$(cat {token_file.relative_to(ROOT)})      # a 1-hour ID token the stand-in signed
   1. Connect Google:  curl -s {auth} -H 'Accept: application/json' {functions_url}/oauth_start
-     then open the returned authorization_url (the stand-in consents as {DEMO_EMAIL} and redirects to the callback).
+     then open the returned authorization_url in a browser: the stand-in consents as {DEMO_EMAIL}, the callback
+     returns you to the local CRM page {functions_url}/{CRM_PAGE}, which finishes with the demo user's ID token.
   2. Enable sync:     curl -s {auth} -H 'Content-Type: application/json' -d '{{}}' {functions_url}/sync_enable
   3. Edit in Google:  curl -s -H 'Content-Type: application/json' {control}/calendars/{DEMO_EMAIL}/events \\
         -d '{{"summary":"Call with ACME","start":{{"dateTime":"2027-01-05T10:00:00Z"}},'\\
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from werkzeug.serving import make_server
 
+    from infra.access_log import AccessLogRequestHandler
     from infra.firestore_emulator import existing_or_new
     from infra.google_standin.server import start_standin
 
@@ -159,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         standin.control.set_current_user(DEMO_EMAIL)
         standin.control.register_client(standin.client_id, standin.client_secret, [f"{functions_url}/oauth_callback"])
 
-        server = make_server("127.0.0.1", args.port, PathDispatcher(build_function_apps()), threaded=True)
+        dispatcher = PathDispatcher(build_function_apps())
+        server = make_server(
+            "127.0.0.1",
+            args.port,
+            dispatcher,
+            threaded=True,
+            request_handler=AccessLogRequestHandler,
+        )
         threading.Thread(target=server.serve_forever, name="functions", daemon=True).start()
         cleanups.append(server.shutdown)
 
@@ -176,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         id_token = standin.control.mint_id_token(
             DEMO_USER, args.project, issuer=f"https://securetoken.google.com/{args.project}", email=DEMO_EMAIL
         )
+        from infra.crm_page import crm_settings_page
+
+        dispatcher.apps[CRM_PAGE] = crm_settings_page(id_token, f"{functions_url}/oauth_callback")
         log_event(logger, "local stack started", functions_url=functions_url, standin_url=standin.base_url)
         token_file = ROOT / ".run" / "demo-id-token"
         token_file.write_text(id_token)

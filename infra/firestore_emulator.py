@@ -7,7 +7,6 @@ port and stopped by its own process group so no Java process outlives the run.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -18,6 +17,8 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+
+from shared.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def start_emulator(port: int | None = None, log_path: str | None = None, timeout
             emulator.stop()
             raise EmulatorUnavailable(f"the Firestore emulator exited with code {process.returncode}. {INSTALL_HINT}")
         if _is_up(host):
-            logger.info(json.dumps({"message": "firestore emulator started", "host": host, "pid": process.pid}))
+            log_event(logger, "firestore emulator started", host=host, pid=process.pid)
             return emulator
         time.sleep(0.25)
     emulator.stop()

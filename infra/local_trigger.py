@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.logs import log_event
+
 logger = logging.getLogger("infra.local_trigger")
 
 EVENT_TYPE = "google.cloud.firestore.document.v1.written"
@@ -165,7 +167,7 @@ class LocalTrigger:
         self._watch = self._client.collection(COLLECTION).on_snapshot(self._on_snapshot)
         if not self._ready.wait(30):
             raise RuntimeError("the Firestore listener did not deliver its initial snapshot")
-        logger.info(json.dumps({"message": "local trigger listening", "project": self.project_id}))
+        log_event(logger, "local trigger listening", project=self.project_id)
         return self
 
     def _on_snapshot(self, _snapshots: Any, changes: Any, _read_time: Any) -> None:
@@ -222,14 +224,12 @@ class LocalTrigger:
                     with self._lock:
                         self.delivered += 1
                     if response.status_code >= 400:
-                        logger.warning(
-                            json.dumps(
-                                {
-                                    "message": "push_event refused the event",
-                                    "status": response.status_code,
-                                    "subject": event["subject"],
-                                }
-                            )
+                        log_event(
+                            logger,
+                            "push_event refused the event",
+                            level=logging.WARNING,
+                            status=response.status_code,
+                            subject=event["subject"],
                         )
                     return
             except requests.RequestException:
@@ -237,7 +237,7 @@ class LocalTrigger:
             time.sleep(0.2 * 2**attempt)
         with self._lock:
             self.failed += 1
-        logger.error(json.dumps({"message": "CloudEvent delivery failed", "subject": event["subject"]}))
+        log_event(logger, "CloudEvent delivery failed", level=logging.ERROR, subject=event["subject"])
 
     def caught_up(self, update_times: dict[str, Any]) -> bool:
         """Whether the listener has seen each document at (at least) the given update time: nothing it has yet to

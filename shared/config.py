@@ -46,7 +46,10 @@ ENV_VARS: dict[str, str] = {
 # The env vars that carry secrets (Secret Manager secret env vars in production).
 SECRET_ENV_VARS = frozenset({"OAUTH_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEYS"})
 
+# `openid` makes the token endpoint return an ID token whose `sub` is the Google account's stable id (one Google
+# account, one CRM user); it is a non-sensitive scope that the consent screen cannot leave unchecked.
 GOOGLE_SCOPES: tuple[str, ...] = (
+    "openid",
     "https://www.googleapis.com/auth/calendar.events",
     "https://www.googleapis.com/auth/calendar.calendarlist.readonly",
 )

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # ---------------------------------------------------------------------------------------------------------------------
 # Collection names: one place, so the store, the Terraform indexes and the policy tests agree.
 INTEGRATIONS = "integrations"
+GOOGLE_ACCOUNTS = "google_accounts"  # {Google subject id}: the CRM user a Google account is linked to
 CALENDARS = "calendars"  # subcollection of integrations/{userId}
 CHANNELS = "channels"
 EVENTS = "events"
@@ -77,6 +78,7 @@ class Integration(Stored):
     user_id: str
     status: IntegrationStatus = IntegrationStatus.DISCONNECTED
     account_email: str | None = None
+    account_subject: str | None = None  # Google's stable account id; keys the google_accounts claim
     scopes: list[str] = Field(default_factory=list)
     refresh_token_ciphertext: str | None = Field(default=None, repr=False)
     key_id: str | None = None

@@ -1,6 +1,16 @@
 """Connecting a Google account: authorization URL with signed state and PKCE, code exchange, token revocation.
 
 Why this shape:
+- The flow is bound to the CRM user who finishes it, not only to the one who started it (login CSRF): Google's
+  redirect only carries `code` and `state` back to the CRM page, and the exchange happens when that page presents the
+  same user's ID token (`complete_connection(..., user_id=...)`). A consent URL started by one user and opened by
+  another is refused with 403 `oauth_user_mismatch` and links nothing. A `__Host-` cookie was rejected: oauth_start
+  is reached by a cross-site `fetch()` (CRM origin -> the gateway's host), whose `SameSite=Lax` cookies browsers drop
+  and whose `SameSite=None` cookies are third-party cookies that Safari and Firefox block by default.
+- One Google account belongs to one CRM user: `google_accounts/{sub}` (Google's stable subject id, from the ID token
+  the token endpoint returns for the `openid` scope) is created if absent at the first link and deleted on
+  disconnect; a second CRM user linking the same account gets 409 and the fresh token is revoked.
+- A reconnect revokes the refresh token it replaces (same or another Google account).
 - `state` is `v1.<payload>.<hmac>`: the payload names the CRM user, a nonce and an expiry (10 minutes); the HMAC key is
   derived from the token encryption key (`cipher.derive_key("oauth-state")`), so no extra secret is needed. Tampering,
   expiry or a replay are a 400 and change nothing.
@@ -15,6 +25,7 @@ Why this shape:
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -26,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.config import GOOGLE_SCOPES
-from shared.errors import BadRequest, Forbidden, GoogleTransientError, SyncError
+from shared.errors import BadRequest, Conflict, Forbidden, GoogleTransientError, SyncError
 from shared.logs import log_event
 from shared.models import Integration, IntegrationStatus
 
@@ -51,6 +62,18 @@ REQUIRED_CAPABILITIES: dict[str, frozenset[str]] = {
 
 class InvalidState(BadRequest):
     code = "invalid_state"
+
+
+class StateUserMismatch(Forbidden):
+    """The consent was started by another CRM user than the one completing it (login CSRF)."""
+
+    code = "oauth_user_mismatch"
+
+
+class AccountAlreadyLinked(Conflict):
+    """The Google account is already connected to another CRM user."""
+
+    code = "google_account_in_use"
 
 
 class OAuthExchangeError(SyncError):
@@ -257,16 +280,60 @@ class ConnectResult:
     account_changed: bool
 
 
-def complete_connection(
-    ctx: AppContext, state: str | None, code: str | None, error: str | None = None
-) -> ConnectResult:
-    """The OAuth callback's work: verify and consume state, exchange the code, store the encrypted refresh token."""
+def google_subject(ctx: AppContext, token_body: dict[str, Any]) -> str:
+    """The Google account's stable subject id (`sub`) from the ID token in the token endpoint's answer.
+
+    The ID token came straight from Google's token endpoint over TLS, so its issuer is known without checking the
+    signature (OpenID Connect Core 3.1.3.7; "Obtain user information from the ID token" on Google's OpenID Connect
+    page); its audience must still be our client.
+    """
+    id_token = token_body.get("id_token")
+    try:
+        claims = json.loads(_unb64(str(id_token).split(".")[1])) if id_token else None
+    except (ValueError, IndexError, UnicodeDecodeError):
+        claims = None
+    if not isinstance(claims, dict) or claims.get("aud") != ctx.settings.oauth_client_id or not claims.get("sub"):
+        raise OAuthExchangeError("Google returned no usable ID token (the openid scope was not granted)")
+    return str(claims["sub"])
+
+
+def _refuse_other_users_flow(ctx: AppContext, claims: StateClaims, user_id: str) -> None:
+    """Burn the state and refuse: the consent was started by another CRM user (a login CSRF attempt)."""
+    with contextlib.suppress(InvalidState):
+        consume_state(ctx, claims)
+    log_event(
+        logger,
+        "oauth flow finished by another user refused",
+        level=logging.WARNING,
+        user_id=user_id,
+        started_by=claims.user_id,
+    )
+    raise StateUserMismatch(
+        "this Google connection was started by another CRM user; start again from your own settings page"
+    )
+
+
+def _revoke_replaced_token(ctx: AppContext, existing: Integration | None, user_id: str) -> bool:
+    """Revoke the refresh token a reconnect replaced, so it can no longer mint access tokens."""
+    if existing is None or not existing.refresh_token_ciphertext:
+        return False
+    try:
+        old_token = ctx.cipher.decrypt(existing.refresh_token_ciphertext, owner=user_id)
+    except SyncError:
+        return False
+    revoked = revoke_token(ctx, old_token)
+    if not revoked:
+        log_event(logger, "replaced refresh token not revoked", level=logging.WARNING, user_id=user_id)
+    return revoked
+
+
+def complete_connection(ctx: AppContext, state: str | None, code: str | None, *, user_id: str) -> ConnectResult:
+    """Finish connecting for the signed-in `user_id`: verify and consume state, exchange the code, claim the Google
+    account, store the encrypted refresh token and revoke the one it replaces."""
     claims = verify_state(ctx, state)
+    if claims.user_id != user_id:
+        _refuse_other_users_flow(ctx, claims, user_id)
     verifier = consume_state(ctx, claims)
-    user_id = claims.user_id
-    if error:
-        log_event(logger, "oauth consent refused", user_id=user_id, reason=error[:64])
-        raise BadRequest("Google did not grant access", reason=error[:64])
     if not code or len(code) > 2048:
         raise BadRequest("the authorization code is missing")
     body = exchange_code(ctx, code, verifier)
@@ -279,34 +346,66 @@ def complete_connection(
         revoke_token(ctx, refresh_token)
         log_event(logger, "oauth scopes insufficient", level=logging.WARNING, user_id=user_id, missing=missing)
         raise Forbidden("the calendar permissions were not all granted; connect again and allow them", missing=missing)
-    account_email = primary_calendar_id(ctx, refresh_token, str(body["access_token"]), scopes)
+    try:
+        subject = google_subject(ctx, body)
+        account_email = primary_calendar_id(ctx, refresh_token, str(body["access_token"]), scopes)
+    except SyncError:
+        revoke_token(ctx, refresh_token)
+        raise
 
     from shared import lifecycle
 
     now = ctx.clock()
     existing = ctx.store.get_integration(user_id)
-    account_changed = bool(existing and existing.account_email and existing.account_email != account_email)
-    if existing is not None and account_changed:
-        # Another Google account: the old account's calendars and channels no longer apply.
-        lifecycle.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
-    ciphertext, key_id = ctx.cipher.encrypt(refresh_token, owner=user_id)
-    integration = Integration(
-        user_id=user_id,
-        status=IntegrationStatus.CONNECTED,
-        account_email=account_email,
-        scopes=scopes,
-        refresh_token_ciphertext=ciphertext,
-        key_id=key_id,
-        target_calendar_id=(existing.target_calendar_id if existing and not account_changed else account_email),
-        send_updates=existing.send_updates if existing else None,
-        reauth_reason=None,
-        connected_at=now,
-        updated_at=now,
-    )
-    if integration.target_calendar_id == "primary":
-        integration = integration.model_copy(update={"target_calendar_id": account_email})
-    ctx.store.save_integration(integration)
+    holder = ctx.store.claim_google_account(subject, user_id, account_email, now)
+    if holder != user_id:
+        revoke_token(ctx, refresh_token)
+        log_event(
+            logger, "google account already linked", level=logging.WARNING, user_id=user_id, account_email=account_email
+        )
+        raise AccountAlreadyLinked(
+            f"the Google account {account_email} is already connected to another CRM user; "
+            "disconnect it there first or choose another Google account",
+            account_email=account_email,
+        )
+    try:
+        previous_subject = existing.account_subject if existing else None
+        account_changed = bool(
+            existing
+            and (
+                (previous_subject and previous_subject != subject)
+                or (existing.account_email and existing.account_email != account_email)
+            )
+        )
+        if existing is not None and account_changed:
+            # Another Google account: the old account's calendars and channels no longer apply.
+            lifecycle.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
+            if previous_subject:
+                ctx.store.release_google_account(previous_subject, user_id)
+        ciphertext, key_id = ctx.cipher.encrypt(refresh_token, owner=user_id)
+        integration = Integration(
+            user_id=user_id,
+            status=IntegrationStatus.CONNECTED,
+            account_email=account_email,
+            account_subject=subject,
+            scopes=scopes,
+            refresh_token_ciphertext=ciphertext,
+            key_id=key_id,
+            target_calendar_id=(existing.target_calendar_id if existing and not account_changed else account_email),
+            send_updates=existing.send_updates if existing else None,
+            reauth_reason=None,
+            connected_at=now,
+            updated_at=now,
+        )
+        if integration.target_calendar_id == "primary":
+            integration = integration.model_copy(update={"target_calendar_id": account_email})
+        ctx.store.save_integration(integration)
+    except Exception:
+        if existing is None or existing.account_subject != subject:  # a claim made by this attempt: give it back
+            ctx.store.release_google_account(subject, user_id)
+        raise
     ctx.forget_calendar_client(user_id)
+    previous_revoked = _revoke_replaced_token(ctx, existing, user_id)
     reconnected = existing is not None
     if existing is not None and not account_changed:
         lifecycle.mark_calendars_due(ctx, user_id)
@@ -322,6 +421,7 @@ def complete_connection(
         key_id=key_id,
         reconnected=reconnected,
         account_changed=account_changed,
+        previous_token_revoked=previous_revoked,
     )
     return ConnectResult(integration=integration, reconnected=reconnected, account_changed=account_changed)
 
@@ -352,6 +452,8 @@ def disconnect(ctx: AppContext, user_id: str) -> dict[str, Any]:
             "updated_at": ctx.clock(),
         },
     )
+    if integration.account_subject:
+        ctx.store.release_google_account(integration.account_subject, user_id)
     ctx.forget_calendar_client(user_id)
     log_event(logger, "google account disconnected", user_id=user_id, revoked=revoked, calendars_disabled=disabled)
     return {"disconnected": True, "revoked": revoked, "calendars_disabled": disabled}

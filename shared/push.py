@@ -72,6 +72,7 @@ from shared.models import (
     IntegrationStatus,
     SyncInfo,
     SyncState,
+    crm_event_id_for_google,
     dump_for_firestore,
     google_event_id_for_crm,
 )
@@ -890,6 +891,22 @@ def with_decision_list(sync: SyncInfo, decisions: list[ConflictDecision]) -> lis
     return [*sync.decisions, *decisions][-MAX_DECISIONS:]
 
 
+def owns_google_event(event_id: str, link: GoogleLink) -> bool:
+    """True when the Google event's id derives from this CRM id, or this CRM id from the Google event (invariant 1)."""
+    return link.event_id == google_event_id_for_crm(event_id) or event_id == crm_event_id_for_google(
+        link.calendar_id, link.event_id
+    )
+
+
+def _google_event_names(client: Any, link: GoogleLink, event_id: str) -> bool:
+    """True when the Google event carries this CRM id in `extendedProperties.private.crmEventId` (one events.get)."""
+    try:
+        google_event = client.get_event(link.calendar_id, link.event_id)
+    except GoogleNotFound:
+        return False
+    return _private(google_event).get("crmEventId") == event_id
+
+
 def _push_hard_delete(
     ctx: AppContext,
     event_id: str,
@@ -899,7 +916,10 @@ def _push_hard_delete(
     now: dt.datetime,
     result: PushResult,
 ) -> PushResult:
-    """The CRM document is gone (not a tombstone): delete its Google event, unconditionally, from the old value."""
+    """The CRM document is gone (not a tombstone): delete, from the old value, the Google event it owned.
+
+    The old value is only trusted so far: a Google event whose id does not derive from this CRM id (or the reverse) and
+    that does not name it in `crmEventId` is left alone and the attempt logged (a forged or stray trigger)."""
     link = old_google_link or (old_event.google if old_event is not None else None)
     owner = old_event.owner_id if old_event is not None else None
     integration = ctx.store.get_integration(owner) if owner else None
@@ -917,8 +937,21 @@ def _push_hard_delete(
         result.outcome, result.reason = "nothing", getattr(action, "reason", "")
         return result
     assert integration is not None
+    assert link is not None
     try:
         client = ctx.calendar_client(integration)
+        if not owns_google_event(event_id, link) and not _google_event_names(client, link, event_id):
+            log_event(
+                logger,
+                "hard delete refused: the Google event is not this CRM document's",
+                level=logging.WARNING,
+                user_id=owner,
+                event_id=event_id,
+                calendar_id=link.calendar_id,
+                google_event_id=link.event_id,
+            )
+            result.outcome, result.reason = "nothing", "the old value's Google event is not this CRM document's"
+            return result
         client.delete_event(action.calendar_id, action.event_id, etag=None, send_updates=action.send_updates)
     except NeedsReauth as exc:
         ctx.mark_needs_reauth(integration.user_id, exc.message)

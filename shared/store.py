@@ -17,6 +17,7 @@ from shared.models import (
     CALENDARS,
     CHANNELS,
     EVENTS,
+    GOOGLE_ACCOUNTS,
     INTEGRATIONS,
     ChannelRoute,
     CrmEvent,
@@ -233,6 +234,33 @@ class FirestoreStore:
 
     def update_integration(self, user_id: str, fields: dict[str, Any]) -> None:
         self._update(self.integration_ref(user_id), fields)
+
+    # --- google accounts: one CRM user per Google account ------------------------------------------------------------
+    def google_account_ref(self, subject: str) -> DocumentReference:
+        return self.db.collection(GOOGLE_ACCOUNTS).document(checked_document_id(subject))
+
+    def claim_google_account(self, subject: str, user_id: str, account_email: str, now: dt.datetime) -> str:
+        """Create `google_accounts/{subject}` for this user unless it exists; returns the CRM user that holds it.
+
+        Create-if-absent, so two users linking one account at once cannot both win.
+        """
+        ref = self.google_account_ref(subject)
+        data = {"user_id": user_id, "account_email": account_email, "claimed_at": now}
+        if self.create_if_absent(ref, data):
+            return user_id
+        snapshot = self._get(ref)
+        holder = (snapshot.to_dict() or {}).get("user_id") if snapshot.exists else None
+        if holder is None:  # released between our create and read: try once more
+            return user_id if self.create_if_absent(ref, data) else str(self._get(ref).to_dict()["user_id"])
+        return str(holder)
+
+    def release_google_account(self, subject: str, user_id: str) -> bool:
+        """Delete `google_accounts/{subject}` if this user holds it (never another user's claim)."""
+        ref = self.google_account_ref(subject)
+        snapshot = self._get(ref)
+        if not snapshot.exists or (snapshot.to_dict() or {}).get("user_id") != user_id:
+            return False
+        return self.delete_document(ref, last_update_time=snapshot.update_time)
 
     # --- calendars ----------------------------------------------------------------------------------------------------
     def get_calendar(self, user_id: str, cal_key: str) -> SyncedCalendar | None:

@@ -3,6 +3,7 @@ the real webhook, trigger and functions, and Ctrl-C takes everything down, the F
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -48,6 +50,20 @@ def _answers(host: str) -> bool:
         return False
 
 
+def _assert_one_json_object_per_log_line(output: list[str], secrets: list[str]) -> None:
+    """Every log line is one JSON object with a plain message (no JSON inside JSON, no colour codes), and the OAuth
+    code and state that passed through the callback's query string appear nowhere."""
+    logged = [line for line in output if line.startswith("{")]
+    assert any('"logger": "infra.access"' in line for line in logged)
+    for line in output:
+        assert "\x1b[" not in line, line
+        assert not any(secret in line for secret in secrets), line
+    for line in logged:
+        entry = json.loads(line)
+        assert isinstance(entry["message"], str) and not entry["message"].lstrip().startswith("{"), line
+        assert "GET /oauth_callback?" not in entry["message"], line
+
+
 def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
     functions_port, standin_port = free_port(), free_port()
     project = f"devstack-{uuid.uuid4().hex[:8]}"
@@ -61,6 +77,7 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
     threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
     seen: list[str] = []
     emulator_host = ""
+    secrets_in_query: list[str] = []
     try:
         deadline = time.monotonic() + 120
         while not any("Local stack is up" in line for line in seen):
@@ -87,7 +104,18 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         consent = requests.get(start.json()["authorization_url"], allow_redirects=False, timeout=30)
         assert consent.status_code == 302
         callback = requests.get(consent.headers["Location"], allow_redirects=False, timeout=60)
-        assert callback.status_code in (200, 302, 303), callback.text
+        assert callback.status_code == 302, callback.text
+        # The browser lands on the local CRM page, which posts code and state back with the user's ID token.
+        landing = urllib.parse.urlsplit(callback.headers["Location"])
+        page = requests.get(landing._replace(fragment="").geturl(), timeout=30)
+        assert page.status_code == 200 and "text/html" in page.headers["Content-Type"], page.text
+        assert "oauth_callback" in page.text
+        handoff = dict(urllib.parse.parse_qsl(landing.fragment))
+        secrets_in_query = [handoff["google_code"], handoff["google_state"]]
+        finished = requests.post(f"{functions}/oauth_callback", headers=auth, timeout=60,
+                                 json={"code": handoff["google_code"], "state": handoff["google_state"]})
+        assert finished.status_code == 200, finished.text
+        assert finished.json()["connected"] is True
 
         # 2. Enable sync.
         enable = requests.post(f"{functions}/sync_enable", json={}, headers=auth, timeout=60)
@@ -139,5 +167,8 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
             os.killpg(process.pid, signal.SIGKILL)
             raise
     assert code == 0
+    while not lines.empty():
+        seen.append(lines.get())
+    _assert_one_json_object_per_log_line(seen, secrets_in_query)
     assert emulator_host
     assert not _answers(emulator_host), "the emulator outlived make run"

@@ -76,6 +76,11 @@ class AuthCode:
     used: bool = False
 
 
+def account_subject(email: str) -> str:
+    """A Google account's `sub`: a stable decimal id that is not the email (the email of an account can change)."""
+    return "1" + str(int.from_bytes(hashlib.sha256(email.lower().encode()).digest()[:8], "big")).zfill(20)
+
+
 def _normalise_scopes(scopes: list[str] | str | None) -> list[str]:
     if scopes is None:
         return list(DEFAULT_SCOPES)
@@ -202,8 +207,8 @@ class OAuthServer:
         if code.offline:
             body["refresh_token"] = self.issue_refresh_token(code.email, client.client_id, code.scopes).token
         if "openid" in code.scopes:
-            body["id_token"] = self.mint_id_token(code.email, client.client_id, issuer="https://accounts.google.com",
-                                                  email=code.email)
+            body["id_token"] = self.mint_id_token(account_subject(code.email), client.client_id,
+                                                  issuer="https://accounts.google.com", email=code.email)
         return body, code.email
 
     def _refresh(self, form: dict[str, str]) -> tuple[dict[str, Any], str]:
@@ -246,8 +251,15 @@ class OAuthServer:
             return record
 
     def revoke(self, token: str) -> bool:
-        """Revoke a refresh token (and its access tokens) or an access token; False when unknown."""
+        """Revoke a refresh token (and its access tokens) or an access token; False when unknown.
+
+        As Google's "Revoking a token" (developers.google.com/identity/protocols/oauth2/web-server#tokenrevoke):
+        revoking an access token that has a corresponding refresh token revokes that refresh token too.
+        """
         with self.lock:
+            access = self.access_tokens.get(token)
+            if access is not None and access.refresh_token in self.refresh_tokens:
+                token = access.refresh_token
             if token in self.refresh_tokens:
                 self.refresh_tokens[token].revoked = True
                 for access in self.access_tokens.values():

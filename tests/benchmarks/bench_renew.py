@@ -34,11 +34,13 @@ def _receiver() -> tuple[str, Any]:
     """A webhook that answers 200 (the stand-in's first `sync` message needs somewhere to go)."""
     from werkzeug.serving import make_server
 
+    from infra.access_log import AccessLogRequestHandler
+
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("200 OK", [("Content-Length", "0")])
         return [b""]
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=AccessLogRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_port}/", server
 

@@ -92,3 +92,43 @@ def test_push_trigger_rejects_are_not_followed_by_google_calls(shared_world: Any
     answer = post_written(w.served["push_event"].url, w.ctx.settings.project_id, "crm-user-a", new={"title": "x"})
     assert answer.status_code == 200, answer.text
     assert google_state(w.google) == google_before
+
+
+def test_forged_hard_delete_of_a_document_that_never_existed_deletes_nothing(shared_world: World, logs: Any) -> None:
+    """A `written` CloudEvent for a document that never existed, whose oldValue carries a real event's Google link
+    and owner: the Google event is not that document's, so nothing is deleted and the attempt is logged."""
+    from shared.context import set_default_context
+
+    w = shared_world
+    set_default_context(w.ctx)
+    real = w.ctx.store.db.collection("events").document("crm-user-a").get().to_dict()
+    assert real and real["google"]["event_id"]
+    before = firestore_snapshot(w.ctx.store.db)
+    google_before = google_state(w.google)
+    answer = post_written(w.served["push_event"].url, w.ctx.settings.project_id, "forged-never-existed", old=real)
+    assert answer.status_code < 500, answer.text[:300]
+    after = google_state(w.google)
+    reads = {m: n - google_before["calls"].get(m, 0) for m, n in after["calls"].items()
+             if n != google_before["calls"].get(m, 0)}
+    assert set(reads) <= {"calendar.events.get", "oauth.token"}, f"a forged hard delete wrote to Google: {reads}"
+    assert after["channels"] == google_before["channels"] and after["revoked"] == google_before["revoked"]
+    event = w.google.control.raw_events("alice@example.com")
+    assert any(e["id"] == real["google"]["event_id"] and e.get("status") != "cancelled" for e in event)
+    assert diff_snapshots(before, firestore_snapshot(w.ctx.store.db)) == []
+    assert "hard delete refused: the Google event is not this CRM document" in logs.text()
+
+
+def test_deeply_nested_cloudevent_data_changes_nothing(shared_world: World) -> None:
+    from shared.context import set_default_context
+
+    w = shared_world
+    set_default_context(w.ctx)
+    before = firestore_snapshot(w.ctx.store.db)
+    google_before = google_state(w.google)
+    deep = b'{"oldValue":' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    headers = {**CE, "ce-subject": "documents/events/crm-user-a", "Content-Type": "application/json"}
+    answer = requests.post(w.served["push_event"].url, data=deep, headers=headers, timeout=30)
+    assert answer.status_code == 400, answer.text[:300]
+    assert answer.json()["error"]["code"] == "bad_request"
+    assert google_state(w.google) == google_before
+    assert diff_snapshots(before, firestore_snapshot(w.ctx.store.db)) == []

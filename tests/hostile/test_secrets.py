@@ -46,7 +46,10 @@ def test_no_token_in_plaintext_after_a_full_flow(world: Any, logs: Any, capfd: A
     consent = requests.get(start.json()["authorization_url"], allow_redirects=False, timeout=30)
     assert consent.status_code == 302, consent.text
     query = urllib.parse.urlsplit(consent.headers["Location"]).query
-    connected = requests.get(w.url("oauth_callback") + "?" + query, timeout=60)
+    handoff = requests.get(w.url("oauth_callback") + "?" + query, timeout=60, allow_redirects=False)
+    assert handoff.status_code == 200, handoff.text
+    connected = requests.post(w.url("oauth_callback"), headers=auth, timeout=60,
+                              json={"code": handoff.json()["google_code"], "state": handoff.json()["google_state"]})
     assert connected.status_code == 200, connected.text
 
     enabled = requests.post(w.url("sync_enable"), headers=auth, json={}, timeout=60)
@@ -93,6 +96,10 @@ def test_no_token_in_plaintext_after_a_full_flow(world: Any, logs: Any, capfd: A
     assert "google account connected" in logged  # the capture does see the functions' logs
     for secret, what in secrets.items():
         assert secret not in logged, f"a {what} appears in the logs"
+    # The OAuth code and state travelled in the callback's query string: no access line or log record repeats them.
+    for value, what in ((handoff.json()["google_code"], "OAuth code"), (handoff.json()["google_state"], "OAuth state")):
+        assert urllib.parse.quote(value, safe="") not in logged and value not in logged, f"the {what} is logged"
+    assert "\x1b[" not in logged, "ANSI colour codes in a log line"
     for answer in (start, connected, enabled, status, renewed, disconnected):
         text = answer.text + json.dumps(dict(answer.headers))
         for secret, what in secrets.items():

@@ -204,7 +204,21 @@ CALLBACK_CASES = [
     Case("callback-expired-state", "oauth_callback",
          callback(lambda w: {"state": w.users["user-a"]["state"], "code": "abc"}), 400, "invalid_state",
          prepare=lambda w: (real_state(w), w.clock.advance(3 * 3600))[1]),
-    Case("callback-post", "oauth_callback", callback({"state": "x"}, "POST"), 405, "method_not_allowed"),
+    Case("callback-put", "oauth_callback", callback({"state": "x"}, "PUT"), 405, "method_not_allowed"),
+    Case("callback-post-without-id-token", "oauth_callback", callback({"state": "x"}, "POST"), 401,
+         "unauthenticated"),
+]
+
+# 20,000 levels of nesting is 40 KB, under the 64 KB size limit; Python's parser gives up with a RecursionError.
+DEEP_JSON = '{"calendar_ids":' + "[" * 20_000 + "]" * 20_000 + "}"
+
+DEEP_JSON_CASES = [
+    Case("sync_enable-deeply-nested", "sync_enable", authed("POST", DEEP_JSON), 400, "bad_request"),
+    Case("sync_disable-deeply-nested", "sync_disable", authed("POST", DEEP_JSON), 400, "bad_request"),
+    Case("oauth_disconnect-deeply-nested", "oauth_disconnect", authed("POST", DEEP_JSON), 400, "bad_request"),
+    Case("oauth_callback-post-deeply-nested", "oauth_callback", authed("POST", DEEP_JSON), 400, "bad_request"),
+    Case("renew-deeply-nested", "renew", lambda w: Req("POST", {"Content-Type": "application/json"}, DEEP_JSON),
+         400, "bad_request"),
 ]
 
 RENEW_CASES = [
@@ -225,7 +239,7 @@ RENEW_CASES = [
          "unsupported_media_type"),
 ]
 
-ALL_CASES = TOKEN_CASES + BODY_CASES + CALLBACK_CASES + RENEW_CASES
+ALL_CASES = TOKEN_CASES + BODY_CASES + CALLBACK_CASES + RENEW_CASES + DEEP_JSON_CASES
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=str)

@@ -115,7 +115,16 @@ class Api:
         consent = requests.get(start.json()["authorization_url"], allow_redirects=False, timeout=30)
         assert consent.status_code == 302, consent.text
         query = consent.headers["Location"].split("?", 1)[1]
-        return requests.get(self.served["oauth_callback"].url + "/?" + query, timeout=60)
+        return self.finish(uid, query)
+
+    def finish(self, uid: str | None, query: str) -> requests.Response:
+        """Google's redirect to the callback, then the CRM page posting code and state with `uid`'s ID token."""
+        redirect = requests.get(self.served["oauth_callback"].url + "/?" + query, timeout=60, allow_redirects=False)
+        if redirect.status_code != 200:
+            return redirect
+        handoff = redirect.json()
+        return self.call("oauth_callback", uid,
+                         json_body={"code": handoff["google_code"], "state": handoff["google_state"]})
 
 
 @pytest.fixture

@@ -32,8 +32,9 @@ def _consent(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
 
 
-def _callback(api: Api, params: dict[str, str]) -> requests.Response:
-    return requests.get(api.served["oauth_callback"].url + "/", params=params, timeout=60)
+def _callback(api: Api, params: dict[str, str], uid: str = "user-a") -> requests.Response:
+    """Google's redirect, then the CRM page finishing with `uid`'s ID token."""
+    return api.finish(uid, urllib.parse.urlencode(params))
 
 
 def test_oauth_round_trip_stores_an_encrypted_refresh_token(api: Api, app_context: AppContext, google) -> None:
@@ -119,6 +120,7 @@ def test_consent_refused_changes_nothing(api: Api, app_context: AppContext) -> N
     params = _start(api, "user-a", ALICE)
     answer = _callback(api, {"state": params["state"], "error": "access_denied"})
     assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "access_denied"
     assert app_context.store.get_integration("user-a") is None
 
 

@@ -61,6 +61,7 @@ def start_stack(project: str | None = None) -> Stack:
     """`make run`'s stack in this process (emulator reused if FIRESTORE_EMULATOR_HOST answers)."""
     from werkzeug.serving import make_server
 
+    from infra.access_log import AccessLogRequestHandler
     from infra.devstack import PathDispatcher, build_function_apps, configure_environment
     from infra.firestore_emulator import existing_or_new
     from infra.google_standin.server import start_standin
@@ -91,7 +92,8 @@ def start_stack(project: str | None = None) -> Stack:
     previous_level = access_log.level
     access_log.setLevel(logging.WARNING)
     cleanups.append(lambda: access_log.setLevel(previous_level))
-    server = make_server("127.0.0.1", 0, PathDispatcher(build_function_apps()), threaded=True)
+    server = make_server("127.0.0.1", 0, PathDispatcher(build_function_apps()), threaded=True,
+                         request_handler=AccessLogRequestHandler)
     functions_url = f"http://127.0.0.1:{server.server_port}"
     configure_environment(project=project, standin=standin, functions_url=functions_url)
     set_default_context(None)
