@@ -1,12 +1,13 @@
 """Three-way merge of a meeting's synced content: what the CRM and Google each changed since they last agreed.
 
-How concurrent edits merge (for the README's CRM contract): when a meeting was edited both in the CRM and in Google
-since the two last agreed, every field that only one side changed (title, description, location, start and end,
-reminders, recurrence, visibility, transparency, attachments, ...) keeps that side's edit, and the guest list merges
-guest by guest, so one side adding a guest while the other changes another guest's `optional` flag keeps both (a
-guest's `response_status` is always Google's). Only a field or a guest that both sides changed to different values
-goes to the conflict rule (last write wins), and the decision in `sync.decisions` names the fields merged
-(`fields_merged`) and the fields decided (`fields_decided`).
+How concurrent edits merge (two sentences for the README's CRM contract, once both directions call the merge): when
+a meeting was edited both in the CRM and in Google since the two last agreed, every field that only one side changed
+(title, description, location, start and end, reminders, recurrence, visibility, transparency, attachments, ...)
+keeps that side's edit, and guests merge one by one, so one side adding a guest while the other changes another
+guest's `optional` flag keeps both (a guest's `response_status` is always Google's, and `start` and `end` never come
+from different sides). Only a field or a guest that both sides changed to different values goes to the conflict rule
+(last write wins), and the decision in `sync.decisions` names the fields merged (`fields_merged`) and the fields
+decided (`fields_decided`).
 
 Why a base of digests: the merge needs to know *whether* a side changed a field since the last agreement, not what the
 field held (both current values are at hand), so `sync.base` keeps one 8-byte blake2b digest per field and one per
@@ -16,8 +17,9 @@ adding an attribute with a default to a model keeps every stored base valid.
 Rules the merge keeps, and why:
 - `meta` is not merged: it is CRM-owned and never taken from Google. `deleted` is not merged: a deletion is the
   conflict rule's (a Google deletion wins over any CRM edit).
-- `start` and `end` are merged together when taking them from different sides could end a meeting before it starts
-  (one side moved the start, the other the end): both then go to the conflict rule, whose winner brings its own pair.
+- `start` and `end` never come from different sides, since a mix could end a meeting before it starts: when one side
+  changed one and the other side the other (or one of them conflicts beside a one-sided change of the other), both
+  go to the conflict rule, whose winner brings its own pair.
 - A guest's answer (`response_status`) and Google's own flags (`organizer`, `is_self`) are the guest's and Google's,
   never edits to merge: they are left out of the guest's digest and always taken from Google's copy of the guest.
   Guest order is not content: the merged list follows Google's order, then guests only the CRM has.
