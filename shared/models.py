@@ -283,6 +283,17 @@ class ConflictDecision(Stored):
     reason: str
     crm_updated_at: dt.datetime | None = None
     google_updated: dt.datetime | None = None
+    # From the three-way merge (shared/sync/merge.py): the fields one side changed alone, taken without a decision,
+    # and the fields both sides changed differently, which this decision settled. Both empty: a deletion's decision.
+    fields_merged: list[str] = Field(default_factory=list)
+    fields_decided: list[str] = Field(default_factory=list)
+
+
+class SyncBase(Stored):
+    """The synced content both sides last agreed on, as short digests: enough to tell which side changed what."""
+
+    fields: dict[str, str] = Field(default_factory=dict)  # merged field name -> digest of its value
+    attendees: dict[str, str] = Field(default_factory=dict)  # lower-cased email -> digest of the guest's entry
 
 
 class SyncInfo(Stored):
@@ -299,6 +310,8 @@ class SyncInfo(Stored):
     # The content hash the last *failed* push attempted: with next_attempt_at it stops our own failure bookkeeping
     # write from re-triggering an immediate retry (the cron retries when due; a new CRM edit retries at once).
     attempted_hash: str | None = None
+    # The three-way merge's base, written with every successful push or pull; None for events synced before it.
+    base: SyncBase | None = None
 
 
 class CrmEvent(Stored):

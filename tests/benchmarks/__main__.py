@@ -56,6 +56,7 @@ README_FIGURES = (
     "load.p95_ms",
     "load.google_calls_per_change",
     "load.divergences",
+    "merge.base_bytes_per_event",
 )
 
 
