@@ -164,8 +164,8 @@ def model(day: list[Any], renewal: Any, users: int, lifetime_days: float, instan
 
 
 def _last_instance_rate() -> float:
-    """One webhook instance's sustained rate from the last bench_instance run (it runs after this module), else the
-    fallback."""
+    """One webhook instance's sustained rate from the last bench_instance run (a selected run of this module alone),
+    else the fallback."""
     import json
     from pathlib import Path
 

@@ -8,13 +8,16 @@ Behind it: the Firestore emulator and the Google stand-in, on loopback, on this 
 
 Setup (not measured): INSTANCE_CALENDARS users connect and enable their primary calendar (real channels whose address
 is the served webhook); the stand-in's own deliveries are paused, so only the harness's notifications arrive.
-Each step offers a fixed rate for INSTANCE_STEP_SECONDS, open loop (each notification has a scheduled send time and
-its latency counts from then, so a backlog shows as latency): per notification, one Google edit of an event in a
-calendar (round robin) and the `exists` notification Google would send for it, with its channel's id, token and
+After one unmeasured warm-up notification per calendar (the import and each calendar's Google client, paid once per
+instance), each step offers a fixed rate for INSTANCE_STEP_SECONDS, open loop (each notification has a scheduled send
+time and its latency counts from then, so a backlog shows as latency): per notification, one Google edit of an event
+in a calendar (round robin) and the `exists` notification Google would send for it, with its channel's id, token and
 resource id. Rates climb through INSTANCE_RATES until p95 exceeds INSTANCE_P95_BOUND_MS or a request fails.
 
 Figures: instance.webhook.notifications_per_s (the highest rate that held), instance.webhook.p95_ms at that rate,
-instance.webhook.p95_ms_at_<rate> per step, instance.webhook.threads, instance.webhook.p95_bound_ms.
+instance.webhook.p95_ms_at_<rate> per step (-1: not offered), instance.webhook.stopped_at_rate and .failures_at_stop,
+instance.webhook.threads, instance.webhook.p95_bound_ms. The machine is shared, so steps near the knee vary between
+runs by a step or two.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "instance.webhook"
-RATES = tuple(float(r) for r in os.environ.get("INSTANCE_RATES", "5,10,20,30,40,60,80").split(","))
-STEP_SECONDS = float(os.environ.get("INSTANCE_STEP_SECONDS", 8))
+RATES = tuple(float(r) for r in os.environ.get("INSTANCE_RATES", "5,10,15,20,25,30,40,60").split(","))
+STEP_SECONDS = float(os.environ.get("INSTANCE_STEP_SECONDS", 10))
 P95_BOUND_MS = float(os.environ.get("INSTANCE_P95_BOUND_MS", 1000))
 THREADS = int(os.environ.get("INSTANCE_THREADS", 4))
 CALENDARS = int(os.environ.get("INSTANCE_CALENDARS", 48))
@@ -195,13 +198,22 @@ def run(results: dict[str, float]) -> None:
         for channel in channels:
             channel.update(live[channel["calendar"]])
         numbers = itertools.count(1000)
+        # Warm-up, not measured: the instance's first request imports the function, and each calendar's first pull
+        # builds its Google client (one token refresh); a deployed instance pays these once, not per notification.
+        _step(url, channels, control, rate=len(channels) / STEP_SECONDS, numbers=numbers)
         sustained, p95_sustained = 0.0, 0.0
+        stopped = False
         for rate in RATES:
+            if stopped:
+                results[f"{PREFIX}.p95_ms_at_{rate:g}"] = -1.0  # not offered: a lower rate broke the bound
+                continue
             p95, failures = _step(url, channels, control, rate, numbers)
             results[f"{PREFIX}.p95_ms_at_{rate:g}"] = round(p95, 1)
             if failures or p95 > P95_BOUND_MS:
-                results[f"{PREFIX}.failures_at_{rate:g}"] = float(failures)
-                break
+                results[f"{PREFIX}.stopped_at_rate"] = rate
+                results[f"{PREFIX}.failures_at_stop"] = float(failures)
+                stopped = True
+                continue
             sustained, p95_sustained = rate, p95
         results[f"{PREFIX}.notifications_per_s"] = sustained
         results[f"{PREFIX}.p95_ms"] = round(p95_sustained, 1)
