@@ -21,12 +21,14 @@ resource "google_cloudfunctions2_function" "fn" {
   }
 
   service_config {
-    available_memory               = local.sizing[each.key].memory
-    timeout_seconds                = local.sizing[each.key].timeout
-    min_instance_count             = local.sizing[each.key].min_instances
-    max_instance_count             = local.sizing[each.key].max_instances
-    service_account_email          = google_service_account.function[each.key].email
-    all_traffic_on_latest_revision = true
+    available_memory                 = local.sizing[each.key].memory
+    timeout_seconds                  = local.sizing[each.key].timeout
+    min_instance_count               = local.sizing[each.key].min_instances
+    max_instance_count               = local.sizing[each.key].max_instances
+    available_cpu                    = local.sizing[each.key].cpu
+    max_instance_request_concurrency = local.sizing[each.key].concurrency
+    service_account_email            = google_service_account.function[each.key].email
+    all_traffic_on_latest_revision   = true
     # HTTP functions are reached from the internet (Google's push service, API Gateway, Cloud Scheduler) and are
     # guarded by IAM; the Firestore-triggered function only ever receives Eventarc deliveries.
     ingress_settings      = each.value.access == "event" ? "ALLOW_INTERNAL_ONLY" : "ALLOW_ALL"

@@ -75,6 +75,14 @@ locals {
   auth_project_id    = var.auth_project_id != "" ? var.auth_project_id : var.project_id
   firestore_location = var.firestore_location != "" ? var.firestore_location : var.region
 
+  # Concurrent requests per instance (default 1). The webhook serves up to 4 at once: the gunicorn threads
+  # functions-framework starts on one vCPU (4 per CPU), so no request waits inside the instance; concurrency above 1
+  # needs at least 1 vCPU. Its max_instances x one instance's measured rate (bench_instance) covers the peak
+  # notification rate of the users one project carries: README "Capacity".
+  request_concurrency = {
+    webhook = { cpu = "1", concurrency = 4 }
+  }
+
   # Sizing: per-function defaults above, overridden by var.function_sizing.
   sizing = {
     for k, f in local.functions : k => {
@@ -82,6 +90,8 @@ locals {
       timeout       = coalesce(try(var.function_sizing[k].timeout, null), f.timeout)
       min_instances = coalesce(try(var.function_sizing[k].min_instances, null), f.min_instances)
       max_instances = coalesce(try(var.function_sizing[k].max_instances, null), f.max_instances)
+      cpu           = try(coalesce(try(var.function_sizing[k].cpu, null), local.request_concurrency[k].cpu), null)
+      concurrency   = try(coalesce(try(var.function_sizing[k].concurrency, null), local.request_concurrency[k].concurrency), 1)
     }
   }
 

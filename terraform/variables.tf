@@ -73,12 +73,14 @@ variable "tuning" {
 }
 
 variable "function_sizing" {
-  description = "Per-function overrides of memory / timeout / instances, keyed by entry point (e.g. { renew = { memory = \"1Gi\" } })."
+  description = "Per-function overrides of memory / timeout / instances / cpu / concurrency, keyed by entry point (e.g. { renew = { memory = \"1Gi\" } })."
   type = map(object({
     memory        = optional(string)
     timeout       = optional(number)
     min_instances = optional(number)
     max_instances = optional(number)
+    cpu           = optional(string)
+    concurrency   = optional(number)
   }))
   default = {}
 

@@ -27,7 +27,11 @@ TABLE_END = "<!-- bench:end -->"
 
 
 def _benchmark_modules(selected: list[str]) -> list[str]:
-    names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("bench_"))
+    # bench_capacity runs last: its model reads other benchmarks' figures of the same run (bench_instance's rate).
+    names = sorted(
+        (m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("bench_")),
+        key=lambda name: (name == "bench_capacity", name),
+    )
     return [n for n in names if not selected or any(s in n for s in selected)]
 
 
@@ -57,6 +61,13 @@ README_FIGURES = (
     "load.google_calls_per_change",
     "load.divergences",
     "merge.base_bytes_per_event",
+    "capacity.google_calls_per_user_day",
+    "capacity.firestore_ops_per_user_day",
+    "capacity.users_per_project_default_quota",
+    "capacity.users_per_project_first_limit",
+    "capacity.usd_per_1000_users_month",
+    "instance.webhook.notifications_per_s",
+    "instance.webhook.p95_ms",
 )
 
 
@@ -70,14 +81,70 @@ def _markdown(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def _update_readme(table: str) -> None:
+# The README's Capacity section: (figure, what it means), rendered from the last run (bench_capacity, bench_instance).
+CAPACITY_FIGURES = (
+    ("capacity.users", "simulated users (one business day, hourly cron, then one renewal run)"),
+    ("capacity.google_calls_per_user_day", "Calendar API calls per user-day (all methods; token refreshes apart)"),
+    ("capacity.google.calendar.events.list_per_user_day", "of which events.list"),
+    ("capacity.google.calendar.events.insert_per_user_day", "of which events.insert"),
+    ("capacity.google.calendar.events.patch_per_user_day", "of which events.patch"),
+    ("capacity.google.calendar.events.watch_per_user_day", "of which events.watch"),
+    ("capacity.google.oauth.token_per_user_day", "OAuth token refreshes per user-day (no Calendar quota)"),
+    ("capacity.firestore_ops_per_user_day", "Firestore reads + writes per user-day"),
+    ("capacity.firestore_reads_per_user_day", "of which reads (an empty query counted as one)"),
+    ("capacity.firestore_writes_per_user_day", "of which writes (deletes included)"),
+    ("capacity.invocations_per_user_day", "function invocations per user-day"),
+    ("capacity.functions.webhook.invocations_per_user_day", "of which webhook"),
+    ("capacity.functions.push_event.invocations_per_user_day", "of which push_event"),
+    ("capacity.cpu_s_per_user_day", "function CPU-seconds per user-day"),
+    ("capacity.peak_hour_calls_per_user_min", "Calendar calls per user and minute in the busiest hour"),
+    ("capacity.users_at.calendar_project_per_minute", "users at 10,000 Calendar requests/min per project"),
+    ("capacity.users_at.calendar_daily_billing_threshold", "users at 1,000,000 Calendar requests/day per project"),
+    ("capacity.users_at.cron_hourly_run", "users one hourly cron run keeps up with (batch 1,000, deadline)"),
+    ("capacity.users_at.webhook_max_instances", "users the webhook's max instances carry at peak"),
+    ("capacity.users_per_project_default_quota", "users per project at the default Calendar quota"),
+    ("capacity.users_per_project_first_limit", "users per project at the first limit that bites"),
+    ("capacity.usd_per_1000_users_month", "USD per 1,000 users a month (Firestore + functions, list prices)"),
+    ("capacity.usd_firestore_per_1000_users_month", "of which Firestore"),
+    ("capacity.usd_functions_per_1000_users_month", "of which Cloud Run functions"),
+    ("capacity.cron.due_per_user_day", "cron work per user-day (renewals + stale pulls)"),
+    ("capacity.cron.idle_run_firestore_reads", "Firestore reads of a cron run with nothing due"),
+    ("capacity.cron.seconds_per_due", "cron wall seconds per due calendar (local stack)"),
+    ("capacity.cron.due_per_run_at_1m_users", "due calendars per hourly run at 1,000,000 users"),
+    ("capacity.cron.batches_per_run_at_1m_users", "1,000-calendar batches per run at 1,000,000 users"),
+    ("capacity.cron.concurrency_needed_at_1m_users", "cron workers its deadline needs at 1,000,000 users"),
+    ("instance.webhook.notifications_per_s", "notifications/s one webhook instance sustains (gunicorn, gthread)"),
+    ("instance.webhook.p95_ms", "p95 ms at that rate"),
+    ("instance.webhook.p95_bound_ms", "the p95 bound"),
+    ("instance.webhook.threads", "gunicorn threads (= Cloud Run concurrency)"),
+)
+CAPACITY_START = "<!-- capacity:start -->"
+CAPACITY_END = "<!-- capacity:end -->"
+
+
+def _capacity_markdown(results: dict[str, float]) -> str:
+    lines = ["| figure | last run | meaning |", "|---|---:|---|"]
+    lines += [f"| `{name}` | {results[name]:g} | {meaning} |" for name, meaning in CAPACITY_FIGURES if name in results]
+    first = [n.rpartition(".")[2] for n in results if n.startswith("capacity.first_limit.")]
+    if first:
+        lines.append(f"| first limit | `{first[0]}` | the smallest of the `capacity.users_at.*` |")
+    return "\n".join(lines)
+
+
+def _replace_block(text: str, start: str, end: str, block: str) -> str:
+    if start not in text or end not in text:
+        return text
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block}\n{end}{tail}"
+
+
+def _update_readme(table: str, capacity: str) -> None:
     if not README.exists():
         return
     text = README.read_text()
-    if TABLE_START in text and TABLE_END in text:
-        head, rest = text.split(TABLE_START, 1)
-        _, tail = rest.split(TABLE_END, 1)
-        README.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
+    text = _replace_block(text, TABLE_START, TABLE_END, table)
+    README.write_text(_replace_block(text, CAPACITY_START, CAPACITY_END, capacity))
 
 
 def main(argv: list[str]) -> int:
@@ -105,7 +172,7 @@ def main(argv: list[str]) -> int:
     (OUT_DIR / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     table = _markdown(report)
     (OUT_DIR / "results.md").write_text(table + "\n")
-    _update_readme(table)  # a selected run's table holds the last full run's other figures (see above)
+    _update_readme(table, _capacity_markdown(report))  # a selected run keeps the last full run's other figures
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     if failures:
         sys.stderr.write(f"benchmarks failed: {', '.join(failures)}\n")

@@ -57,8 +57,9 @@ class Stack:
                 cleanup()
 
 
-def start_stack(project: str | None = None) -> Stack:
-    """`make run`'s stack in this process (emulator reused if FIRESTORE_EMULATOR_HOST answers)."""
+def start_stack(project: str | None = None, wrap_app: Any = None) -> Stack:
+    """`make run`'s stack in this process (emulator reused if FIRESTORE_EMULATOR_HOST answers); `wrap_app`, when
+    given, wraps the functions' WSGI dispatcher (the capacity run meters invocations with it)."""
     from werkzeug.serving import make_server
 
     from infra.access_log import AccessLogRequestHandler
@@ -92,8 +93,14 @@ def start_stack(project: str | None = None) -> Stack:
     previous_level = access_log.level
     access_log.setLevel(logging.WARNING)
     cleanups.append(lambda: access_log.setLevel(previous_level))
-    server = make_server("127.0.0.1", 0, PathDispatcher(build_function_apps()), threaded=True,
-                         request_handler=AccessLogRequestHandler)
+    dispatcher = PathDispatcher(build_function_apps())
+    server = make_server(
+        "127.0.0.1",
+        0,
+        wrap_app(dispatcher) if wrap_app else dispatcher,
+        threaded=True,
+        request_handler=AccessLogRequestHandler,
+    )
     functions_url = f"http://127.0.0.1:{server.server_port}"
     configure_environment(project=project, standin=standin, functions_url=functions_url)
     set_default_context(None)
