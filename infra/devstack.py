@@ -97,7 +97,6 @@ def configure_environment(*, project: str, standin: Any, functions_url: str) -> 
             "ID_TOKEN_CERTS_URL": standin.certs_url,
             "OAUTH_RETURN_URL": f"{functions_url}/sync_status",
             "SCHEDULER_OIDC_AUDIENCE": f"{functions_url}/renew",
-            "SCHEDULER_OIDC_CERTS_URL": standin.certs_url,
             "SCHEDULER_INVOKER_EMAIL": f"local-scheduler@{project}.iam.gserviceaccount.com",
         }
     )
