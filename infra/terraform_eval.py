@@ -239,7 +239,7 @@ class TerraformModule:
         return {"name": service, "service_config": [{"service": service}]}
 
     # -- expressions -------------------------------------------------------------------------------------------------
-    def evaluate(self, node: Any, scope: Scope) -> Any:  # noqa: C901 - one dispatch over the grammar's rules
+    def evaluate(self, node: Any, scope: Scope) -> Any:
         kind = node.data
         kids = _trees(node)
         if kind in ("expr_term", "new_line_or_comment") and len(kids) == 1:
@@ -351,7 +351,7 @@ class TerraformModule:
                 continue
             sub = _trees(part)
             if sub and sub[0].data == "interpolation":
-                expr = [k for k in _trees(sub[0])][0]
+                expr = next(iter(_trees(sub[0])))
                 out.append(_tostring(self.evaluate(expr, scope)))
             else:
                 text = _token_text(part)
@@ -370,10 +370,11 @@ class TerraformModule:
         raise Unsupported(f"cannot index {type(base).__name__} with {key!r}")
 
     def _call(self, name: str, args_node: Any, scope: Scope) -> Any:
-        arg_nodes = [k for k in _trees(args_node)] if args_node is not None else []
+        arg_nodes = list(_trees(args_node)) if args_node is not None else []
         arg_nodes = [k for k in arg_nodes if k.data != "new_line_or_comment"]
-        expand = args_node is not None and any(_token_text(c) == "..." for c in args_node.children
-                                               if not hasattr(c, "data"))
+        expand = args_node is not None and any(
+            _token_text(c) == "..." for c in args_node.children if not hasattr(c, "data")
+        )
         if name == "try":
             for arg in arg_nodes:
                 try:
@@ -418,10 +419,7 @@ class TerraformModule:
         source = self.evaluate([k for k in _trees(intro) if k.data != "identifier"][-1], scope)
         cond = next((k for k in kids if k.data == "for_cond"), None)
         bodies = [k for k in kids[1:] if k.data != "for_cond"]
-        if isinstance(source, dict):
-            pairs = list(source.items())
-        else:
-            pairs = list(enumerate(source))
+        pairs = list(source.items()) if isinstance(source, dict) else list(enumerate(source))
         tuple_form = node.data == "for_tuple_expr"
         out_list: list[Any] = []
         out_map: dict[str, Any] = {}
