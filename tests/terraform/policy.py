@@ -22,24 +22,14 @@ DEFAULT_ACCOUNTS = ("-compute@developer.gserviceaccount.com", "@appspot.gservice
 SCHEDULER_JOB_FILE = r'jsondecode\(file\("\$\{path\.module\}/\.\./shared/scheduler_job\.json"\)\)'
 COMMON_ENV = r"^\$\{merge\(local\.tuning_defaults,\s*var\.tuning,\s*local\.base_env\)\}$"
 ARCHIVE_ROOTS = frozenset({"main.py", "requirements.txt", "functions", "shared"})
-REQUIRED_APIS = frozenset(
-    {
-        "cloudfunctions.googleapis.com",
-        "run.googleapis.com",
-        "cloudbuild.googleapis.com",
-        "artifactregistry.googleapis.com",
-        "eventarc.googleapis.com",
-        "firestore.googleapis.com",
-        "secretmanager.googleapis.com",
-        "cloudscheduler.googleapis.com",
-        "calendar-json.googleapis.com",
-        "iam.googleapis.com",
-        "pubsub.googleapis.com",
-    }
-)
-GATEWAY_APIS = frozenset(
-    {"apigateway.googleapis.com", "servicemanagement.googleapis.com", "servicecontrol.googleapis.com"}
-)
+REQUIRED_APIS = frozenset({
+    "cloudfunctions.googleapis.com", "run.googleapis.com", "cloudbuild.googleapis.com",
+    "artifactregistry.googleapis.com", "eventarc.googleapis.com", "firestore.googleapis.com",
+    "secretmanager.googleapis.com", "cloudscheduler.googleapis.com", "calendar-json.googleapis.com",
+    "iam.googleapis.com", "pubsub.googleapis.com",
+})
+GATEWAY_APIS = frozenset({"apigateway.googleapis.com", "servicemanagement.googleapis.com",
+                          "servicecontrol.googleapis.com"})
 
 
 # --- facts from the code ------------------------------------------------------------------------------------------
@@ -165,13 +155,10 @@ def check_runtime_roles(cfg: Config) -> list[str]:
         if rtype.startswith("google_project_iam"):
             if role == "roles/secretmanager.secretAccessor":
                 errors.append(f"{rtype}.{name}: secretAccessor must be granted per secret, not on the project")
-            if (
-                any(refers(m, r"google_service_account\.function\b") for m in _members(body))
-                and role not in allowed_project_roles
-            ):
-                errors.append(
-                    f"{rtype}.{name}: runtime accounts get only {sorted(allowed_project_roles)} on the project"
-                )
+            if any(refers(m, r"google_service_account\.function\b") for m in _members(body)) \
+                    and role not in allowed_project_roles:
+                errors.append(f"{rtype}.{name}: runtime accounts get only {sorted(allowed_project_roles)} "
+                              "on the project")
     for name, body in cfg.resources_of("google_secret_manager_secret_iam_member").items():
         if body.get("role") != "roles/secretmanager.secretAccessor":
             errors.append(f"secret binding {name}: role {body.get('role')!r}")
@@ -235,13 +222,9 @@ def check_scheduler(cfg: Config, job: Mapping[str, Any]) -> list[str]:
         return [f"expected one scheduler job, found {sorted(jobs)}"]
     (body,) = jobs.values()
     if not refers(cfg.locals.get("scheduler_job"), SCHEDULER_JOB_FILE):
-        errors.append('local.scheduler_job must be jsondecode(file("${path.module}/../shared/scheduler_job.json"))')
-    for attr, key in (
-        ("name", "name"),
-        ("schedule", "schedule"),
-        ("time_zone", "time_zone"),
-        ("attempt_deadline", "attempt_deadline_seconds"),
-    ):
+        errors.append("local.scheduler_job must be jsondecode(file(\"${path.module}/../shared/scheduler_job.json\"))")
+    for attr, key in (("name", "name"), ("schedule", "schedule"), ("time_zone", "time_zone"),
+                      ("attempt_deadline", "attempt_deadline_seconds")):
         if key not in job:
             errors.append(f"scheduler_job.json lacks {key}")
         if not refers(body.get(attr), rf"local\.scheduler_job\.{key}\b"):
@@ -250,12 +233,8 @@ def check_scheduler(cfg: Config, job: Mapping[str, Any]) -> list[str]:
     if not retry:
         errors.append("scheduler job has no retry_config")
     for r in retry:
-        for attr, key in (
-            ("retry_count", "retry_count"),
-            ("min_backoff_duration", "min_backoff_seconds"),
-            ("max_backoff_duration", "max_backoff_seconds"),
-            ("max_doublings", "max_doublings"),
-        ):
+        for attr, key in (("retry_count", "retry_count"), ("min_backoff_duration", "min_backoff_seconds"),
+                          ("max_backoff_duration", "max_backoff_seconds"), ("max_doublings", "max_doublings")):
             if key not in job.get("retry", {}):
                 errors.append(f"scheduler_job.json retry lacks {key}")
             if not refers(r.get(attr), rf"local\.scheduler_job\.retry\.{key}\b"):
@@ -331,9 +310,8 @@ def check_no_secret_values(cfg: Config) -> list[str]:
     return errors
 
 
-def check_env_vars(
-    cfg: Config, env_vars: Iterable[str], secret_vars: Iterable[str], defaults: Mapping[str, Any]
-) -> list[str]:
+def check_env_vars(cfg: Config, env_vars: Iterable[str], secret_vars: Iterable[str],
+                   defaults: Mapping[str, Any]) -> list[str]:
     """Every env var the code reads is provided (secrets as secret env vars); local-only ones never are."""
     errors = []
     env_vars, secret_vars = set(env_vars), set(secret_vars)
@@ -372,12 +350,9 @@ def check_env_vars(
         if not refers(service.get("environment_variables"), r"^\$\{local\.common_env\}$"):
             errors.append("service_config.environment_variables must be local.common_env")
         wired = dynamic_content(service, "secret_environment_variables")
-        if (
-            len(wired) != 1
-            or not refers(wired[0].get("for_each"), r"each\.value\.secrets")
-            or not refers(wired[0].get("key"), r"secret_environment_variables\.value")
-            or not refers(wired[0].get("secret"), r"google_secret_manager_secret\.secret\[")
-        ):
+        if len(wired) != 1 or not refers(wired[0].get("for_each"), r"each\.value\.secrets") \
+                or not refers(wired[0].get("key"), r"secret_environment_variables\.value") \
+                or not refers(wired[0].get("secret"), r"google_secret_manager_secret\.secret\["):
             errors.append("secret_environment_variables must wire each of the function's secrets by env var name")
         if blocks(service, "secret_environment_variables") or blocks(service, "secret_volumes"):
             errors.append("secrets are wired only through the dynamic secret_environment_variables block")
@@ -476,12 +451,8 @@ def check_firestore_and_trigger(cfg: Config) -> list[str]:
     doc = filters.get("document", {})
     if doc.get("value") != "events/{eventId}" or doc.get("operator") != "match-path-pattern":
         errors.append("event filter document must be events/{eventId} with operator match-path-pattern")
-    receiver = [
-        b
-        for b in cfg.resources.values()
-        if b.get("role") == "roles/eventarc.eventReceiver"
-        and refers(b.get("member"), r"google_service_account\.trigger\.email")
-    ]
+    receiver = [b for b in cfg.resources.values() if b.get("role") == "roles/eventarc.eventReceiver"
+                and refers(b.get("member"), r"google_service_account\.trigger\.email")]
     if not receiver:
         errors.append("the trigger account needs roles/eventarc.eventReceiver")
     return errors
@@ -499,9 +470,8 @@ def check_apis(cfg: Config) -> list[str]:
 
 
 def check_outputs(cfg: Config) -> list[str]:
-    errors = [
-        f"output {o} is missing" for o in ("webhook_url", "function_urls", "scheduler_job_name") if o not in cfg.outputs
-    ]
+    errors = [f"output {o} is missing" for o in ("webhook_url", "function_urls", "scheduler_job_name")
+              if o not in cfg.outputs]
     if not refers(cfg.outputs.get("webhook_url", {}).get("value"), r"local\.webhook_url"):
         errors.append("output webhook_url must be local.webhook_url")
     if not refers(cfg.locals.get("webhook_url"), r'local\.function_urls\["webhook"\]'):
@@ -545,10 +515,8 @@ def check_sizing(cfg: Config, job: Mapping[str, Any], renewal_deadline: float) -
     renew = fns.get("renew", {})
     timeout = renew.get("timeout", 0)
     if not renewal_deadline < timeout <= job.get("attempt_deadline_seconds", 0):
-        errors.append(
-            f"need RENEWAL_DEADLINE_SECONDS ({renewal_deadline}) < renew timeout ({timeout}) "
-            f"<= scheduler attempt deadline ({job.get('attempt_deadline_seconds')})"
-        )
+        errors.append(f"need RENEWAL_DEADLINE_SECONDS ({renewal_deadline}) < renew timeout ({timeout}) "
+                      f"<= scheduler attempt deadline ({job.get('attempt_deadline_seconds')})")
     return errors
 
 
@@ -585,11 +553,8 @@ def check_fresh_project(cfg: Config) -> list[str]:
     errors = []
     if "cloudresourcemanager.googleapis.com" not in set(cfg.locals.get("services") or []):
         errors.append("cloudresourcemanager.googleapis.com must be enabled (project IAM resources call it)")
-    identities = [
-        (n, b)
-        for n, b in cfg.resources_of("google_project_service_identity").items()
-        if b.get("service") == "eventarc.googleapis.com"
-    ]
+    identities = [(n, b) for n, b in cfg.resources_of("google_project_service_identity").items()
+                  if b.get("service") == "eventarc.googleapis.com"]
     if len(identities) != 1:
         errors.append("the Eventarc service identity must be created explicitly (google_project_service_identity)")
         identity = None
@@ -610,7 +575,8 @@ def check_fresh_project(cfg: Config) -> list[str]:
     grants = _build_grants(cfg)
     for role in sorted(BUILD_ROLES - set(grants)):
         errors.append(f"the build account lacks {role} (Cloud Run functions build account page)")
-    build_sleep = [n for n, b in sleeps.items() if {f"{t}.{n2}" for t, n2 in grants.values()} & set(_depends_on(b))]
+    build_sleep = [n for n, b in sleeps.items()
+                   if {f"{t}.{n2}" for t, n2 in grants.values()} & set(_depends_on(b))]
     if not build_sleep:
         errors.append("a time_sleep must wait for the build account's grants")
     elif not any(f"time_sleep.{n}" in fn_deps for n in build_sleep):
@@ -624,9 +590,8 @@ def check_run_app_audiences(cfg: Config, code_env_vars: Iterable[str]) -> list[s
     urls = cfg.locals.get("function_urls")
     if not refers(urls, r"\.run\.app") or not refers(urls, r"data\.google_project\.\w+\.number"):
         errors.append("local.function_urls must be https://SERVICE-PROJECT_NUMBER.REGION.run.app")
-    for path, value in all_values(
-        {"locals": cfg.locals, "resources": {f"{t}.{n}": b for (t, n), b in cfg.resources.items()}}
-    ):
+    for path, value in all_values({"locals": cfg.locals, "resources": {f"{t}.{n}": b for (t, n), b in
+                                                                       cfg.resources.items()}}):
         if isinstance(value, str) and "cloudfunctions.net" in value:
             errors.append(f"{path} uses a cloudfunctions.net URL")
     if "jwt_audience" not in str(cfg.locals.get("openapi_paths")):
@@ -647,15 +612,10 @@ def check_run_app_audiences(cfg: Config, code_env_vars: Iterable[str]) -> list[s
 def check_names_prefixed(cfg: Config) -> list[str]:
     """Two deployments in one project must not collide: project-unique names carry var.name_prefix."""
     errors = []
-    keys = {
-        "google_cloud_scheduler_job": "name",
-        "google_service_account": "account_id",
-        "google_storage_bucket": "name",
-        "google_artifact_registry_repository": "repository_id",
-        "google_api_gateway_api": "api_id",
-        "google_api_gateway_gateway": "gateway_id",
-        "google_secret_manager_secret": "secret_id",
-    }
+    keys = {"google_cloud_scheduler_job": "name", "google_service_account": "account_id",
+            "google_storage_bucket": "name", "google_artifact_registry_repository": "repository_id",
+            "google_api_gateway_api": "api_id", "google_api_gateway_gateway": "gateway_id",
+            "google_secret_manager_secret": "secret_id"}
     for (rtype, name), body in cfg.resources.items():
         attr = keys.get(rtype)
         if attr is None:
@@ -670,9 +630,8 @@ def check_ingress(cfg: Config) -> list[str]:
     """renew and push_event are internal-only (Cloud Scheduler and Eventarc are internal on the run.app URL)."""
     fn = cfg.resources.get((FN, "fn"), {})
     expr = next((s.get("ingress_settings") for s in blocks(fn, "service_config")), "") or ""
-    match = re.search(
-        r'contains\(\[([^\]]*)\],\s*each\.value\.access\)\s*\?\s*"ALLOW_INTERNAL_ONLY"\s*:\s*"ALLOW_ALL"', expr
-    )
+    match = re.search(r'contains\(\[([^\]]*)\],\s*each\.value\.access\)\s*\?\s*"ALLOW_INTERNAL_ONLY"\s*:\s*"ALLOW_ALL"',
+                      expr)
     internal = set(re.findall(r'"([a-z]+)"', match.group(1))) if match else set()
     if internal != {"private", "event"}:
         return [f"ingress must be internal-only for exactly the private and event functions, got {expr!r}"]
@@ -732,9 +691,7 @@ def check_evaluated_audiences(module: Any) -> list[str]:
         for method, op in methods.items():
             backend = op.get("x-google-backend", {})
             if backend.get("jwt_audience") != backend.get("address"):
-                errors.append(
-                    f"{method.upper()} {path}: jwt_audience {backend.get('jwt_audience')!r} is not the address"
-                )
+                errors.append(f"{method.upper()} {path}: jwt_audience {backend.get('jwt_audience')!r} is not the address")
             if backend.get("jwt_audience") not in gateway_audiences:
                 errors.append(f"{method.upper()} {path}: jwt_audience is not in GATEWAY_JWT_AUDIENCES")
             if ".run.app" not in str(backend.get("address")):

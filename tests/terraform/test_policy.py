@@ -92,12 +92,8 @@ def test_archive_allow_list_covers_the_code_and_nothing_else() -> None:
     assert "main.py" in shipped
     assert "requirements.txt" in shipped
     assert not [f for f in shipped if f.split("/")[0] in ("tests", "infra", "terraform")]
-    modules = {
-        f"{a.name}"
-        for node in ast.walk(ast.parse((REPO / "main.py").read_text(encoding="utf-8")))
-        if isinstance(node, ast.ImportFrom) and node.module
-        for a in [ast.alias(name=node.module)]
-    }
+    modules = {f"{a.name}" for node in ast.walk(ast.parse((REPO / "main.py").read_text(encoding="utf-8")))
+               if isinstance(node, ast.ImportFrom) and node.module for a in [ast.alias(name=node.module)]}
     for module in sorted(m for m in modules if m.split(".")[0] in ("functions", "shared")):
         path = module.replace(".", "/")
         if (REPO / f"{path}.py").exists():
@@ -166,10 +162,8 @@ def test_terraform_and_code_see_the_same_audiences() -> None:
 
     module = TerraformModule(
         variables={"project_id": "crm-policy", "oauth_client_id": "client"},
-        known={
-            "data.google_project.this": {"number": "123456789012"},
-            "google_api_gateway_gateway.api": {"default_hostname": "gw.example"},
-        },
+        known={"data.google_project.this": {"number": "123456789012"},
+               "google_api_gateway_gateway.api": {"default_hostname": "gw.example"}},
     )
     assert policy.check_evaluated_audiences(module) == []
 
@@ -333,8 +327,8 @@ def test_checkers_catch_violations() -> None:
     assert [name for name, errors in checks.items() if not errors] == []
     text = "\n".join(e for errors in checks.values() for e in errors)
     for expected in (
-        "has no function in terraform",  # main.py entry points missing
-        "expected exactly one public binding",  # allUsers on renew + allAuthenticatedUsers
+        "has no function in terraform",          # main.py entry points missing
+        "expected exactly one public binding",   # allUsers on renew + allAuthenticatedUsers
         "refers to a default service account",
         "secretAccessor must be granted per secret",
         "grants roles/editor",
