@@ -128,6 +128,7 @@ def rules_project(firestore_emulator: Any) -> Iterator[tuple[str, str]]:
         db.document(f"{collection}/{doc_id}").set({"owner_id": ALICE, "user_id": ALICE, "x": 1})
     db.close()
     yield firestore_emulator.host, project
+    firestore_emulator.reset(project)
 
 
 def test_the_rules_are_enforced_at_all(rules_project: tuple[str, str]) -> None:
