@@ -64,6 +64,7 @@ CASES = [
 
 @pytest.fixture
 def oidc_world(world: World) -> World:
+    world.doors = None  # the function's own claim check, as it sits behind Cloud Run IAM (tests/doors tests the door)
     world.ctx.settings = world.ctx.settings.model_copy(update={
         "scheduler_oidc_audience": AUDIENCE,
         "scheduler_invoker_email": INVOKER,
