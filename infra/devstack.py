@@ -4,6 +4,10 @@ trigger and the scheduler — with a short walkthrough printed at start. Ctrl-C 
 Every function is served from one process, each under its own path (`/<entry_point>`), by the real
 functions-framework apps built from main.py; the Firestore trigger and Cloud Scheduler are played with the same
 payloads production sends (CloudEvents over HTTP, an authenticated POST to the renew function).
+
+Production's front doors stand in front of them (infra/front_doors.py), configured from terraform/: each function
+behind its Cloud Run IAM check, the user-facing ones reached through the local API Gateway (its own port), the
+scheduler and the trigger holding the Google-signed tokens of the accounts Terraform grants. The webhook is public.
 """
 
 from __future__ import annotations
@@ -70,8 +74,9 @@ def build_function_apps() -> dict[str, Any]:
     }
 
 
-def configure_environment(*, project: str, standin: Any, functions_url: str) -> None:
-    """The env vars production sets through Terraform, pointed at the local stand-ins."""
+def configure_environment(*, project: str, standin: Any, functions_url: str, doors: Any = None) -> None:
+    """The env vars production sets through Terraform, pointed at the local stand-ins; with `doors`, the audiences,
+    invoker accounts and OAuth redirect come from Terraform's own values."""
     from shared.crypto import generate_key
 
     run_dir = ROOT / ".run"
@@ -98,16 +103,17 @@ def configure_environment(*, project: str, standin: Any, functions_url: str) -> 
             "ID_TOKEN_CERTS_URL": standin.certs_url,
             "OAUTH_RETURN_URL": f"{functions_url}/{CRM_PAGE}",
             "SCHEDULER_OIDC_AUDIENCE": f"{functions_url}/renew",
-            "SCHEDULER_OIDC_CERTS_URL": standin.certs_url,
             "SCHEDULER_INVOKER_EMAIL": f"local-scheduler@{project}.iam.gserviceaccount.com",
         }
     )
+    if doors is not None:
+        os.environ.update(doors.environment())
     from shared.config import reset_settings
 
     reset_settings()
 
 
-def walkthrough(project: str, functions_url: str, standin: Any, token_file: Path) -> str:
+def walkthrough(project: str, functions_url: str, standin: Any, token_file: Path, doors: Any) -> str:
     control = standin.base_url + "/_control"
     auth = '-H "Authorization: Bearer $DEMO_ID_TOKEN"'
     return f"""
@@ -115,18 +121,20 @@ Local stack is up (Ctrl-C stops everything).
   Firestore emulator   FIRESTORE_EMULATOR_HOST={os.environ.get("FIRESTORE_EMULATOR_HOST")}  project={project}
   Google stand-in      {standin.base_url}   (control API under {control})
   Functions            {functions_url}/<entry point>: {", ".join(sorted(entry_points()))}
+                       each behind its Cloud Run IAM stand-in (only the webhook is public)
+  API Gateway          {doors.gateway_url}  routes: {", ".join(doors.deployment.openapi["paths"])}
 
 Walkthrough, as the CRM user '{DEMO_USER}' whose Google account is {DEMO_EMAIL}:
   export DEMO_ID_TOKEN=$(cat {token_file.relative_to(ROOT)})      # a 1-hour ID token the stand-in signed
-  1. Connect Google:  curl -s {auth} -H 'Accept: application/json' {functions_url}/oauth_start
+  1. Connect Google:  curl -s {auth} -H 'Accept: application/json' {doors.route_url("oauth_start")}
      then open the returned authorization_url in a browser: the stand-in consents as {DEMO_EMAIL}, the callback
      returns you to the local CRM page {functions_url}/{CRM_PAGE}, which finishes with the demo user's ID token.
-  2. Enable sync:     curl -s {auth} -H 'Content-Type: application/json' -d '{{}}' {functions_url}/sync_enable
+  2. Enable sync:     curl -s {auth} -H 'Content-Type: application/json' -d '{{}}' {doors.route_url("sync_enable")}
   3. Edit in Google:  curl -s -H 'Content-Type: application/json' {control}/calendars/{DEMO_EMAIL}/events \\
         -d '{{"summary":"Call with ACME","start":{{"dateTime":"2027-01-05T10:00:00Z"}},'\\
 '"end":{{"dateTime":"2027-01-05T11:00:00Z"}}}}'
      -> the stand-in POSTs a notification to the webhook; the event appears in Firestore `events`.
-  4. Status:          curl -s {auth} {functions_url}/sync_status
+  4. Status:          curl -s {auth} {doors.route_url("sync_status")}
   5. Edit in the CRM: write a document to Firestore `events` (owner_id '{DEMO_USER}', title, start, end);
      the local trigger delivers a CloudEvent to push_event and the meeting appears in the stand-in's calendar.
   Operators: python -m infra.ops status {DEMO_USER}
@@ -137,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")), help="functions port")
     parser.add_argument("--standin-port", type=int, default=8089)
+    parser.add_argument("--gateway-port", type=int, default=8081, help="the local API Gateway's port")
     parser.add_argument("--project", default="crm-gcal-sync-local")
     args = parser.parse_args(argv)
     configure_logging()
@@ -157,12 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         standin = start_standin("127.0.0.1", args.standin_port, push_retry_base=0.5)
         cleanups.append(standin.stop)
         functions_url = f"http://127.0.0.1:{args.port}"
-        configure_environment(project=args.project, standin=standin, functions_url=functions_url)
+        from infra.deployment import read_deployment
+        from infra.front_doors import FrontDoors
+
+        doors = FrontDoors(read_deployment(project_id=args.project), standin.control, standin.certs_url,
+                           functions_url=functions_url)
+        doors.serve_gateway(args.gateway_port)
+        cleanups.append(doors.stop)
+        configure_environment(project=args.project, standin=standin, functions_url=functions_url, doors=doors)
         standin.control.create_account(DEMO_EMAIL)
         standin.control.set_current_user(DEMO_EMAIL)
-        standin.control.register_client(standin.client_id, standin.client_secret, [f"{functions_url}/oauth_callback"])
+        standin.control.register_client(standin.client_id, standin.client_secret, [os.environ["OAUTH_REDIRECT_URI"]])
 
-        dispatcher = PathDispatcher(build_function_apps())
+        dispatcher = PathDispatcher(doors.guard(build_function_apps()))
         server = make_server(
             "127.0.0.1",
             args.port,
@@ -175,12 +191,12 @@ def main(argv: list[str] | None = None) -> int:
 
         from infra.local_trigger import start_local_trigger
 
-        trigger = start_local_trigger(args.project, f"{functions_url}/push_event")
+        trigger = start_local_trigger(args.project, f"{functions_url}/push_event", token_provider=doors.trigger_token())
         cleanups.append(trigger.stop)
 
         from infra.local_scheduler import start_local_scheduler
 
-        scheduler = start_local_scheduler(f"{functions_url}/renew")
+        scheduler = start_local_scheduler(f"{functions_url}/renew", token_provider=doors.scheduler_token())
         cleanups.append(scheduler.stop)
 
         id_token = standin.control.mint_id_token(
@@ -188,12 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         from infra.crm_page import crm_settings_page
 
-        dispatcher.apps[CRM_PAGE] = crm_settings_page(id_token, f"{functions_url}/oauth_callback")
+        dispatcher.apps[CRM_PAGE] = crm_settings_page(id_token, doors.route_url("oauth_callback"))
         log_event(logger, "local stack started", functions_url=functions_url, standin_url=standin.base_url)
         token_file = ROOT / ".run" / "demo-id-token"
         token_file.write_text(id_token)
         token_file.chmod(0o600)
-        sys.stdout.write(walkthrough(args.project, functions_url, standin, token_file))
+        sys.stdout.write(walkthrough(args.project, functions_url, standin, token_file, doors))
         sys.stdout.flush()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())

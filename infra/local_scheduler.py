@@ -2,8 +2,9 @@
 
 Same payload and headers as production's job (shared/scheduler_job.json via shared.schedule): `Content-Type:
 application/json`, body `{}`, and an OIDC bearer token. Locally the token is minted by the Google stand-in (issuer
-https://accounts.google.com, audience = the renew URL, email = the scheduler's service account), so a renew function
-configured with SCHEDULER_OIDC_AUDIENCE / SCHEDULER_OIDC_CERTS_URL (the stand-in's certs) verifies it for real.
+https://accounts.google.com). In `make run` the token provider comes from the front doors (infra/front_doors.py): the
+job's account and audience as terraform/ configures them, checked by renew's Cloud Run IAM stand-in and then, with the
+signature removed, by the function's claim check (SCHEDULER_OIDC_AUDIENCE / SCHEDULER_INVOKER_EMAIL).
 Retries follow the job's retry policy on 5xx / transport errors. Used by `make run` (infra/devstack.py).
 
     python -m infra.local_scheduler --url http://127.0.0.1:8080/renew [--once]

@@ -137,6 +137,8 @@ class LocalTrigger:
     mode: str = "binary"
     content: str = "json"
     workers: int = 4
+    # Eventarc calls the private push_event service with the trigger account's Google-signed token (front doors).
+    token_provider: Callable[[], str] | None = None
     delivered: int = 0
     failed: int = 0
     _queues: list[queue.Queue[Any]] = field(default_factory=list, repr=False)
@@ -217,6 +219,8 @@ class LocalTrigger:
         import requests
 
         headers, body = encode_http(event, self.mode)
+        if self.token_provider is not None:
+            headers["Authorization"] = f"Bearer {self.token_provider()}"
         for attempt in range(DELIVERY_ATTEMPTS):
             try:
                 response = session.post(self.function_url, data=body, headers=headers, timeout=60)
@@ -275,9 +279,17 @@ class LocalTrigger:
 
 
 def start_local_trigger(
-    project_id: str, function_url: str, *, mode: str = "binary", content: str = "json", workers: int = 4
+    project_id: str,
+    function_url: str,
+    *,
+    mode: str = "binary",
+    content: str = "json",
+    workers: int = 4,
+    token_provider: Callable[[], str] | None = None,
 ) -> LocalTrigger:
     """Listen to `events` in the emulator project and POST a CloudEvent per change to `function_url`."""
     if mode not in ("binary", "structured") or content not in ("json", "protobuf"):
         raise ValueError("mode is binary|structured and content is json|protobuf")
-    return LocalTrigger(project_id, function_url, mode=mode, content=content, workers=workers).start()
+    return LocalTrigger(
+        project_id, function_url, mode=mode, content=content, workers=workers, token_provider=token_provider
+    ).start()

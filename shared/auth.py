@@ -185,6 +185,7 @@ def _reason(message: str) -> str:
 
 def authenticate_user(request: Any, settings: Any) -> VerifiedUser:
     """The calling end user, from the Authorization header's Firebase / Identity Platform ID token."""
+    check_gateway_token(request, settings)
     token = bearer_token(request)
     claims = verify_id_token(
         token,
@@ -197,23 +198,86 @@ def authenticate_user(request: Any, settings: Any) -> VerifiedUser:
 
 
 GOOGLE_OIDC_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+# Cloud Run's marker for a Google-signed token whose signature it checked and then removed before forwarding it.
+SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
+
+
+def forwarded_token_claims(token: str, *, clock_skew_seconds: int = 10, now: float | None = None) -> dict[str, Any]:
+    """The claims of a token Cloud Run IAM already verified, read without checking a signature.
+
+    Cloud Run checks a Google-signed ID token's signature, audience and the caller's run.invoker grant, then forwards
+    the token with its signature replaced by `SIGNATURE_REMOVED_BY_GOOGLE`
+    (https://cloud.google.com/run/docs/troubleshooting#signature-removed). A private function can therefore never
+    verify the signature again; it can only read the claims and check they are the ones it expects. Expiry is checked
+    here; `iat`/`exp` must be integers.
+    """
+    import base64
+    import json
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise Unauthenticated("the bearer token is not a JWT")
+    try:
+        padded = parts[1] + "=" * (-len(parts[1]) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError) as exc:
+        raise Unauthenticated("the bearer token is not a JWT", reason="malformed") from exc
+    if not isinstance(claims, dict):
+        raise Unauthenticated("the bearer token is not a JWT", reason="malformed")
+    moment = time.time() if now is None else now
+    expires, issued = claims.get("exp"), claims.get("iat")
+    if not isinstance(expires, int) or not isinstance(issued, int):
+        raise Unauthenticated("the ID token is invalid or expired", reason="malformed")
+    if expires + clock_skew_seconds < moment:
+        raise Unauthenticated("the ID token is invalid or expired", reason="expired")
+    if issued - clock_skew_seconds > moment:
+        raise Unauthenticated("the ID token is invalid or expired", reason="not yet valid")
+    return claims
 
 
 def authenticate_scheduler(request: Any, settings: Any) -> dict[str, Any] | None:
-    """Defence in depth for the private renew function.
+    """Check the claims of the token Cloud Run IAM admitted to the private renew function.
 
-    In production Cloud Run IAM already admits only the scheduler's service account; when `scheduler_oidc_audience` is
-    configured the function also verifies the OIDC token Cloud Scheduler sends (issuer Google, audience, and the
-    invoker's email when configured). Returns the claims, or None when in-function verification is not configured.
+    Cloud Run IAM verified the token's signature and that its account may invoke the service; the function checks
+    what IAM does not know about: that the token was minted for this function's audience (the run.app URL Terraform
+    gives Cloud Scheduler, SCHEDULER_OIDC_AUDIENCE), by Google, for the scheduler's own account with a verified email,
+    and has not expired. The signature is never checked here: production removes it. Returns the claims, or None when
+    SCHEDULER_OIDC_AUDIENCE is not configured.
     """
     audience = getattr(settings, "scheduler_oidc_audience", "")
     if not audience:
         return None
-    token = bearer_token(request)
-    claims = verify_id_token(
-        token, audience=audience, issuer=GOOGLE_OIDC_ISSUERS, certs_url=settings.scheduler_oidc_certs_url
-    )
+    claims = forwarded_token_claims(bearer_token(request))
+    token_audience = claims.get("aud")
+    audiences = token_audience if isinstance(token_audience, list) else [token_audience]
+    if audience not in audiences:
+        raise Unauthenticated("the ID token is invalid or expired", reason="wrong audience")
+    if claims.get("iss") not in GOOGLE_OIDC_ISSUERS:
+        raise Unauthenticated("the ID token is invalid or expired", reason="wrong issuer")
     invoker = getattr(settings, "scheduler_invoker_email", "")
-    if invoker and (claims.get("email") != invoker or claims.get("email_verified") is False):
+    if invoker and claims.get("email") != invoker:
         raise Unauthenticated("the scheduler token belongs to another service account")
+    if claims.get("email_verified") is not True:
+        raise Unauthenticated("the scheduler token's email is not verified")
+    return claims
+
+
+def check_gateway_token(request: Any, settings: Any) -> dict[str, Any] | None:
+    """Check that a user-facing call came through the API gateway: its own token (in `Authorization`, signature
+    removed by Cloud Run IAM) names one of GATEWAY_JWT_AUDIENCES (the jwt_audience Terraform gives each backend) and the
+    gateway's account. The user's token is then in `X-Forwarded-Authorization`. None when not configured."""
+    audiences = [a.strip() for a in str(getattr(settings, "gateway_jwt_audiences", "") or "").split(",") if a.strip()]
+    if not audiences:
+        return None
+    headers = request.headers if request is not None else {}
+    scheme, _, token = str(headers.get("Authorization", "")).strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip() or not headers.get("X-Forwarded-Authorization"):
+        raise Unauthenticated("this function is reached only through the API gateway")
+    claims = forwarded_token_claims(token.strip())
+    token_audience = claims.get("aud")
+    if token_audience not in audiences or claims.get("iss") not in GOOGLE_OIDC_ISSUERS:
+        raise Unauthenticated("this function is reached only through the API gateway", reason="wrong audience")
+    invoker = getattr(settings, "gateway_invoker_email", "")
+    if invoker and (claims.get("email") != invoker or claims.get("email_verified") is not True):
+        raise Unauthenticated("this function is reached only through the API gateway", reason="wrong invoker")
     return claims

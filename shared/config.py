@@ -40,8 +40,9 @@ ENV_VARS: dict[str, str] = {
     "RENEWAL_CONCURRENCY": "renewal_concurrency",
     "OAUTH_RETURN_URL": "oauth_return_url",
     "SCHEDULER_OIDC_AUDIENCE": "scheduler_oidc_audience",
-    "SCHEDULER_OIDC_CERTS_URL": "scheduler_oidc_certs_url",
     "SCHEDULER_INVOKER_EMAIL": "scheduler_invoker_email",
+    "GATEWAY_JWT_AUDIENCES": "gateway_jwt_audiences",
+    "GATEWAY_INVOKER_EMAIL": "gateway_invoker_email",
 }
 # The env vars that carry secrets (Secret Manager secret env vars in production).
 SECRET_ENV_VARS = frozenset({"OAUTH_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEYS"})
@@ -88,10 +89,15 @@ class Settings(BaseModel):
     renewal_concurrency: int = Field(default=8, ge=1, le=64)
     # Where the OAuth callback sends the browser afterwards (the CRM settings page); empty = a JSON answer.
     oauth_return_url: str = ""
-    # Defence in depth for the private renew function: verify Cloud Scheduler's OIDC token when an audience is set.
+    # The private renew function checks the claims of the token Cloud Run IAM admitted (its signature is removed
+    # there): this audience (the run.app URL Cloud Scheduler is given) and the invoker's email. Empty = no check.
     scheduler_oidc_audience: str = ""
-    scheduler_oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
     scheduler_invoker_email: str = ""
+    # The user-facing functions check the claims of the API gateway's own token (in `Authorization`, signature removed
+    # by Cloud Run): one of these audiences (comma-separated: the backends' jwt_audience) and the gateway's account.
+    # Empty = no check (a function called directly, as in unit tests).
+    gateway_jwt_audiences: str = ""
+    gateway_invoker_email: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":

@@ -5,8 +5,12 @@ locals {
     "calendar-json.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
+    # The project IAM resources (google_project_iam_member) read and write the project's policy through it.
+    "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
     "eventarc.googleapis.com",
+    # Firestore security rules (firestore.tf: google_firebaserules_ruleset / release).
+    "firebaserules.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "logging.googleapis.com",

@@ -38,3 +38,33 @@ resource "google_firestore_field" "ttl" {
 
   ttl_config {}
 }
+
+# Security rules for client SDK access (repository root firestore.rules): the sync-owned collections are closed, a
+# user reads and writes only their own events and never the sync's fields. The Admin SDK (the functions, a CRM
+# backend) is not subject to rules; README states the contract for it.
+resource "google_firebaserules_ruleset" "firestore" {
+  project = var.project_id
+
+  source {
+    files {
+      name    = "firestore.rules"
+      content = file("${path.module}/../firestore.rules")
+    }
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+
+  depends_on = [google_project_service.apis, google_firestore_database.main]
+}
+
+resource "google_firebaserules_release" "firestore" {
+  project      = var.project_id
+  name         = "cloud.firestore"
+  ruleset_name = "projects/${var.project_id}/rulesets/${google_firebaserules_ruleset.firestore.name}"
+
+  lifecycle {
+    replace_triggered_by = [google_firebaserules_ruleset.firestore]
+  }
+}

@@ -29,9 +29,11 @@ resource "google_cloudfunctions2_function" "fn" {
     max_instance_request_concurrency = local.sizing[each.key].concurrency
     service_account_email            = google_service_account.function[each.key].email
     all_traffic_on_latest_revision   = true
-    # HTTP functions are reached from the internet (Google's push service, API Gateway, Cloud Scheduler) and are
-    # guarded by IAM; the Firestore-triggered function only ever receives Eventarc deliveries.
-    ingress_settings      = each.value.access == "event" ? "ALLOW_INTERNAL_ONLY" : "ALLOW_ALL"
+    # The webhook (Google's push service) and the user-facing functions (API Gateway) are reached from the internet
+    # and guarded by IAM. renew and push_event are internal-only: Cloud Scheduler and Eventarc in the same project
+    # calling the default run.app URL count as internal traffic
+    # (https://cloud.google.com/run/docs/securing/ingress#settings), so nothing else can even reach them.
+    ingress_settings      = contains(["private", "event"], each.value.access) ? "ALLOW_INTERNAL_ONLY" : "ALLOW_ALL"
     environment_variables = local.common_env
 
     dynamic "secret_environment_variables" {
@@ -67,13 +69,14 @@ resource "google_cloudfunctions2_function" "fn" {
     }
   }
 
-  # A function cannot start before it may read its secrets and before the build account may build it.
+  # A function cannot start before it may read its secrets, before the build account's grants have propagated
+  # (time_sleep.build_iam) and, for the Firestore trigger, before the Eventarc service agent exists and holds its
+  # role (time_sleep.eventarc_agent).
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.function_secret,
-    google_project_iam_member.build_logs,
-    google_project_iam_member.build_sources,
-    google_artifact_registry_repository_iam_member.build_push,
+    time_sleep.build_iam,
+    time_sleep.eventarc_agent,
     google_project_iam_member.trigger_event_receiver,
   ]
 }

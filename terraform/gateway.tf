@@ -3,13 +3,19 @@
 # - The gateway validates the caller's Firebase / Identity Platform ID token (securityDefinitions.firebase) before
 #   anything reaches a function; the functions verify it again (shared/auth.py) and take the user id only from it.
 # - It calls each function as google_service_account.gateway, the only run.invoker of those services, with an OIDC
-#   token whose audience is the backend address. API Gateway then moves the caller's own `Authorization` header to
-#   `X-Forwarded-Authorization`.
+#   token whose audience is the backend's jwt_audience: the function's run.app URL, set explicitly (Cloud Run IAM
+#   accepts it; the code checks the same list, GATEWAY_JWT_AUDIENCES). API Gateway moves the caller's own
+#   `Authorization` header to `X-Forwarded-Authorization`.
 # - /oauth/callback is the one route without a security requirement: Google redirects the browser there with `code`
 #   and `state`; the function verifies the signed state.
-# - Backends use the stable cloudfunctions.net URLs, so the gateway does not depend on the functions and the
-#   functions can be given the gateway's hostname (OAUTH_REDIRECT_URI) without a dependency cycle.
-# - OPTIONS is routed without a security requirement so browsers can send CORS preflights.
+# - Backends are the deterministic run.app URLs (locals.tf function_urls), so the gateway does not depend on the
+#   functions and the functions can be given the gateway's hostname (OAUTH_REDIRECT_URI) without a cycle.
+# - CORS: managed API Gateway takes no ESPv2 CORS flags, so preflights are passed through: OPTIONS is routed without a
+#   security requirement and the function answers it
+#   (https://cloud.google.com/endpoints/docs/openapi/support-cors#handle_cors_in_your_backend_application). The
+#   gateway's own 401s carry no CORS headers, so a browser sees them as a failed request (README, Threat notes).
+#
+# infra/api_gateway.py builds the local gateway by evaluating local.openapi from this file.
 locals {
   gateway_functions = { for k, f in local.functions : k => f if f.access == "gateway" }
 
@@ -25,6 +31,7 @@ locals {
             summary     = f.description
             x-google-backend = {
               address          = local.function_urls[k]
+              jwt_audience     = local.function_urls[k]
               path_translation = "CONSTANT_ADDRESS"
               deadline         = local.sizing[k].timeout
             }
@@ -39,6 +46,7 @@ locals {
           summary     = "CORS preflight"
           x-google-backend = {
             address          = local.function_urls[k]
+            jwt_audience     = local.function_urls[k]
             path_translation = "CONSTANT_ADDRESS"
           }
           responses = { "204" = { description = "No content" } }

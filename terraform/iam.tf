@@ -129,16 +129,49 @@ resource "google_artifact_registry_repository_iam_member" "build_push" {
   member     = "serviceAccount:${google_service_account.build.email}"
 }
 
-# The build reads the uploaded archive and the copy Cloud Functions stages in its gcf-v2-sources bucket; the
-# condition limits the read to those two buckets.
+# Google's page on the build service account of Cloud Run functions lists Logs Writer, Artifact Registry Writer and
+# Storage Object Admin ("for retrieving the function source from the Cloud Storage bucket, and to store build
+# images"): https://cloud.google.com/run/docs/configuring/services/build-service-account#required-roles. Granted as
+# documented: the buckets the build writes to are Google-managed and their names are not documented, so a narrower
+# condition could fail the build on a fresh project.
 resource "google_project_iam_member" "build_sources" {
   project = var.project_id
-  role    = "roles/storage.objectViewer"
+  role    = "roles/storage.objectAdmin"
   member  = "serviceAccount:${google_service_account.build.email}"
+}
 
-  condition {
-    title       = "function-sources-only"
-    description = "Only the function source buckets"
-    expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.source.name}\") || resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-\")"
-  }
+# IAM grants propagate in minutes; the provider's own function examples wait before the first build.
+resource "time_sleep" "build_iam" {
+  create_duration = "60s"
+
+  depends_on = [
+    google_project_iam_member.build_logs,
+    google_project_iam_member.build_sources,
+    google_artifact_registry_repository_iam_member.build_push,
+  ]
+}
+
+# --- Eventarc service agent ---------------------------------------------------------------------------------------
+# On a fresh project the agent is created lazily, and a trigger created right after enabling the API fails with
+# "Permission denied while using the Eventarc Service Agent" (hashicorp/terraform-provider-google#25294). Create
+# the identity explicitly, make sure it holds its role, and wait for both to propagate.
+resource "google_project_service_identity" "eventarc" {
+  provider = google-beta
+
+  project = var.project_id
+  service = "eventarc.googleapis.com"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_project_iam_member" "eventarc_agent" {
+  project = var.project_id
+  role    = "roles/eventarc.serviceAgent"
+  member  = "serviceAccount:${google_project_service_identity.eventarc.email}"
+}
+
+resource "time_sleep" "eventarc_agent" {
+  create_duration = "60s"
+
+  depends_on = [google_project_iam_member.eventarc_agent]
 }

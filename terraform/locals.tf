@@ -64,9 +64,15 @@ locals {
   # Function and service names: lowercase with hyphens (Cloud Run service names allow no underscores).
   function_names = { for k, f in local.functions : k => "${var.name_prefix}-${replace(k, "_", "-")}" }
 
-  # The stable cloudfunctions.net URL gen2 functions answer on (their run.app URL carries an unpredictable hash).
-  # Using it keeps WEBHOOK_URL, the scheduler audience and the gateway backends free of dependency cycles.
-  function_urls = { for k, name in local.function_names : k => "https://${var.region}-${var.project_id}.cloudfunctions.net/${name}" }
+  # Each function's deterministic run.app URL, https://SERVICE-PROJECT_NUMBER.REGION.run.app
+  # (https://cloud.google.com/run/docs/triggering/https-request#deterministic). Cloud Run IAM accepts a service's
+  # run.app URLs as ID-token audiences (https://cloud.google.com/run/docs/authenticating/service-to-service), so the
+  # scheduler's audience, the gateway's jwt_audience and the values the code checks (SCHEDULER_OIDC_AUDIENCE,
+  # GATEWAY_JWT_AUDIENCES) are all this one URL. It depends on no function, so there is no dependency cycle.
+  function_urls = {
+    for k, name in local.function_names : k => "https://${name}-${data.google_project.this.number}.${var.region}.run.app"
+  }
+  gateway_backend_urls = [for k, f in local.functions : local.function_urls[k] if f.access == "gateway"]
 
   webhook_url  = var.webhook_domain != "" ? "https://${trimsuffix(var.webhook_domain, "/")}" : local.function_urls["webhook"]
   renew_url    = local.function_urls["renew"]
@@ -129,8 +135,9 @@ locals {
     ID_TOKEN_AUDIENCE              = local.auth_project_id
     ID_TOKEN_CERTS_URL             = "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
     SCHEDULER_OIDC_AUDIENCE        = local.renew_url
-    SCHEDULER_OIDC_CERTS_URL       = "https://www.googleapis.com/oauth2/v1/certs"
     SCHEDULER_INVOKER_EMAIL        = google_service_account.scheduler.email
+    GATEWAY_JWT_AUDIENCES          = join(",", local.gateway_backend_urls)
+    GATEWAY_INVOKER_EMAIL          = google_service_account.gateway.email
   }
 
   # Plain env vars every function gets (every function builds the same Settings from the environment).

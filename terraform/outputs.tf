@@ -19,7 +19,7 @@ output "user_facing_urls" {
 }
 
 output "function_urls" {
-  description = "Each function's stable cloudfunctions.net URL (only the webhook is publicly invokable)."
+  description = "Each function's deterministic run.app URL (only the webhook is publicly invokable)."
   value       = local.function_urls
 }
 

@@ -1,7 +1,7 @@
 # The renewal cron. Schedule, time zone, deadline and retries come from shared/scheduler_job.json, the single source
 # the ops command and the local scheduler read too.
 resource "google_cloud_scheduler_job" "renew" {
-  name             = local.scheduler_job.name
+  name             = "${var.name_prefix}-${local.scheduler_job.name}"
   description      = local.scheduler_job.description
   region           = var.region
   schedule         = local.scheduler_job.schedule
@@ -23,7 +23,8 @@ resource "google_cloud_scheduler_job" "renew" {
       "Content-Type" = "application/json"
     }
 
-    # The renew function is private: Cloud Run admits only this account, and the function checks the audience.
+    # The renew function is private: Cloud Run admits only this account with this audience (the function's run.app
+    # URL), and the function checks the same audience (SCHEDULER_OIDC_AUDIENCE) and account again.
     oidc_token {
       service_account_email = google_service_account.scheduler.email
       audience              = local.renew_url

@@ -27,7 +27,7 @@ variable "name_prefix" {
 }
 
 variable "webhook_domain" {
-  description = "Optional custom domain already mapped to the webhook function (e.g. hooks.example.com). Empty = the function's stable https://REGION-PROJECT.cloudfunctions.net/NAME URL."
+  description = "Optional custom domain already mapped to the webhook function (e.g. hooks.example.com). Empty = the function's deterministic https://NAME-PROJECT_NUMBER.REGION.run.app URL."
   type        = string
   default     = ""
 }

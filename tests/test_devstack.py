@@ -1,5 +1,8 @@
 """`make run`'s stack, end to end: it comes up, a Google edit reaches the CRM and a CRM edit reaches Google through
-the real webhook, trigger and functions, and Ctrl-C takes everything down, the Firestore emulator included."""
+the real webhook, trigger and functions, and Ctrl-C takes everything down, the Firestore emulator included.
+
+User calls go through the local API Gateway (routes read from terraform/), the trigger and the scheduler through the
+functions' Cloud Run IAM doors; calling a user-facing function directly is refused at its door."""
 
 from __future__ import annotations
 
@@ -65,12 +68,12 @@ def _assert_one_json_object_per_log_line(output: list[str], secrets: list[str]) 
 
 
 def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
-    functions_port, standin_port = free_port(), free_port()
+    functions_port, standin_port, gateway_port = free_port(), free_port(), free_port()
     project = f"devstack-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k != "FIRESTORE_EMULATOR_HOST"}
     process = subprocess.Popen(
         [sys.executable, "-m", "infra.devstack", "--port", str(functions_port), "--standin-port", str(standin_port),
-         "--project", project],
+         "--gateway-port", str(gateway_port), "--project", project],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     lines: queue.Queue[str] = queue.Queue()
@@ -95,11 +98,18 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         )
         functions = f"http://127.0.0.1:{functions_port}"
         standin = f"http://127.0.0.1:{standin_port}"
+        from infra.deployment import read_deployment
+        from infra.front_doors import FrontDoors
+
+        doors = FrontDoors(read_deployment(project_id=project), None, "", gateway_url=f"http://127.0.0.1:{gateway_port}")
         token = (ROOT / ".run" / "demo-id-token").read_text().strip()
         auth = {"Authorization": f"Bearer {token}"}
 
         # 1. Connect Google through the real OAuth round trip.
-        start = requests.get(f"{functions}/oauth_start", headers={**auth, "Accept": "application/json"}, timeout=30)
+        direct = requests.get(f"{functions}/oauth_start", headers={**auth, "Accept": "application/json"}, timeout=30)
+        assert direct.status_code == 401, "a user-facing function answered without its Cloud Run IAM door"
+        start = requests.get(doors.route_url("oauth_start"), headers={**auth, "Accept": "application/json"},
+                             timeout=30)
         assert start.status_code == 200, start.text
         consent = requests.get(start.json()["authorization_url"], allow_redirects=False, timeout=30)
         assert consent.status_code == 302
@@ -118,7 +128,7 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         assert finished.json()["connected"] is True
 
         # 2. Enable sync.
-        enable = requests.post(f"{functions}/sync_enable", json={}, headers=auth, timeout=60)
+        enable = requests.post(doors.route_url("sync_enable"), json={}, headers=auth, timeout=60)
         assert enable.status_code == 200, enable.text
 
         # 3. A Google-side edit reaches the CRM through the webhook.
@@ -150,7 +160,7 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
                 return any(e.get("summary") == "Quote review" for e in listed["events"])
 
             _wait_for(in_google, 30, "the CRM meeting in the stand-in")
-            status = requests.get(f"{functions}/sync_status", headers=auth, timeout=30)
+            status = requests.get(doors.route_url("sync_status"), headers=auth, timeout=30)
             assert status.status_code == 200
             assert status.json()["calendars"][0]["enabled"] is True
         finally:

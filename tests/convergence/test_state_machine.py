@@ -26,11 +26,21 @@ from tests.fixtures.google import GoogleStandin
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def webhook_door() -> Any:
+    """The webhook's Cloud Run IAM door as terraform/ declares it (public: its allUsers binding), so the notifications
+    the stand-in posts go through production's door."""
+    from infra.cloud_run_iam import CloudRunIam
+    from infra.deployment import read_deployment
+
+    service = read_deployment(project_id="crm-convergence").services["webhook"]
+    return lambda app: CloudRunIam.for_service(app, service, certs_url="")
+
+
 @pytest.fixture(scope="module")
 def env(firestore_emulator: Any, google_standin_server: Any) -> Iterator[Env]:
     from infra.google_standin.control import ControlClient
 
-    webhook = serve_function("webhook")
+    webhook = serve_function("webhook", door=webhook_door())
     google = GoogleStandin(google_standin_server, ControlClient(google_standin_server.base_url))
     environment = Env(firestore_emulator, google, webhook.url + "/")
     bind(environment)

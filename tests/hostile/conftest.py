@@ -4,6 +4,7 @@ channels, and the probes every case uses (Firestore snapshot, Google call counte
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,9 +42,44 @@ def served() -> Iterator[dict[str, ServedFunction]]:
             function.stop()
 
 
+# The project Terraform is evaluated for: its Firebase issuer / audience are what the gateway accepts.
+DOORS_PROJECT = "crm-hostile"
+DOOR_SETTINGS = {
+    "id_token_issuer": f"https://securetoken.google.com/{DOORS_PROJECT}",
+    "id_token_audience": DOORS_PROJECT,
+}
+
+
+@pytest.fixture(scope="session")
+def front_doors(google_standin_server: Any) -> Iterator[Any]:
+    """Every function again, behind production's front doors built from terraform/ (Cloud Run IAM per function, the
+    API Gateway on its own port): the harness sends each case the way production's caller would."""
+    from werkzeug.serving import make_server
+
+    from infra.deployment import read_deployment
+    from infra.devstack import PathDispatcher, build_function_apps
+    from infra.front_doors import FrontDoors
+    from infra.google_standin.control import ControlClient
+    from tests.fixtures.google import GoogleStandin
+
+    google = GoogleStandin(google_standin_server, ControlClient(google_standin_server.base_url))
+    doors = FrontDoors(read_deployment(project_id=DOORS_PROJECT), google.control, google.certs_url)
+    server = make_server("127.0.0.1", 0, PathDispatcher(doors.guard(build_function_apps())), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="hostile-doors", daemon=True)
+    thread.start()
+    doors.functions_url = f"http://127.0.0.1:{server.server_port}"
+    doors.serve_gateway()
+    try:
+        yield doors
+    finally:
+        doors.stop()
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def sync_settings(firestore_project: str, google: Any, served: dict[str, ServedFunction]) -> Settings:
-    return make_settings(firestore_project, google, webhook_url=served["webhook"].url + "/")
+    return make_settings(firestore_project, google, webhook_url=served["webhook"].url + "/", **DOOR_SETTINGS)
 
 
 @pytest.fixture
@@ -65,7 +101,9 @@ def logs() -> Iterator[LogCapture]:
         root.removeHandler(handler)
 
 
-def build_world(ctx: AppContext, google: Any, served: dict[str, ServedFunction], clock: SkewClock) -> World:
+def build_world(
+    ctx: AppContext, google: Any, served: dict[str, ServedFunction], clock: SkewClock, doors: Any = None
+) -> World:
     """Two users connected (refresh tokens really issued), sync enabled through the lifecycle code (real channels
     whose address is the served webhook), one Google-made and one CRM-made event each, all synced."""
     from shared import lifecycle
@@ -73,7 +111,7 @@ def build_world(ctx: AppContext, google: Any, served: dict[str, ServedFunction],
     from tests.fixtures.sync import connect_user
     from tests.push.helpers import crm_event
 
-    w = World(ctx, google, served, clock)
+    w = World(ctx, google, served, clock, doors=doors)
     for uid, email in USERS.items():
         connect_user(ctx, google, uid, email)
         lifecycle.enable(ctx, uid, lifecycle.EnableRequest())
@@ -101,14 +139,16 @@ def build_world(ctx: AppContext, google: Any, served: dict[str, ServedFunction],
 
 
 @pytest.fixture
-def world(app_context: AppContext, google: Any, served: dict[str, ServedFunction], clock: SkewClock) -> World:
+def world(
+    app_context: AppContext, google: Any, served: dict[str, ServedFunction], clock: SkewClock, front_doors: Any
+) -> World:
     """A fresh world for cases that change it first (disable, renew, clock moves)."""
-    return build_world(app_context, google, served, clock)
+    return build_world(app_context, google, served, clock, front_doors)
 
 
 @pytest.fixture(scope="module")
 def shared_world(
-    firestore_emulator: Any, google_standin_server: Any, served: dict[str, ServedFunction]
+    firestore_emulator: Any, google_standin_server: Any, served: dict[str, ServedFunction], front_doors: Any
 ) -> Iterator[World]:
     """One world for every case of a module that does not prepare anything: each case proves it changed nothing, so
     the world stays valid for the next one (and setup is paid once)."""
@@ -126,11 +166,11 @@ def shared_world(
     db = firestore.Client(project=project)
     clock = SkewClock()
     ctx = AppContext.create(
-        make_settings(project, google, webhook_url=served["webhook"].url + "/"), db, clock=clock
+        make_settings(project, google, webhook_url=served["webhook"].url + "/", **DOOR_SETTINGS), db, clock=clock
     )
     set_default_context(ctx)
     try:
-        yield build_world(ctx, google, served, clock)
+        yield build_world(ctx, google, served, clock, front_doors)
     finally:
         set_default_context(None)
         db.close()

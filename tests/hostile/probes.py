@@ -118,6 +118,9 @@ class World:
     served: dict[str, ServedFunction]
     clock: SkewClock
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Production's front doors (infra/front_doors.py): when set, the harness sends user-facing calls through the API
+    # Gateway and renew through its Cloud Run IAM door with the scheduler's token; None = straight to the function.
+    doors: Any = None
 
     def id_token(self, uid: str, **kwargs: Any) -> str:
         import time

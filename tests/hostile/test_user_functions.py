@@ -275,3 +275,20 @@ def test_user_cannot_enable_another_users_calendar(world: World) -> None:
     calls_after = world.google.control.counters()["by_method"]
     new_calls = {m: calls_after.get(m, 0) - calls_before.get(m, 0) for m in calls_after}
     assert {m: n for m, n in new_calls.items() if n and m != "oauth.token"} == {"calendar.calendarList.list": 1}
+
+
+def test_the_cases_reach_the_functions_through_productions_doors(shared_world: World) -> None:
+    """The harness sends as production's callers do: a user call without a token stops at the gateway (its own JSON,
+    not ours); renew is admitted by Cloud Run IAM with the scheduler's token and answered by the function."""
+    from shared.context import set_default_context
+    from tests.hostile.harness import refused_by_a_door
+
+    set_default_context(shared_world.ctx)
+    assert shared_world.doors is not None
+    stopped = send(shared_world, "sync_status", Req("GET", {}, None))
+    assert stopped.status_code == 401 and refused_by_a_door(stopped), stopped.text
+    assert stopped.json()["message"] == "Jwt is missing"
+    admitted = send(shared_world, "renew", Req("GET"))
+    assert admitted.status_code == 405 and not refused_by_a_door(admitted), admitted.text
+    passed = send(shared_world, "sync_status", Req("GET", bearer(shared_world.id_token("user-a")), None))
+    assert passed.status_code == 200, passed.text

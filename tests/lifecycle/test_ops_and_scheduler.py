@@ -90,7 +90,7 @@ def test_ops_commands(api: Api, app_context: AppContext, google, clock: SkewCloc
 def test_local_scheduler_posts_with_a_verifiable_oidc_token(api: Api, app_context: AppContext, google) -> None:
     url = api.served["renew"].url + "/"
     app_context.settings = app_context.settings.model_copy(update={
-        "scheduler_oidc_audience": url, "scheduler_oidc_certs_url": google.certs_url,
+        "scheduler_oidc_audience": url,
         "scheduler_invoker_email": "local-scheduler@crm-gcal-sync-local.iam.gserviceaccount.com",
     })
     provider = StandinTokenProvider(audience=url, base_url=google.base_url)

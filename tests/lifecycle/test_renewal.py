@@ -295,7 +295,6 @@ def test_renew_function_checks_method_and_scheduler_token(
     renew_url = api.served["renew"].url + "/"
     app_context.settings = app_context.settings.model_copy(update={
         "scheduler_oidc_audience": renew_url,
-        "scheduler_oidc_certs_url": google.certs_url,
         "scheduler_invoker_email": "scheduler@proj.iam.gserviceaccount.com",
     })
     assert api.renew().status_code == 401

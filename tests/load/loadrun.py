@@ -50,6 +50,7 @@ class Stack:
     project: str
     trigger: Any = None
     cleanups: list[Any] = field(default_factory=list)
+    doors: Any = None  # infra.front_doors.FrontDoors: the gateway and Cloud Run IAM in front of the functions
 
     def stop(self) -> None:
         for cleanup in reversed(self.cleanups):
@@ -93,7 +94,13 @@ def start_stack(project: str | None = None, wrap_app: Any = None) -> Stack:
     previous_level = access_log.level
     access_log.setLevel(logging.WARNING)
     cleanups.append(lambda: access_log.setLevel(previous_level))
-    dispatcher = PathDispatcher(build_function_apps())
+    from infra.deployment import read_deployment
+    from infra.front_doors import FrontDoors
+
+    # Production's front doors, from terraform/: functions behind Cloud Run IAM, sync_enable through the gateway, the
+    # trigger presenting the Eventarc account's token.
+    doors = FrontDoors(read_deployment(project_id=project), standin.control, standin.certs_url)
+    dispatcher = PathDispatcher(doors.guard(build_function_apps()))
     server = make_server(
         "127.0.0.1",
         0,
@@ -102,13 +109,17 @@ def start_stack(project: str | None = None, wrap_app: Any = None) -> Stack:
         request_handler=AccessLogRequestHandler,
     )
     functions_url = f"http://127.0.0.1:{server.server_port}"
-    configure_environment(project=project, standin=standin, functions_url=functions_url)
+    doors.functions_url = functions_url
+    doors.serve_gateway()
+    cleanups.append(doors.stop)
+    configure_environment(project=project, standin=standin, functions_url=functions_url, doors=doors)
     set_default_context(None)
     threading.Thread(target=server.serve_forever, name="load-functions", daemon=True).start()
     cleanups.append(server.shutdown)
-    trigger = start_local_trigger(project, f"{functions_url}/push_event", workers=8)
+    trigger = start_local_trigger(project, f"{functions_url}/push_event", workers=8,
+                                  token_provider=doors.trigger_token())
     cleanups.append(trigger.stop)
-    return Stack(functions_url, standin.control, project, trigger, cleanups)
+    return Stack(functions_url, standin.control, project, trigger, cleanups, doors)
 
 
 class VersionLog:
@@ -175,7 +186,7 @@ def setup_users(stack: Stack, model: Model, users: int, calendars: int) -> None:
             updated_at=utcnow()))
         id_token = control.mint_id_token(uid, settings.id_token_audience, issuer=settings.id_token_issuer,
                                          issued_at=time.time())
-        answer = requests.post(f"{stack.functions_url}/sync_enable", json={"calendar_ids": [email, *secondary]},
+        answer = requests.post(stack.doors.route_url("sync_enable"), json={"calendar_ids": [email, *secondary]},
                                headers={"Authorization": f"Bearer {id_token}"}, timeout=120)
         if answer.status_code not in (200, 202):
             raise RuntimeError(f"enable failed for {uid}: {answer.status_code} {answer.text[:300]}")

@@ -527,3 +527,183 @@ def checkov_skips(cfg: Config) -> list[tuple[str, str, str]]:
         for match in re.finditer(r"checkov:skip=([A-Z0-9_]+)(?::([^\n]*))?", text):
             found.append((fname, match.group(1), (match.group(2) or "").strip()))
     return found
+
+
+# --- a fresh project (issue: what breaks the first apply) -----------------------------------------------------------
+BUILD_ROLES = frozenset({"roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectAdmin"})
+EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+def _depends_on(body: Mapping[str, Any]) -> list[str]:
+    return [str(d).strip("${}") for d in body.get("depends_on") or []]
+
+
+def _build_grants(cfg: Config) -> dict[str, tuple[str, str]]:
+    """Grants to the build account: {role: (resource type, name)}."""
+    found = {}
+    for (rtype, name), body in cfg.resources.items():
+        if refers(body.get("member"), r"google_service_account\.build\.email") and body.get("role"):
+            found[body["role"]] = (rtype, name)
+    return found
+
+
+def check_fresh_project(cfg: Config) -> list[str]:
+    """What a first apply on a new project needs: the Resource Manager API, the Eventarc service agent created and
+    settled before the trigger, the build account's documented roles settled before the build."""
+    errors = []
+    if "cloudresourcemanager.googleapis.com" not in set(cfg.locals.get("services") or []):
+        errors.append("cloudresourcemanager.googleapis.com must be enabled (project IAM resources call it)")
+    identities = [(n, b) for n, b in cfg.resources_of("google_project_service_identity").items()
+                  if b.get("service") == "eventarc.googleapis.com"]
+    if len(identities) != 1:
+        errors.append("the Eventarc service identity must be created explicitly (google_project_service_identity)")
+        identity = None
+    else:
+        identity = identities[0][0]
+    sleeps = cfg.resources_of("time_sleep")
+    fn_deps = _depends_on(cfg.resources.get((FN, "fn"), {}))
+    agent_sleep = None
+    for name, body in sleeps.items():
+        for dep in _depends_on(body):
+            target = cfg.resources.get(tuple(dep.split(".")[:2]), {})  # type: ignore[arg-type]
+            if identity and refers(target.get("member"), rf"google_project_service_identity\.{identity}\.email"):
+                agent_sleep = name
+    if identity and agent_sleep is None:
+        errors.append("a time_sleep must wait for the Eventarc service agent's role grant")
+    if agent_sleep and f"time_sleep.{agent_sleep}" not in fn_deps:
+        errors.append("the functions (and their Firestore trigger) must depend on the Eventarc agent wait")
+    grants = _build_grants(cfg)
+    for role in sorted(BUILD_ROLES - set(grants)):
+        errors.append(f"the build account lacks {role} (Cloud Run functions build account page)")
+    build_sleep = [n for n, b in sleeps.items()
+                   if {f"{t}.{n2}" for t, n2 in grants.values()} & set(_depends_on(b))]
+    if not build_sleep:
+        errors.append("a time_sleep must wait for the build account's grants")
+    elif not any(f"time_sleep.{n}" in fn_deps for n in build_sleep):
+        errors.append("the functions must depend on the build account's IAM wait")
+    return errors
+
+
+def check_run_app_audiences(cfg: Config, code_env_vars: Iterable[str]) -> list[str]:
+    """Backends and audiences are the deterministic run.app URLs; the code is given the same values to check."""
+    errors = []
+    urls = cfg.locals.get("function_urls")
+    if not refers(urls, r"\.run\.app") or not refers(urls, r"data\.google_project\.\w+\.number"):
+        errors.append("local.function_urls must be https://SERVICE-PROJECT_NUMBER.REGION.run.app")
+    for path, value in all_values({"locals": cfg.locals, "resources": {f"{t}.{n}": b for (t, n), b in
+                                                                       cfg.resources.items()}}):
+        if isinstance(value, str) and "cloudfunctions.net" in value:
+            errors.append(f"{path} uses a cloudfunctions.net URL")
+    if "jwt_audience" not in str(cfg.locals.get("openapi_paths")):
+        errors.append("gateway backends must set jwt_audience explicitly")
+    base = cfg.locals.get("base_env") or {}
+    if not refers(base.get("GATEWAY_JWT_AUDIENCES"), r"local\.gateway_backend_urls"):
+        errors.append("GATEWAY_JWT_AUDIENCES must be the gateway backends' jwt_audience (local.gateway_backend_urls)")
+    if not refers(cfg.locals.get("gateway_backend_urls"), r'local\.function_urls\[k\].*f\.access\s*==\s*"gateway"'):
+        errors.append("local.gateway_backend_urls must list the gateway functions' URLs")
+    if not refers(base.get("GATEWAY_INVOKER_EMAIL"), r"google_service_account\.gateway\.email"):
+        errors.append("GATEWAY_INVOKER_EMAIL must be the gateway's account")
+    for name in ("SCHEDULER_OIDC_AUDIENCE", "GATEWAY_JWT_AUDIENCES", "GATEWAY_INVOKER_EMAIL"):
+        if name not in set(code_env_vars):
+            errors.append(f"the code does not read {name}")
+    return errors
+
+
+def check_names_prefixed(cfg: Config) -> list[str]:
+    """Two deployments in one project must not collide: project-unique names carry var.name_prefix."""
+    errors = []
+    keys = {"google_cloud_scheduler_job": "name", "google_service_account": "account_id",
+            "google_storage_bucket": "name", "google_artifact_registry_repository": "repository_id",
+            "google_api_gateway_api": "api_id", "google_api_gateway_gateway": "gateway_id",
+            "google_secret_manager_secret": "secret_id"}
+    for (rtype, name), body in cfg.resources.items():
+        attr = keys.get(rtype)
+        if attr is None:
+            continue
+        value = body.get(attr, "")
+        if not (refers(value, r"var\.name_prefix") or refers(value, r"each\.value$|^\$\{each\.value\}$")):
+            errors.append(f"{rtype}.{name}.{attr} must carry var.name_prefix")
+    return errors
+
+
+def check_ingress(cfg: Config) -> list[str]:
+    """renew and push_event are internal-only (Cloud Scheduler and Eventarc are internal on the run.app URL)."""
+    fn = cfg.resources.get((FN, "fn"), {})
+    expr = next((s.get("ingress_settings") for s in blocks(fn, "service_config")), "") or ""
+    match = re.search(r'contains\(\[([^\]]*)\],\s*each\.value\.access\)\s*\?\s*"ALLOW_INTERNAL_ONLY"\s*:\s*"ALLOW_ALL"',
+                      expr)
+    internal = set(re.findall(r'"([a-z]+)"', match.group(1))) if match else set()
+    if internal != {"private", "event"}:
+        return [f"ingress must be internal-only for exactly the private and event functions, got {expr!r}"]
+    return []
+
+
+def check_provider_pins(versions_tf: str) -> list[str]:
+    """Every provider is pinned to one exact version."""
+    import hcl2
+
+    errors = []
+    parsed = hcl2.loads(versions_tf)
+    found = 0
+    for terraform in parsed.get("terraform", []):
+        for required in terraform.get("required_providers", []):
+            for provider, spec in (required or {}).items():
+                if provider.startswith("__"):
+                    continue
+                found += 1
+                spec = spec[0] if isinstance(spec, list) else spec
+                version = str(spec.get("version", "")).strip('"')
+                if not EXACT_VERSION.match(version):
+                    errors.append(f"provider {provider} must be pinned to an exact version, got {version!r}")
+    if not found:
+        errors.append("no required_providers")
+    return errors
+
+
+def check_firestore_rules(cfg: Config) -> list[str]:
+    """firestore.rules is deployed (ruleset from the file, released as cloud.firestore)."""
+    errors = []
+    rulesets = cfg.resources_of("google_firebaserules_ruleset")
+    releases = cfg.resources_of("google_firebaserules_release")
+    if len(rulesets) != 1 or len(releases) != 1:
+        return ["exactly one google_firebaserules_ruleset and one google_firebaserules_release are required"]
+    (rname, ruleset), (release,) = next(iter(rulesets.items())), releases.values()
+    files = [f for s in blocks(ruleset, "source") for f in blocks(s, "files")]
+    if len(files) != 1 or not refers(files[0].get("content"), r'file\("\$\{path\.module\}/\.\./firestore\.rules"\)'):
+        errors.append("the ruleset must be the repository's firestore.rules")
+    if release.get("name") != "cloud.firestore":
+        errors.append("the release must be named cloud.firestore")
+    if not refers(release.get("ruleset_name"), rf"google_firebaserules_ruleset\.{rname}\.name"):
+        errors.append("the release must point at the ruleset")
+    if "firebaserules.googleapis.com" not in set(cfg.locals.get("services") or []):
+        errors.append("firebaserules.googleapis.com must be enabled")
+    return errors
+
+
+def check_evaluated_audiences(module: Any) -> list[str]:
+    """On the evaluated configuration (infra.terraform_eval): every gateway operation's jwt_audience is its backend
+    address and one of GATEWAY_JWT_AUDIENCES; the scheduler's audience is SCHEDULER_OIDC_AUDIENCE and its account
+    SCHEDULER_INVOKER_EMAIL; the gateway calls as GATEWAY_INVOKER_EMAIL."""
+    errors = []
+    env = module.local("base_env")
+    gateway_audiences = set(str(env.get("GATEWAY_JWT_AUDIENCES", "")).split(","))
+    for path, methods in module.local("openapi")["paths"].items():
+        for method, op in methods.items():
+            backend = op.get("x-google-backend", {})
+            if backend.get("jwt_audience") != backend.get("address"):
+                errors.append(f"{method.upper()} {path}: jwt_audience {backend.get('jwt_audience')!r} is not the address")
+            if backend.get("jwt_audience") not in gateway_audiences:
+                errors.append(f"{method.upper()} {path}: jwt_audience is not in GATEWAY_JWT_AUDIENCES")
+            if ".run.app" not in str(backend.get("address")):
+                errors.append(f"{method.upper()} {path}: backend is not a run.app URL")
+    job = module.resource_body("google_cloud_scheduler_job", "renew")
+    if module.attribute(job, "http_target.oidc_token.audience") != env.get("SCHEDULER_OIDC_AUDIENCE"):
+        errors.append("the scheduler's oidc_token.audience differs from SCHEDULER_OIDC_AUDIENCE")
+    if module.attribute(job, "http_target.oidc_token.service_account_email") != env.get("SCHEDULER_INVOKER_EMAIL"):
+        errors.append("the scheduler's account differs from SCHEDULER_INVOKER_EMAIL")
+    config = module.resource_body("google_api_gateway_api_config", "api")
+    if module.attribute(config, "gateway_config.backend_config.google_service_account") != env.get(
+        "GATEWAY_INVOKER_EMAIL"
+    ):
+        errors.append("the gateway's account differs from GATEWAY_INVOKER_EMAIL")
+    return errors

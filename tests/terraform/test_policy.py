@@ -146,6 +146,44 @@ def test_function_sizing_and_renewal_deadlines_nest(cfg: Config, job: dict) -> N
     assert policy.check_sizing(cfg, job, deadline) == []
 
 
+def test_a_fresh_project_applies(cfg: Config) -> None:
+    """Resource Manager API on, Eventarc service agent created and settled before the trigger (provider issue
+    25294), the build account's documented roles settled before the build."""
+    assert policy.check_fresh_project(cfg) == []
+
+
+def test_audiences_are_run_app_urls_and_the_code_checks_the_same(cfg: Config) -> None:
+    assert policy.check_run_app_audiences(cfg, app_config.ENV_VARS) == []
+
+
+def test_terraform_and_code_see_the_same_audiences() -> None:
+    """Evaluated, not pattern-matched: the values Cloud Run IAM will require are the values the code checks."""
+    from infra.terraform_eval import TerraformModule
+
+    module = TerraformModule(
+        variables={"project_id": "crm-policy", "oauth_client_id": "client"},
+        known={"data.google_project.this": {"number": "123456789012"},
+               "google_api_gateway_gateway.api": {"default_hostname": "gw.example"}},
+    )
+    assert policy.check_evaluated_audiences(module) == []
+
+
+def test_project_unique_names_carry_the_prefix(cfg: Config) -> None:
+    assert policy.check_names_prefixed(cfg) == []
+
+
+def test_renew_and_push_event_are_internal_only(cfg: Config) -> None:
+    assert policy.check_ingress(cfg) == []
+
+
+def test_providers_are_pinned_exactly() -> None:
+    assert policy.check_provider_pins((REPO / "terraform" / "versions.tf").read_text(encoding="utf-8")) == []
+
+
+def test_firestore_rules_are_deployed(cfg: Config) -> None:
+    assert policy.check_firestore_rules(cfg) == []
+
+
 def test_every_checkov_skip_is_justified_inline(cfg: Config) -> None:
     for fname, check, reason in policy.checkov_skips(cfg):
         assert len(reason) >= 30, f"{fname}: checkov skip {check} needs an inline justification"
@@ -169,6 +207,7 @@ locals {
   scheduler_job = { schedule = "* * * * *" }
   services = ["run.googleapis.com"]
   source_files = sort(fileset(local.repo_root, "**"))
+  function_urls = { for k, name in local.function_names : k => "https://r-p.cloudfunctions.net/${name}" }
 }
 resource "google_cloudfunctions2_function" "fn" {
   for_each = local.functions
@@ -246,6 +285,18 @@ resource "google_firestore_database" "main" {
 """
 
 
+BAD_VERSIONS = """
+terraform {
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 6.10, < 8.0"
+    }
+  }
+}
+"""
+
+
 def test_checkers_catch_violations() -> None:
     bad = parse_text(BAD)
     entry_points = policy.main_entry_points()
@@ -266,6 +317,12 @@ def test_checkers_catch_violations() -> None:
         "outputs": policy.check_outputs(bad),
         "gateway": policy.check_gateway(bad),
         "sizing": policy.check_sizing(bad, {"attempt_deadline_seconds": 320}, 240.0),
+        "fresh project": policy.check_fresh_project(bad),
+        "run.app audiences": policy.check_run_app_audiences(bad, []),
+        "names prefixed": policy.check_names_prefixed(bad),
+        "ingress": policy.check_ingress(bad),
+        "provider pins": policy.check_provider_pins(BAD_VERSIONS),
+        "firestore rules": policy.check_firestore_rules(bad),
     }
     assert [name for name, errors in checks.items() if not errors] == []
     text = "\n".join(e for errors in checks.values() for e in errors)
@@ -285,6 +342,13 @@ def test_checkers_catch_violations() -> None:
         "used by the code is not declared",
         "is never written by the code",
         "FIRESTORE_NATIVE",
+        "cloudresourcemanager.googleapis.com must be enabled",
+        "lacks roles/storage.objectAdmin",
+        "uses a cloudfunctions.net URL",
+        "must carry var.name_prefix",
+        "must be pinned to an exact version",
+        "ingress must be internal-only",
+        "exactly one google_firebaserules_ruleset",
     ):
         assert expected in text, f"no checker reported {expected!r}:\n{text}"
 
