@@ -119,10 +119,10 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         landing = urllib.parse.urlsplit(callback.headers["Location"])
         page = requests.get(landing._replace(fragment="").geturl(), timeout=30)
         assert page.status_code == 200 and "text/html" in page.headers["Content-Type"], page.text
-        assert "oauth_callback" in page.text
+        assert doors.route_url("oauth_callback") in page.text
         handoff = dict(urllib.parse.parse_qsl(landing.fragment))
         secrets_in_query = [handoff["google_code"], handoff["google_state"]]
-        finished = requests.post(f"{functions}/oauth_callback", headers=auth, timeout=60,
+        finished = requests.post(doors.route_url("oauth_callback"), headers=auth, timeout=60,
                                  json={"code": handoff["google_code"], "state": handoff["google_state"]})
         assert finished.status_code == 200, finished.text
         assert finished.json()["connected"] is True
