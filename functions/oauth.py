@@ -1,6 +1,6 @@
 """HTTP adapters for connecting a Google account: start (signed-in user), callback (Google's redirect), disconnect.
 
-No sync logic here: authenticate, validate, call shared.oauth, map outcomes to status codes and JSON.
+No sync logic here: authenticate, validate, call shared.account.google_oauth, map outcomes to status codes and JSON.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import urllib.parse
 from typing import Any
 
 from functions.http import handle, json_response, parse_json_body, require_method
-from shared.auth import authenticate_user
+from shared.account.identity import authenticate_user
 from shared.context import default_context
 from shared.errors import BadRequest
 from shared.models import Strict
@@ -37,24 +37,24 @@ def _wants_json(request: Any) -> bool:
 
 
 def _start(request: Any) -> Any:
-    from shared import oauth
+    from shared.account import google_oauth
 
     require_method(request, "GET", "POST")
     ctx = default_context()
     user = authenticate_user(request, ctx.settings)
     login_hint = _query_value(request, "login_hint") or user.email
-    url = oauth.build_authorization_url(ctx, user.user_id, login_hint=login_hint)
+    url = google_oauth.build_authorization_url(ctx, user.user_id, login_hint=login_hint)
     if _wants_json(request) or request.method == "POST":
         return json_response({"authorization_url": url})
     return json_response({"authorization_url": url}, 302, {"Location": url})
 
 
 def _callback(request: Any) -> Any:
-    from shared import oauth
+    from shared.account import google_oauth
 
     require_method(request, "GET")
     ctx = default_context()
-    result = oauth.complete_connection(
+    result = google_oauth.complete_connection(
         ctx,
         _query_value(request, "state"),
         _query_value(request, "code"),
@@ -76,13 +76,13 @@ def _callback(request: Any) -> Any:
 
 
 def _disconnect(request: Any) -> Any:
-    from shared import oauth
+    from shared.account import google_oauth
 
     require_method(request, "POST")
     ctx = default_context()
     user = authenticate_user(request, ctx.settings)
     parse_json_body(request, DisconnectRequest, allow_empty=True)
-    return json_response(oauth.disconnect(ctx, user.user_id))
+    return json_response(google_oauth.disconnect(ctx, user.user_id))
 
 
 def handle_start(request: Any) -> Any:

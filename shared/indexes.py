@@ -31,7 +31,7 @@ COLLECTION_GROUP_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = 
 # Firestore TTL policies: (collection group, field) — documents are deleted some time after the field's time.
 TTL_FIELDS: tuple[tuple[str, str], ...] = (
     ("events", "purge_at"),
-    ("oauth_states", "expires_at"),  # PKCE verifiers of OAuth flows never completed (shared.oauth)
+    ("oauth_states", "expires_at"),  # PKCE verifiers of OAuth flows never completed (shared.account.google_oauth)
     ("channel_leases", "expires_at"),  # leases of crashed holders (shared.channels)
     ("sync_leases", "expires_at"),  # pull leases of crashed holders (shared.coalesce)
     ("sync_dirty", "expires_at"),  # "pull again" markers nobody consumed (shared.coalesce)

@@ -9,8 +9,8 @@ import urllib.parse
 
 import requests
 
+from shared.account.google_oauth import OAUTH_STATES
 from shared.context import AppContext
-from shared.oauth import OAUTH_STATES
 from tests.lifecycle.conftest import Api, SkewClock
 from tests.lifecycle.helpers import refresh_token_of
 
