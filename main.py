@@ -9,7 +9,7 @@ Entry point -> adapter:
 - sync_disable     (HTTP)             disable sync                           functions/settings.py
 - sync_status      (HTTP)             status for a settings page             functions/settings.py
 - renew            (HTTP, private)    Cloud Scheduler cron                   functions/renew.py
-- push_event       (CloudEvent)       Firestore events/{eventId} written     functions/push.py
+- push_event       (CloudEvent)       Firestore events/{eventId} written     functions/crm_trigger.py
 """
 
 from __future__ import annotations
@@ -77,6 +77,6 @@ def renew(request: Any) -> Any:
 
 @functions_framework.cloud_event
 def push_event(cloud_event: Any) -> None:
-    from functions.push import handle_event_written
+    from functions.crm_trigger import handle_event_written
 
     handle_event_written(cloud_event)

@@ -99,7 +99,7 @@ def _notification(request: Any) -> Any:
         log_event(logger, "channel sync acknowledged", **fields)
         return json_response({"status": "acknowledged"})
 
-    from shared.coalesce import request_pull
+    from shared.sync.coalesce import request_pull
 
     try:
         outcome = request_pull(ctx, route.user_id, route.calendar_id, reason="webhook")

@@ -44,29 +44,29 @@ def _calendars(ctx: Any, user_id: str, calendar_id: str | None) -> list[Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
-    from shared.lifecycle import status
+    from shared.account.enablement import status
 
     return status(_ctx(), args.user).model_dump(mode="json")
 
 
 def cmd_resync(args: argparse.Namespace) -> dict[str, Any]:
-    from shared import lifecycle
+    from shared.account import enablement
 
     ctx = _ctx()
     results: dict[str, Any] = {}
     for cal in _calendars(ctx, args.user, args.calendar):
         log_event(logger, "operator resync", user_id=args.user, calendar_id=cal.calendar_id, full=args.full)
-        outcome = lifecycle.request_pull(ctx, args.user, cal.calendar_id, reason="operator", full=args.full)
-        lifecycle._pulled(ctx, cal, outcome)
+        outcome = enablement.request_pull(ctx, args.user, cal.calendar_id, reason="operator", full=args.full)
+        enablement._pulled(ctx, cal, outcome)
         results[cal.calendar_id] = getattr(outcome, "outcome", None) or repr(outcome)
     return {"resynced": results}
 
 
 def cmd_renew(args: argparse.Namespace) -> dict[str, Any]:
-    from shared import channels, lifecycle
+    from shared.account import channels, enablement
 
     ctx = _ctx()
-    integration = lifecycle.connected_integration(ctx, args.user)
+    integration = enablement.connected_integration(ctx, args.user)
     outcomes: dict[str, str] = {}
     for cal in _calendars(ctx, args.user, args.calendar):
         lease = channels.acquire_lease(ctx, args.user, cal.key, purpose="operator_renew")
@@ -74,7 +74,7 @@ def cmd_renew(args: argparse.Namespace) -> dict[str, Any]:
             outcomes[cal.calendar_id] = "busy"
             continue
         try:
-            outcome = lifecycle.ensure_channel(ctx, integration, cal.key, reason="operator", force=True)
+            outcome = enablement.ensure_channel(ctx, integration, cal.key, reason="operator", force=True)
             outcomes[cal.calendar_id] = outcome
         finally:
             lease.release(ctx)
@@ -84,20 +84,20 @@ def cmd_renew(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_renew_run(args: argparse.Namespace) -> dict[str, Any]:
-    from shared.lifecycle import run_renewal
+    from shared.account.enablement import run_renewal
 
     return run_renewal(_ctx(), deadline_seconds=args.deadline)
 
 
 def cmd_stop_channel(args: argparse.Namespace) -> dict[str, Any]:
-    from shared import channels, lifecycle
+    from shared.account import channels, enablement
     from shared.errors import NotFound
 
     ctx = _ctx()
     route = ctx.store.get_channel_route(args.channel)
     if route is None:
         raise NotFound("no route for this channel id", channel_id=args.channel)
-    client = lifecycle._client_if_possible(ctx, route.user_id)
+    client = enablement._client_if_possible(ctx, route.user_id)
     cal = ctx.store.get_calendar(route.user_id, route.calendar_key)
     was_current = cal is not None and cal.channel is not None and cal.channel.id == route.channel_id
     stopped = channels.retire_channel(

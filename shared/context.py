@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from google.cloud.firestore import Client as FirestoreClient
 
     from shared.crypto import TokenCipher
-    from shared.google_api import CalendarClient
+    from shared.gcal.client import CalendarClient
     from shared.store import FirestoreStore
 
 
@@ -62,7 +62,7 @@ class AppContext:
 
     def calendar_client(self, integration: Integration) -> CalendarClient:
         """The user's Google client, cached per (user, ciphertext) so a reconnect gets fresh credentials."""
-        from shared.google_api import CalendarClient, build_credentials
+        from shared.gcal.client import CalendarClient, build_credentials
 
         if integration.status != IntegrationStatus.CONNECTED or not integration.refresh_token_ciphertext:
             raise NeedsReauth("the user has no working Google connection", user_id=integration.user_id)

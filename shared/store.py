@@ -308,7 +308,7 @@ class FirestoreStore:
         for event, _ in self.linked_event_snapshots(owner_id, calendar_id):
             yield event
 
-    # --- additions for the pull engine (shared/pull.py, shared/coalesce.py) ---------------------------------------
+    # --- additions for Google -> CRM (shared/sync/google_to_crm_run.py, shared/sync/coalesce.py) -------------------
     def linked_event_snapshots(self, owner_id: str, calendar_id: str) -> Iterator[tuple[CrmEvent, dt.datetime]]:
         """Like events_linked_to_calendar, with each document's update time (for precondition writes)."""
         query = (

@@ -241,7 +241,7 @@ def missing_capabilities(scopes: list[str]) -> list[str]:
 
 def primary_calendar_id(ctx: AppContext, refresh_token: str, access_token: str, scopes: list[str]) -> str:
     """The account's primary calendar id, which is its email address."""
-    from shared.google_api import CalendarClient, build_credentials
+    from shared.gcal.client import CalendarClient, build_credentials
 
     credentials = build_credentials(refresh_token, ctx.settings, scopes)
     credentials.token = access_token
@@ -281,14 +281,14 @@ def complete_connection(
         raise Forbidden("the calendar permissions were not all granted; connect again and allow them", missing=missing)
     account_email = primary_calendar_id(ctx, refresh_token, str(body["access_token"]), scopes)
 
-    from shared import lifecycle
+    from shared.account import enablement
 
     now = ctx.clock()
     existing = ctx.store.get_integration(user_id)
     account_changed = bool(existing and existing.account_email and existing.account_email != account_email)
     if existing is not None and account_changed:
         # Another Google account: the old account's calendars and channels no longer apply.
-        lifecycle.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
+        enablement.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
     ciphertext, key_id = ctx.cipher.encrypt(refresh_token, owner=user_id)
     integration = Integration(
         user_id=user_id,
@@ -309,8 +309,8 @@ def complete_connection(
     ctx.forget_calendar_client(user_id)
     reconnected = existing is not None
     if existing is not None and not account_changed:
-        lifecycle.mark_calendars_due(ctx, user_id)
-    from shared.push import release_held_pushes
+        enablement.mark_calendars_due(ctx, user_id)
+    from shared.sync.crm_to_google_run import release_held_pushes
 
     release_held_pushes(ctx, user_id, now=now)
     log_event(
@@ -328,12 +328,12 @@ def complete_connection(
 
 def disconnect(ctx: AppContext, user_id: str) -> dict[str, Any]:
     """Stop every channel, disable sync, revoke the refresh token and forget it. CRM data is kept."""
-    from shared import lifecycle
+    from shared.account import enablement
 
     integration = ctx.store.get_integration(user_id)
     if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
         return {"disconnected": True, "revoked": False, "calendars_disabled": 0}
-    disabled = lifecycle.disable_all(ctx, user_id, reason="disconnect")
+    disabled = enablement.disable_all(ctx, user_id, reason="disconnect")
     revoked = False
     if integration.refresh_token_ciphertext:
         try:

@@ -5,7 +5,7 @@ the 300 due calendars (primary + 2 secondary each); their channels expire in 12 
 enabled calendars (1,940 users x 5) have channels that expire in 5 days and were synced recently: nothing is due.
 Every calendar has its ACTIVE channel route, every user an integration; seeded with batched writes (500 per commit).
 
-Ours: `shared.lifecycle.run_renewal` on a fresh context (no cached clients), as the cron runs it: indexed due queries
+Ours: `run_renewal` on a fresh context (no cached clients), as the cron runs it: indexed due queries
 (renew_due_at / pull_due_at over the `calendars` collection group), leases, new channel first, switch, stop the old.
 Naive baseline, same data: the scan a cron without due fields would need to find the same 300 (every calendar read).
 
@@ -113,8 +113,8 @@ def run(results: dict[str, float]) -> None:
 
     from infra.firestore_emulator import existing_or_new
     from infra.google_standin.server import start_standin
+    from shared.account.enablement import run_renewal
     from shared.context import AppContext
-    from shared.lifecycle import run_renewal
     from shared.models import CALENDARS
     from tests.fixtures.sync import make_settings
 

@@ -4,13 +4,13 @@ invariants (both sides agree, nothing lost, no duplicate, no ping-pong).
 
 What is real: the Firestore emulator, the Google stand-in (the engine talks to it through google-api-python-client),
 and the webhook, served by functions-framework over HTTP: every Google-side change makes the stand-in POST a real
-notification to it, and it pulls through shared.coalesce. What is in-process, for speed: the Firestore trigger
-(Eventarc) is played by calling `shared.push.push_event(ctx, id)` for every event document whose update time moved
+notification to it, and it pulls through shared.sync.coalesce. What is in-process, for speed: the Firestore trigger
+(Eventarc) is played by calling `push_event(ctx, id)` (CRM -> Google) for every event document whose update time moved
 (exactly what Eventarc would deliver; the served CloudEvent adapter is covered by tests/push), and the cron by
-calling `shared.lifecycle.run_renewal(ctx)` (the served `renew` function is a thin adapter over it).
+calling `shared.account.enablement.run_renewal(ctx)` (the served `renew` function is a thin adapter over it).
 
 Per example: a fresh stand-in (control.reset) and a fresh Firestore project (emulator reset), one connected user with
-two calendars enabled through `shared.lifecycle.enable` (real channels to the served webhook). Notifications are held
+two calendars enabled through `enable` (real channels to the served webhook). Notifications are held
 by the stand-in and delivered only by the notification rules, so examples replay deterministically enough to shrink.
 
 A "crash" runs the engine with Firestore commits failing after k of them, in this thread only, until the work
@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from shared.context import AppContext, set_default_context
-from shared.mapping import apply_google_event, content_hash
+from shared.gcal.wire import apply_google_event, content_hash
 from shared.models import CONTENT_FIELDS, CrmEvent, SyncedCalendar, dump_for_firestore, utcnow
 
 USER = "conv-user"
@@ -287,7 +287,7 @@ class SyncMachine(RuleBasedStateMachine):
     # -- setup ---------------------------------------------------------------------------------------------------
     @initialize()
     def setup(self) -> None:
-        from shared import lifecycle
+        from shared.account import enablement
         from tests.fixtures.sync import connect_user, make_settings
 
         env = self.env
@@ -309,7 +309,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.google_create(1, "Seed", 4, True, False)
         self.google_recurring_create(0, "Seed", 0)
         connect_user(self.ctx, self.google, USER, EMAIL)
-        lifecycle.enable(self.ctx, USER, lifecycle.EnableRequest(calendar_ids=[EMAIL, secondary]))
+        enablement.enable(self.ctx, USER, enablement.EnableRequest(calendar_ids=[EMAIL, secondary]))
         self.crm_create("Seed", 1, 10, False, True)
         self.crm_create("Seed all-day", 2, 10, True, False)
         self.control.flush(timeout=20)
@@ -352,7 +352,7 @@ class SyncMachine(RuleBasedStateMachine):
         return sorted(found, key=lambda x: (x[0], x[1]["id"]))
 
     def _push(self, event_id: str) -> None:
-        from shared.push import push_event
+        from shared.sync.crm_to_google_run import push_event
 
         assert self.ctx is not None
         push_event(self.ctx, event_id)
@@ -596,8 +596,8 @@ class SyncMachine(RuleBasedStateMachine):
     def pull_crashes(self, cal: int, writes: int) -> None:
         """A pull (as the webhook would run it) dies after `writes` Firestore writes."""
         self._step("pull_crashes", locals())
-        from shared.coalesce import request_pull
         from shared.errors import SyncError
+        from shared.sync.coalesce import request_pull
 
         assert self.ctx is not None
         # A SyncError (a Google fault may be active) is what the webhook answers with a status; a 5xx is redelivered.
@@ -610,7 +610,7 @@ class SyncMachine(RuleBasedStateMachine):
         """The cron dies after `writes` Firestore writes of its own thread (due queries, re-pushes, orphan sweep);
         `later`: it runs 8 h on, so stale pulls and push retries are due when it dies."""
         self._step("cron_crashes", locals())
-        from shared.lifecycle import run_renewal
+        from shared.account.enablement import run_renewal
 
         assert self.ctx is not None
         if later:
@@ -623,7 +623,7 @@ class SyncMachine(RuleBasedStateMachine):
     @rule()
     def cron(self) -> None:
         self._step("cron", locals())
-        from shared.lifecycle import run_renewal
+        from shared.account.enablement import run_renewal
 
         assert self.ctx is not None
         run_renewal(self.ctx)
@@ -638,7 +638,7 @@ class SyncMachine(RuleBasedStateMachine):
             self.unsettled.append(f"deliveries not idle after 30 s: {state}")
 
     def quiesce(self) -> None:
-        from shared.lifecycle import run_renewal
+        from shared.account.enablement import run_renewal
 
         assert self.ctx is not None
         self.control.clear_faults()

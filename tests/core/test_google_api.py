@@ -15,7 +15,7 @@ from shared.errors import (
     NeedsReauth,
     PreconditionFailed,
 )
-from shared.google_api import CalendarClient, build_credentials
+from shared.gcal.client import CalendarClient, build_credentials
 from tests.fixtures.sync import make_settings
 
 EMAIL = "owner@example.com"

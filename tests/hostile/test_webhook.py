@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared import lifecycle
+from shared.account import enablement
 from shared.models import calendar_key
 from tests.hostile.harness import Case, Req, run_case, send
 from tests.hostile.probes import World
@@ -30,14 +30,14 @@ def renew_channel(w: World) -> None:
     """Renew user A's channel: the old one (whose headers the case replays) is stopped."""
     integration = w.ctx.store.get_integration("user-a")
     assert integration is not None
-    outcome = lifecycle.ensure_channel(
+    outcome = enablement.ensure_channel(
         w.ctx, integration, calendar_key(w.users["user-a"]["email"]), reason="test", force=True
     )
     assert outcome == "renewed"
 
 
 def disable_a(w: World) -> None:
-    lifecycle.disable(w.ctx, "user-a", lifecycle.DisableRequest())
+    enablement.disable(w.ctx, "user-a", enablement.DisableRequest())
 
 
 def expire(w: World) -> None:

@@ -207,7 +207,7 @@ def test_reconnect_releases_pushes_held_while_the_token_was_dead(api: Api, app_c
     import datetime as dt
 
     from shared.models import CrmEvent, EventTime, IntegrationStatus, google_event_id_for_crm
-    from shared.push import push_due_events, push_event
+    from shared.sync.crm_to_google_run import push_due_events, push_event
 
     google.control.create_account(ALICE)
     assert api.connect("user-a", ALICE).status_code == 200

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared import channels, lifecycle
+from shared.account import channels, enablement
 from shared.context import AppContext
 from shared.models import ChannelRoute, calendar_key
 from tests.lifecycle.conftest import Api, SkewClock
@@ -102,13 +102,13 @@ def test_expired_channel_is_rewatched_and_caught_up(
     _enable(api, "user-a")
     [old] = live_channels(google)
     pulls: list[tuple[str, str]] = []
-    real_pull = lifecycle.request_pull
+    real_pull = enablement.request_pull
 
     def spy(ctx: AppContext, user_id: str, calendar_id: str, *, reason: str, full: bool = False) -> object:
         pulls.append((calendar_id, reason))
         return real_pull(ctx, user_id, calendar_id, reason=reason, full=full)
 
-    monkeypatch.setattr(lifecycle, "request_pull", spy)
+    monkeypatch.setattr(enablement, "request_pull", spy)
     clock.advance(8 * DAY)  # the service was down: the channel expired at Google
     assert live_channels(google) == []
     report = api.renew().json()
@@ -194,8 +194,8 @@ def test_stale_calendar_is_pulled(api: Api, app_context: AppContext, google, clo
     setup_user(app_context, google, "user-a", ALICE)
     _enable(api, "user-a")
     pulls: list[str] = []
-    real_pull = lifecycle.request_pull
-    monkeypatch.setattr(lifecycle, "request_pull", lambda ctx, uid, cid, *, reason, full=False: pulls.append(reason)
+    real_pull = enablement.request_pull
+    monkeypatch.setattr(enablement, "request_pull", lambda ctx, uid, cid, *, reason, full=False: pulls.append(reason)
                         or real_pull(ctx, uid, cid, reason=reason, full=full))
     clock.advance(app_context.settings.stale_sync_seconds * 1.3)  # past the (jittered) stale-sync time
     report = api.renew().json()
@@ -207,7 +207,7 @@ def test_stale_calendar_is_pulled(api: Api, app_context: AppContext, google, clo
 def test_due_pushes_are_retried(api: Api, app_context: AppContext, google, clock: SkewClock) -> None:
     """A CRM edit that failed transiently (Google 503 storm) is pushed by the cron once its backoff has passed."""
     from shared.models import CrmEvent, EventTime, google_event_id_for_crm
-    from shared.push import push_event
+    from shared.sync.crm_to_google_run import push_event
 
     setup_user(app_context, google, "user-a", ALICE)
     app_context.store.save_event(CrmEvent(
@@ -252,7 +252,7 @@ def test_expired_routes_are_closed_without_google_calls(app_context: AppContext,
         calendar_key=calendar_key("x@example.com"), resource_id="r", token_digest="d",
         expiration=now - dt.timedelta(hours=1), created_at=now - dt.timedelta(days=8),
     ))
-    report = lifecycle.run_renewal(app_context)
+    report = enablement.run_renewal(app_context)
     assert report["counts"]["routes_expired"] == 1
     assert report["google_calls"] == 0
     assert route(app_context, "dead-channel").state == "stopped"
@@ -262,10 +262,10 @@ def test_run_stops_at_its_deadline(api: Api, app_context: AppContext, google, cl
     work, home = setup_user(app_context, google, "user-a", ALICE, secondary=("Work", "Home"))
     _enable(api, "user-a", {"calendar_ids": ["primary", work, home]})
     clock.advance(INTO_RENEW_WINDOW)
-    report = lifecycle.run_renewal(app_context, deadline_seconds=1e-6)
+    report = enablement.run_renewal(app_context, deadline_seconds=1e-6)
     assert report["renewed"] == 0 and report["deferred"] >= 3
     # Everything is still due for the next run.
-    assert lifecycle.run_renewal(app_context)["renewed"] == 3
+    assert enablement.run_renewal(app_context)["renewed"] == 3
 
 
 def test_cost_grows_with_due_work_not_with_calendars(app_context: AppContext, google, clock: SkewClock) -> None:
@@ -282,7 +282,7 @@ def test_cost_grows_with_due_work_not_with_calendars(app_context: AppContext, go
                 renew_due_at=now + dt.timedelta(days=4), pull_due_at=now + dt.timedelta(hours=3),
             )
             batch.set(app_context.store.calendar_ref(cal.user_id, cal.key), cal.model_dump())
-    report = lifecycle.run_renewal(app_context)
+    report = enablement.run_renewal(app_context)
     assert report["counts"]["renew_due"] == 0
     assert report["firestore"].get("reads", 0) <= 2
 
@@ -335,7 +335,7 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
 
     write("lost-create", "Never triggered", old_enough)
     write("fresh-create", "Trigger on its way", too_fresh)
-    report = lifecycle.run_renewal(app_context, now=now)
+    report = enablement.run_renewal(app_context, now=now)
     assert report["swept"]["pushed"] == 1
     assert in_google("lost-create")["summary"] == "Never triggered"
     assert in_google("fresh-create") is None
@@ -346,7 +346,7 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
     )
     google.control.reset_counters()
     later = now + dt.timedelta(minutes=10)
-    report = lifecycle.run_renewal(app_context, now=later)
+    report = enablement.run_renewal(app_context, now=later)
     assert in_google("lost-create")["summary"] == "Edited, trigger lost"
     assert in_google("fresh-create")["summary"] == "Trigger on its way"
     by_method = google.control.counters()["by_method"]
@@ -355,7 +355,7 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
 
     # Nothing left: a third run writes nothing to Google.
     google.control.reset_counters()
-    lifecycle.run_renewal(app_context, now=later + dt.timedelta(minutes=10))
+    enablement.run_renewal(app_context, now=later + dt.timedelta(minutes=10))
     writes = {m: n for m, n in google.control.counters()["by_method"].items() if m.split(".")[-1] in
               ("insert", "patch", "update", "delete")}
     assert writes == {}
@@ -363,7 +363,7 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
 
 def test_sweep_pages_through_every_recent_edit(app_context: AppContext, google) -> None:
     from shared.models import CrmEvent, EventTime
-    from shared.push import sweep_unpushed_edits
+    from shared.sync.crm_to_google_run import sweep_unpushed_edits
 
     setup_user(app_context, google, "user-a", ALICE)
     now = app_context.clock()

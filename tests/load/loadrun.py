@@ -294,8 +294,8 @@ def drain(stack: Stack, budget: float) -> bool:
 
 def quiesce(stack: Stack, budget: float = 600) -> dict[str, Any]:
     """Faults off, backlog drained, one cron run 8 h later (in-process), drained again."""
+    from shared.account.enablement import run_renewal
     from shared.context import default_context
-    from shared.lifecycle import run_renewal
     from shared.models import utcnow
 
     stack.control.clear_faults()

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import requests
 
-from shared.coalesce import PullOutcome, request_pull
 from shared.context import AppContext
 from shared.crypto import secret_digest
 from shared.models import (
@@ -26,6 +25,7 @@ from shared.models import (
     calendar_key,
     dump_for_firestore,
 )
+from shared.sync.coalesce import PullOutcome, request_pull
 from tests.fixtures.functions import ServedFunction, serve_function
 from tests.fixtures.sync import connect_user
 

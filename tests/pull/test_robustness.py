@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 import requests
 
-import shared.pull as pull_module
-from shared.coalesce import SYNC_DIRTY, SYNC_LEASES, lease_id
-from shared.google_api import CalendarClient
-from shared.mapping import content_hash, crm_to_google, has_unpushed_change, link_from_google
+import shared.sync.google_to_crm_run as pull_module
+from shared.gcal.client import CalendarClient
+from shared.gcal.wire import content_hash, crm_to_google, has_unpushed_change, link_from_google
 from shared.models import (
     CrmEvent,
     EventTime,
@@ -27,6 +26,7 @@ from shared.models import (
     google_event_id_for_crm,
     utcnow,
 )
+from shared.sync.coalesce import SYNC_DIRTY, SYNC_LEASES, lease_id
 from tests.pull.conftest import SyncedUser
 
 LIST = "calendar.events.list"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.mapping import has_unpushed_change
+from shared.gcal.wire import has_unpushed_change
 from shared.models import CrmMeta
 from tests.pull.conftest import SyncedUser
 

@@ -2,7 +2,7 @@
 
 Why this shape:
 - Every decision is taken on a fresh read of the calendar document while holding its channel lease
-  (shared.channels), so enable twice, a double-clicked enable and concurrent cron runs converge on one channel.
+  (shared.account.channels), so enable twice, a double-clicked enable and concurrent cron runs converge on one channel.
 - The cron queries only what is due: collection-group queries over `calendars` on `renew_due_at` and `pull_due_at`
   (composite indexes in shared/indexes.py), routes near expiry for orphans, and the push engine's own due query.
   Its cost grows with due work, not with the number of users; it bounds its concurrency and stops starting work at
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shared import channels
+from shared.account import channels
 from shared.errors import BadRequest, Conflict, GoogleApiError, NeedsReauth, NotFound, SyncError
 from shared.logs import log_event
 from shared.models import (
@@ -43,7 +43,7 @@ from shared.models import (
 
 if TYPE_CHECKING:
     from shared.context import AppContext
-    from shared.google_api import CalendarClient
+    from shared.gcal.client import CalendarClient
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +58,19 @@ WRITABLE_ROLES = frozenset({"writer", "owner"})
 
 # --- contracts with the pull and push engines (other modules; imported lazily) ----------------------------------------
 def request_pull(ctx: AppContext, user_id: str, calendar_id: str, *, reason: str, full: bool = False) -> object:
-    from shared.coalesce import request_pull as _request_pull
+    from shared.sync.coalesce import request_pull as _request_pull
 
     return _request_pull(ctx, user_id, calendar_id, reason=reason, full=full)
 
 
 def push_due_events(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: float) -> dict[str, int]:
-    from shared.push import push_due_events as _push_due_events
+    from shared.sync.crm_to_google_run import push_due_events as _push_due_events
 
     return _push_due_events(ctx, now=now, limit=limit, deadline=deadline)
 
 
 def sweep_unpushed_edits(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: float) -> dict[str, int]:
-    from shared.push import sweep_unpushed_edits as _sweep
+    from shared.sync.crm_to_google_run import sweep_unpushed_edits as _sweep
 
     return _sweep(ctx, now=now, limit=limit, deadline=deadline)
 

@@ -11,7 +11,8 @@
      not hammer one document: 2 RPCs per coalesced notification);
    - lease live, no marker -> blind-write the marker, then read the lease once more: if it vanished meanwhile (the
      holder finished between our looks) take it ourselves; otherwise `queued` (the webhook answers 202).
-2. The runner pulls (shared.pull.pull_calendar); the lease is deleted in the pull's final commit (no extra write).
+2. The runner pulls (shared.sync.google_to_crm_run.pull_calendar); the lease is deleted in the pull's final
+   commit (no extra write).
 3. After releasing, the runner reads the marker. Present -> create the lease again (if someone else holds it, leave
    the marker to them), THEN delete the marker (precondition on its update time) and pull once more.
 Why nothing is stranded: a marker is deleted only by a runner that holds the lease and pulls right after, so a
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.logs import log_event
 from shared.models import calendar_key
-from shared.pull import LeaseHandle, PullReport, pull_calendar
+from shared.sync.google_to_crm_run import LeaseHandle, PullReport, pull_calendar
 
 if TYPE_CHECKING:
     from shared.context import AppContext

@@ -30,7 +30,7 @@ from shared.models import ChannelInfo, ChannelRoute, ChannelState, SyncedCalenda
 
 if TYPE_CHECKING:
     from shared.context import AppContext
-    from shared.google_api import CalendarClient
+    from shared.gcal.client import CalendarClient
 
 logger = logging.getLogger(__name__)
 

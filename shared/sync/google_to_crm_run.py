@@ -40,8 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import FullSyncRequired, NeedsReauth, SyncError
-from shared.logs import log_event
-from shared.mapping import (
+from shared.gcal.wire import (
     apply_google_event,
     content_hash,
     has_unpushed_change,
@@ -52,6 +51,7 @@ from shared.mapping import (
     new_crm_event_from_google,
     parse_rfc3339,
 )
+from shared.logs import log_event
 from shared.models import (
     ConflictDecision,
     CrmEvent,
@@ -654,7 +654,8 @@ def pull_calendar(
 ) -> PullReport:
     """Pull one calendar's Google changes into the CRM (non-coalesced). Raises typed errors; see module docstring.
 
-    `lease` (from shared.coalesce): refreshed between pages of a full list, deleted in the final commit (or on error).
+    `lease` (from shared.sync.coalesce): refreshed between pages of a full list, deleted in the final commit (or on
+    error).
     """
     started = time.perf_counter()
     report = PullReport(user_id=user_id, calendar_id=calendar_id, full=full)

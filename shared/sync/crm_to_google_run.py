@@ -54,8 +54,7 @@ from shared.errors import (
     NeedsReauth,
     PreconditionFailed,
 )
-from shared.logs import log_event
-from shared.mapping import (
+from shared.gcal.wire import (
     apply_google_event,
     content_hash,
     crm_to_google,
@@ -63,6 +62,7 @@ from shared.mapping import (
     link_from_google,
     parse_rfc3339,
 )
+from shared.logs import log_event
 from shared.models import (
     EVENTS,
     ConflictDecision,
@@ -78,7 +78,7 @@ from shared.models import (
 
 if TYPE_CHECKING:
     from shared.context import AppContext
-    from shared.google_api import CalendarClient
+    from shared.gcal.client import CalendarClient
 
 logger = logging.getLogger(__name__)
 
@@ -949,7 +949,7 @@ def _push_hard_delete(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Cron entry point (shared/lifecycle.py)
+# Cron entry point (shared/account/enablement.py)
 
 
 def due_events_query(ctx: AppContext, now: dt.datetime, limit: int) -> Any:
