@@ -1,7 +1,7 @@
 """Cloud Functions entry points. Thin on purpose: each one imports only its own adapter, on first call.
 
 Entry point -> adapter:
-- webhook          (HTTP, public)     Google push notifications             functions/webhook.py
+- webhook          (HTTP, public)     Google's change notifications         functions/webhook.py
 - oauth_start      (HTTP)             begin connecting a Google account      functions/oauth.py
 - oauth_callback   (HTTP)             finish connecting                      functions/oauth.py
 - oauth_disconnect (HTTP)             revoke and disconnect                  functions/oauth.py

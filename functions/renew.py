@@ -21,7 +21,7 @@ class RenewRequest(Strict):
 
 
 def _renew(request: Any) -> Any:
-    from shared.account.enablement import run_renewal
+    from shared.account.renewal import run_renewal
 
     require_method(request, "POST")
     ctx = default_context()

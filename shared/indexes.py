@@ -7,21 +7,21 @@ from __future__ import annotations
 
 COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("events", (("owner_id", "ASCENDING"), ("google.calendar_id", "ASCENDING"))),
-    # shared.sync.crm_to_google_run.push_due_events: sync.state in [pending, error] and
+    # CRM → Google retries (FirestoreStore.due_event_ids): sync.state in [pending, error] and
     # sync.next_attempt_at <= now, oldest first.
     ("events", (("sync.state", "ASCENDING"), ("sync.next_attempt_at", "ASCENDING"))),
-    # Settings page counts (shared.account.enablement.status): events of one owner in one sync state.
+    # Settings page counts (FirestoreStore.count_events) and held pushes: events of one owner in one sync state.
     ("events", (("owner_id", "ASCENDING"), ("sync.state", "ASCENDING"))),
-    # Exceptions of a deleted series (shared.sync.google_to_crm_run: FirestoreStore.series_exception_snapshots).
+    # Exceptions of a deleted series (FirestoreStore.series_exception_snapshots).
     ("events", (("owner_id", "ASCENDING"), ("series.series_crm_id", "ASCENDING"))),
     # Match by link: Google deletions of events the CRM created (FirestoreStore.events_by_google_ids).
     ("events", (("owner_id", "ASCENDING"), ("google.calendar_id", "ASCENDING"), ("google.event_id", "ASCENDING"))),
-    # Orphan sweep of the renewal run: active routes near expiry (shared.account.enablement.query_routes_near_expiry).
+    # Orphan sweep of the renewal run: active routes near expiry (FirestoreStore.routes_near_expiry).
     ("channels", (("state", "ASCENDING"), ("expiration", "ASCENDING"))),
 )
 
 # Composite indexes with COLLECTION_GROUP query scope (queries over every `integrations/*/calendars`), same shape.
-# The renewal cron's due queries (shared.account.enablement.query_due_calendars):
+# The renewal cron's due queries (FirestoreStore.due_calendars):
 # enabled == true AND <due> <= now, ordered.
 COLLECTION_GROUP_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("calendars", (("enabled", "ASCENDING"), ("renew_due_at", "ASCENDING"))),

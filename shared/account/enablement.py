@@ -1,24 +1,18 @@
-"""Sync lifecycle: enable / disable / status per user and calendar, and the scheduled renewal + reconcile run.
+"""Enable / disable / status per user and calendar, and `ensure_channel` (renew / re-watch one calendar's channel).
 
 Why this shape:
 - Every decision is taken on a fresh read of the calendar document while holding its channel lease
   (shared.account.channels), so enable twice, a double-clicked enable and concurrent cron runs converge on one channel.
-- The cron queries only what is due: collection-group queries over `calendars` on `renew_due_at` and `pull_due_at`
-  (composite indexes in shared/indexes.py), routes near expiry for orphans, and the push engine's own due query.
-  Its cost grows with due work, not with the number of users; it bounds its concurrency and stops starting work at
-  its deadline, leaving the rest due for the next run.
-- Integrations in needs_reauth are skipped and reported; their calendars' due times move out by REAUTH_RECHECK so
-  they do not crowd the head of the due queue, and reconnecting marks them due again.
+- A calendar is enabled and due before its channel opens: if anything crashes from there on, the next renewal run
+  (shared/account/renewal.py) re-watches it and catches up from the stored sync token.
+- Calendars come from Google's calendarList (where calendarList sync would go: `_resolve_calendars`); only calendars
+  the user may read can be synced, and only a writable one can receive CRM meetings.
 """
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import logging
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -27,11 +21,6 @@ from shared.account import channels
 from shared.errors import BadRequest, Conflict, GoogleApiError, NeedsReauth, NotFound, SyncError
 from shared.logs import log_event
 from shared.models import (
-    CALENDARS,
-    CHANNELS,
-    EVENTS,
-    ChannelRoute,
-    ChannelState,
     ImportProgress,
     Integration,
     IntegrationStatus,
@@ -44,35 +33,13 @@ from shared.models import (
 if TYPE_CHECKING:
     from shared.context import AppContext
     from shared.gcal.client import CalendarClient
+    from shared.sync.coalesce import PullOutcome
 
 logger = logging.getLogger(__name__)
 
-REAUTH_RECHECK = dt.timedelta(hours=6)
-DUE_BATCH_LIMIT = 1000
-PUSH_BATCH_LIMIT = 500
-ORPHAN_BATCH_LIMIT = 500
 MAX_CALENDARS_PER_REQUEST = 25
 READABLE_ROLES = frozenset({"reader", "writer", "owner"})
 WRITABLE_ROLES = frozenset({"writer", "owner"})
-
-
-# --- contracts with the pull and push engines (other modules; imported lazily) ----------------------------------------
-def request_pull(ctx: AppContext, user_id: str, calendar_id: str, *, reason: str, full: bool = False) -> object:
-    from shared.sync.coalesce import request_pull as _request_pull
-
-    return _request_pull(ctx, user_id, calendar_id, reason=reason, full=full)
-
-
-def push_due_events(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: float) -> dict[str, int]:
-    from shared.sync.crm_to_google_run import push_due_events as _push_due_events
-
-    return _push_due_events(ctx, now=now, limit=limit, deadline=deadline)
-
-
-def sweep_unpushed_edits(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: float) -> dict[str, int]:
-    from shared.sync.crm_to_google_run import sweep_unpushed_edits as _sweep
-
-    return _sweep(ctx, now=now, limit=limit, deadline=deadline)
 
 
 # --- request / response models ----------------------------------------------------------------------------------------
@@ -109,7 +76,7 @@ class CalendarStatus(BaseModel):
     enabled: bool
     is_target: bool
     channel: ChannelStatus | None
-    # The seed's columns, flat, for a settings table.
+    # The channel's id, resource id and expiration again, flat, for a settings table.
     channel_id: str | None
     resource_id: str | None
     webhook_expiration: dt.datetime | None
@@ -157,14 +124,6 @@ def connected_integration(ctx: AppContext, user_id: str) -> Integration:
     return integration
 
 
-def _client_or_reauth(ctx: AppContext, integration: Integration) -> CalendarClient:
-    try:
-        return ctx.calendar_client(integration)
-    except NeedsReauth:
-        ctx.mark_needs_reauth(integration.user_id, "missing_credentials")
-        raise
-
-
 def mark_calendars_due(ctx: AppContext, user_id: str) -> int:
     """After a reconnect: every enabled calendar is pulled, and re-watched if its channel is gone, by the next run."""
     now = ctx.clock()
@@ -181,30 +140,23 @@ def mark_calendars_due(ctx: AppContext, user_id: str) -> int:
     return count
 
 
-def _record_calendar_error(ctx: AppContext, cal: SyncedCalendar, message: str) -> None:
+def record_calendar_error(ctx: AppContext, cal: SyncedCalendar, message: str) -> None:
     try:
         ctx.store.update_calendar(cal.user_id, cal.key, {"last_error": message[:500], "last_error_at": ctx.clock()})
-    except Exception:
+    except SyncError:
         logger.warning("could not record calendar error", extra={"fields": {"user_id": cal.user_id}})
 
 
-def pull_succeeded(outcome: object) -> bool:
-    """Whether a request_pull outcome is a success (ran ok, or coalesced into a running pull)."""
-    if getattr(outcome, "queued", False):
-        return True
-    report = getattr(outcome, "report", None)
-    return report is None or getattr(report, "outcome", "ok") == "ok"
-
-
-def _pulled(ctx: AppContext, cal: SyncedCalendar, outcome: object) -> None:
+def after_pull(ctx: AppContext, cal: SyncedCalendar, outcome: PullOutcome) -> None:
     """After a pull: the next stale-sync pull is due a stale period from now.
 
-    The pull engine writes `pull_due_at` itself in the commit that stores the sync token; this only covers an outcome
-    that does not say it did (a queued pull is left to the running one, a failed pull stays due).
+    The pull writes `pull_due_at` itself in the commit that stores the sync token; this only covers an outcome that
+    does not say it did (a queued pull is left to the running one, a failed pull stays due).
     """
-    if getattr(outcome, "ran", False) or getattr(outcome, "queued", False) or not pull_succeeded(outcome):
+    if outcome.ran or outcome.queued or not outcome.succeeded:
         return
     ctx.store.update_calendar(cal.user_id, cal.key, {"pull_due_at": channels.pull_due_at(ctx, ctx.clock())})
+
 
 
 # --- channel decisions ------------------------------------------------------------------------------------------------
@@ -232,7 +184,8 @@ def ensure_channel(
     live = current is not None and current.expiration > now
     if live and not force and cal.renew_due_at is not None and cal.renew_due_at > now:
         return "not_due"
-    client = _client_or_reauth(ctx, integration)
+    with ctx.reauth_guard(user_id):
+        client = ctx.calendar_client(integration)
     info = channels.open_channel(ctx, client, cal)
     # A re-watch leaves the calendar due for a pull until the catch-up below has run (crash safety).
     channels.switch_calendar_to(ctx, cal, info, pull_now=not live and catch_up)
@@ -260,7 +213,9 @@ def ensure_channel(
     )
     if catch_up:
         # Changes made in Google while no channel existed are caught up from the stored sync token.
-        _pulled(ctx, cal, request_pull(ctx, user_id, cal.calendar_id, reason=f"{reason}:catch_up"))
+        from shared.sync import coalesce  # imported on use: status and disable never load the sync engine
+
+        after_pull(ctx, cal, coalesce.request_pull(ctx, user_id, cal.calendar_id, reason=f"{reason}:catch_up"))
     return "rewatched"
 
 
@@ -287,12 +242,9 @@ def _resolve_calendars(
 def enable(ctx: AppContext, user_id: str, request: EnableRequest) -> StatusResponse:
     """Initial full import, then events.watch, for each chosen calendar; idempotent (no second channel)."""
     integration = connected_integration(ctx, user_id)
-    client = _client_or_reauth(ctx, integration)
-    try:
+    with ctx.reauth_guard(user_id):
+        client = ctx.calendar_client(integration)
         entries, primary, wanted = _resolve_calendars(client, request.calendar_ids)
-    except NeedsReauth as exc:
-        ctx.mark_needs_reauth(user_id, str(exc.detail.get("reason") or "invalid_grant"))
-        raise
     existing = {c.calendar_id: c for c in ctx.store.list_calendars(user_id)}
     enabled_after = {cid for cid, c in existing.items() if c.enabled} | set(wanted)
     target = _choose_target(request, integration, primary, enabled_after)
@@ -334,8 +286,8 @@ def _enable_one(
     now = ctx.clock()
     if known is not None and known.enabled and known.channel is not None and known.channel.expiration > now:
         return "already_enabled"
-    lease = channels.acquire_lease(ctx, user_id, cal_key, purpose="enable")
-    if not lease.acquired:
+    lease = channels.calendar_lease(ctx, user_id, cal_key, purpose="enable")
+    if lease is None:
         return "in_progress"
     try:
         cal = ctx.store.get_calendar(user_id, cal_key)
@@ -351,10 +303,13 @@ def _enable_one(
             {"enabled": True, "renew_due_at": now, "pull_due_at": now, "last_error": None, "last_error_at": None},
         )
         first_import = cal.sync_token is None
+        from shared.sync import coalesce
+
         try:
-            _pulled(ctx, cal, request_pull(ctx, user_id, calendar_id, reason="enable", full=first_import))
-        except NeedsReauth as exc:
-            ctx.mark_needs_reauth(user_id, str(exc.detail.get("reason") or "invalid_grant"))
+            with ctx.reauth_guard(user_id):
+                pulled = coalesce.request_pull(ctx, user_id, calendar_id, reason="enable", full=first_import)
+            after_pull(ctx, cal, pulled)
+        except NeedsReauth:
             raise
         except SyncError as exc:
             # The channel is still opened; the cron retries the import (pull_due_at stays due).
@@ -367,14 +322,14 @@ def _enable_one(
                 code=exc.code,
                 reason=exc.message,
             )
-            _record_calendar_error(ctx, cal, f"import failed: {exc.message}")
+            record_calendar_error(ctx, cal, f"import failed: {exc.message}")
         try:
-            outcome = ensure_channel(ctx, integration, cal_key, reason="enable", catch_up=False)
-        except NeedsReauth as exc:
-            ctx.mark_needs_reauth(user_id, str(exc.detail.get("reason") or "invalid_grant"))
+            with ctx.reauth_guard(user_id):
+                outcome = ensure_channel(ctx, integration, cal_key, reason="enable", catch_up=False)
+        except NeedsReauth:
             raise
         except GoogleApiError as exc:
-            _record_calendar_error(ctx, cal, f"watch failed: {exc.message}")
+            record_calendar_error(ctx, cal, f"watch failed: {exc.message}")
             log_event(
                 logger,
                 "watch failed",
@@ -386,10 +341,10 @@ def _enable_one(
             return "watch_failed"
         return "enabled" if outcome in ("rewatched", "renewed") else outcome
     finally:
-        lease.release(ctx)
+        ctx.store.release_lease(lease)
 
 
-def _disable_calendar(
+def disable_calendar(
     ctx: AppContext, cal: SyncedCalendar, client: CalendarClient | None, *, reason: str, forget_sync_token: bool = False
 ) -> None:
     """Route STOPPED first (late notifications ignored), calendar disabled, then channels.stop. CRM data is kept."""
@@ -425,7 +380,7 @@ def _disable_calendar(
     )
 
 
-def _client_if_possible(ctx: AppContext, user_id: str) -> CalendarClient | None:
+def client_if_possible(ctx: AppContext, user_id: str) -> CalendarClient | None:
     integration = ctx.store.get_integration(user_id)
     if integration is None or integration.status != IntegrationStatus.CONNECTED:
         return None
@@ -450,44 +405,34 @@ def disable(ctx: AppContext, user_id: str, request: DisableRequest) -> StatusRes
     unknown = [cid for cid in wanted if cid not in calendars]
     if unknown:
         raise BadRequest("sync was never enabled for these calendars", unknown=unknown)
-    client = _client_if_possible(ctx, user_id)
+    client = client_if_possible(ctx, user_id)
     outcomes: dict[str, str] = {}
     for calendar_id in dict.fromkeys(wanted):
         cal = calendars[calendar_id]
-        lease = channels.acquire_lease(ctx, user_id, cal.key, purpose="disable")
+        lease = channels.calendar_lease(ctx, user_id, cal.key, purpose="disable")  # busy: disable all the same
         try:
             fresh = ctx.store.get_calendar(user_id, cal.key) or cal
             if not fresh.enabled and fresh.channel is None:
                 outcomes[calendar_id] = "already_disabled"
                 continue
-            _disable_calendar(ctx, fresh, client, reason="disable")
+            disable_calendar(ctx, fresh, client, reason="disable")
             outcomes[calendar_id] = "disabled"
         finally:
-            lease.release(ctx)
+            if lease is not None:
+                ctx.store.release_lease(lease)
     log_event(logger, "sync disabled", user_id=user_id, outcomes=outcomes)
     return status(ctx, user_id, outcomes=outcomes)
 
 
 def disable_all(ctx: AppContext, user_id: str, *, reason: str, forget_sync_tokens: bool = False) -> int:
     """Disable every enabled calendar of a user (disconnect, account switch). Returns how many were disabled."""
-    client = _client_if_possible(ctx, user_id)
+    client = client_if_possible(ctx, user_id)
     count = 0
     for cal in ctx.store.list_calendars(user_id):
         if cal.enabled or cal.channel is not None or forget_sync_tokens:
-            _disable_calendar(ctx, cal, client, reason=reason, forget_sync_token=forget_sync_tokens)
+            disable_calendar(ctx, cal, client, reason=reason, forget_sync_token=forget_sync_tokens)
             count += 1
     return count
-
-
-def _count_events(ctx: AppContext, user_id: str, state: SyncState) -> int:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    query = (
-        ctx.store.db.collection(EVENTS)
-        .where(filter=FieldFilter("owner_id", "==", user_id))
-        .where(filter=FieldFilter("sync.state", "==", state.value))
-    )
-    return ctx.store.count_matching(query)
 
 
 def calendar_status(
@@ -539,9 +484,9 @@ def status(ctx: AppContext, user_id: str, *, outcomes: dict[str, str] | None = N
     calendars = ctx.store.list_calendars(user_id) if integration is not None else []
     outcomes = outcomes or {}
     counts = EventCounts(
-        pending=_count_events(ctx, user_id, SyncState.PENDING),
-        error=_count_events(ctx, user_id, SyncState.ERROR),
-        conflict=_count_events(ctx, user_id, SyncState.CONFLICT),
+        pending=ctx.store.count_events(user_id, SyncState.PENDING),
+        error=ctx.store.count_events(user_id, SyncState.ERROR),
+        conflict=ctx.store.count_events(user_id, SyncState.CONFLICT),
     )
     state = integration.status if integration else IntegrationStatus.DISCONNECTED
     return StatusResponse(
@@ -560,295 +505,3 @@ def status(ctx: AppContext, user_id: str, *, outcomes: dict[str, str] | None = N
         events=counts,
         generated_at=now,
     )
-
-
-# --- the renewal + reconcile run --------------------------------------------------------------------------------------
-def _field_filter(path: str, op: str, value: Any) -> Any:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    return FieldFilter(path, op, value)
-
-
-def query_due_calendars(ctx: AppContext, field: str, now: dt.datetime, limit: int) -> list[SyncedCalendar]:
-    """Enabled calendars whose `field` (renew_due_at / pull_due_at) has passed, oldest first (collection group)."""
-    query = (
-        ctx.store.db.collection_group(CALENDARS)
-        .where(filter=_field_filter("enabled", "==", True))
-        .where(filter=_field_filter(field, "<=", now))
-        .order_by(field)
-        .limit(limit)
-    )
-    return [SyncedCalendar.model_validate(s.to_dict()) for s in ctx.store.query(query)]
-
-
-def query_routes_near_expiry(ctx: AppContext, horizon: dt.datetime, limit: int) -> list[ChannelRoute]:
-    query = (
-        ctx.store.db.collection(CHANNELS)
-        .where(filter=_field_filter("state", "==", ChannelState.ACTIVE.value))
-        .where(filter=_field_filter("expiration", "<=", horizon))
-        .order_by("expiration")
-        .limit(limit)
-    )
-    return [ChannelRoute.model_validate(s.to_dict()) for s in ctx.store.query(query)]
-
-
-class _Integrations:
-    """One integration read per user per run, shared by the worker threads."""
-
-    def __init__(self, ctx: AppContext) -> None:
-        self.ctx = ctx
-        self._cache: dict[str, Integration | None] = {}
-        self._lock = threading.Lock()
-
-    def get(self, user_id: str) -> Integration | None:
-        with self._lock:
-            if user_id in self._cache:
-                return self._cache[user_id]
-        integration = self.ctx.store.get_integration(user_id)
-        with self._lock:
-            self._cache[user_id] = integration
-        return integration
-
-    def forget(self, user_id: str) -> None:
-        with self._lock:
-            self._cache.pop(user_id, None)
-
-
-class RenewalRun:
-    """One cron run: counts in `report`, users needing reauth in `needs_reauth_users`."""
-
-    def __init__(self, ctx: AppContext, *, now: dt.datetime | None = None, deadline_seconds: float | None = None):
-        self.ctx = ctx
-        self.now = now or ctx.clock()
-        self.started = time.monotonic()
-        budget = deadline_seconds if deadline_seconds is not None else ctx.settings.renewal_deadline_seconds
-        self.deadline = self.started + budget * 0.9  # leave room to answer before the scheduler's attempt deadline
-        self.report: collections.Counter[str] = collections.Counter()
-        self.needs_reauth_users: set[str] = set()
-        self._skipped: set[tuple[str, str]] = set()
-        self.integrations = _Integrations(ctx)
-        self._lock = threading.Lock()
-
-    def time_left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def count(self, key: str, n: int = 1) -> None:
-        with self._lock:
-            self.report[key] += n
-
-    # -- per calendar ------------------------------------------------------------------------------------------------
-    def _usable(self, cal: SyncedCalendar) -> Integration | None:
-        """The connected integration, or None after handling a calendar whose user cannot be served."""
-        integration = self.integrations.get(cal.user_id)
-        if integration is not None and integration.status == IntegrationStatus.CONNECTED:
-            return integration
-        if integration is not None and integration.status == IntegrationStatus.NEEDS_REAUTH:
-            self._postpone(cal, "needs_reauth")
-            return None
-        # Disconnected or gone: the calendar should not be enabled at all.
-        _disable_calendar(self.ctx, cal, None, reason="integration_disconnected")
-        self.count("orphan_calendars_disabled")
-        return None
-
-    def _postpone(self, cal: SyncedCalendar, reason: str) -> None:
-        with self._lock:
-            if (cal.user_id, cal.key) in self._skipped:
-                return  # already skipped in this run (due for renewal and for a pull)
-            self._skipped.add((cal.user_id, cal.key))
-        later = self.now + REAUTH_RECHECK
-        fields: dict[str, Any] = {}
-        if cal.renew_due_at is not None and cal.renew_due_at <= self.now:
-            fields["renew_due_at"] = later
-        if cal.pull_due_at is not None and cal.pull_due_at <= self.now:
-            fields["pull_due_at"] = later
-        if fields:
-            self.ctx.store.update_calendar(cal.user_id, cal.key, fields)
-        with self._lock:
-            self.needs_reauth_users.add(cal.user_id)
-        self.count("needs_reauth_skipped")
-        log_event(logger, "calendar skipped", user_id=cal.user_id, calendar_id=cal.calendar_id, reason=reason)
-
-    def _reauth(self, cal: SyncedCalendar, exc: NeedsReauth) -> None:
-        self.ctx.mark_needs_reauth(cal.user_id, str(exc.detail.get("reason") or "invalid_grant"))
-        self.integrations.forget(cal.user_id)
-        self._postpone(cal, "needs_reauth")
-
-    def renew_one(self, cal: SyncedCalendar) -> None:
-        if self.time_left() <= 0:
-            self.count("deferred")
-            return
-        try:
-            integration = self._usable(cal)
-            if integration is None:
-                return
-            lease = channels.acquire_lease(self.ctx, cal.user_id, cal.key, purpose="renewal")
-            if not lease.acquired:
-                self.count("busy")
-                log_event(logger, "renewal skipped: lease held", user_id=cal.user_id, calendar_id=cal.calendar_id)
-                return
-            try:
-                outcome = ensure_channel(self.ctx, integration, cal.key, reason="renewal")
-            finally:
-                lease.release(self.ctx)
-            self.count(outcome)
-        except Exception as exc:
-            self._failed(cal, exc, counter="renew_failed", what="renewal", record=True)
-
-    def pull_one(self, cal: SyncedCalendar) -> None:
-        if self.time_left() <= 0:
-            self.count("deferred")
-            return
-        try:
-            if self._usable(cal) is None:
-                return
-            outcome = request_pull(self.ctx, cal.user_id, cal.calendar_id, reason="stale_sync")
-            _pulled(self.ctx, cal, outcome)
-            if not pull_succeeded(outcome):
-                self.count("pull_failed")
-                log_event(
-                    logger,
-                    "stale pull did not complete",
-                    level=logging.WARNING,
-                    user_id=cal.user_id,
-                    calendar_id=cal.calendar_id,
-                    outcome=str(getattr(outcome, "outcome", "")),
-                )
-                return
-            self.count("pulled")
-            log_event(logger, "stale calendar pulled", user_id=cal.user_id, calendar_id=cal.calendar_id)
-        except Exception as exc:
-            self._failed(cal, exc, counter="pull_failed", what="stale pull", record=False)
-
-    def _failed(self, cal: SyncedCalendar, exc: Exception, *, counter: str, what: str, record: bool) -> None:
-        """One calendar's work failed: a dead token is needs_reauth; a typed error is counted and logged (and, with
-        `record`, kept as the calendar's last error); anything else is a crash, logged with its traceback."""
-        if isinstance(exc, NeedsReauth):
-            self._reauth(cal, exc)
-            return
-        self.count(counter)
-        fields = {"user_id": cal.user_id, "calendar_id": cal.calendar_id}
-        if not isinstance(exc, SyncError):
-            logger.exception(f"{what} crashed", exc_info=exc, extra={"fields": fields})
-            return
-        if record:
-            _record_calendar_error(self.ctx, cal, f"{what} failed: {exc.message}")
-        log_event(logger, f"{what} failed", level=logging.WARNING, code=exc.code, reason=exc.message, **fields)
-
-    # -- orphans ----------------------------------------------------------------------------------------------------
-    def sweep_orphans(self, limit: int) -> None:
-        horizon = self.now + dt.timedelta(seconds=self.ctx.settings.renew_before_seconds)
-        recent = self.now - dt.timedelta(seconds=channels.LEASE_SECONDS)
-        for route in query_routes_near_expiry(self.ctx, horizon, limit):
-            if self.time_left() <= 0:
-                self.count("deferred")
-                continue
-            if route.created_at is not None and route.created_at > recent:
-                continue  # possibly mid-renewal in a concurrent run: not an orphan yet
-            if route.expiration <= self.now:
-                channels.stop_route(self.ctx, route.channel_id, reason="expired")
-                self.count("routes_expired")
-                continue
-            cal = self.ctx.store.get_calendar(route.user_id, route.calendar_key)
-            if cal is not None and cal.enabled and cal.channel is not None and cal.channel.id == route.channel_id:
-                continue  # the calendar's current channel: renewal's business
-            integration = self.integrations.get(route.user_id)
-            client = None
-            if integration is not None and integration.status == IntegrationStatus.CONNECTED:
-                try:
-                    client = self.ctx.calendar_client(integration)
-                except SyncError:
-                    client = None
-            channels.retire_channel(
-                self.ctx,
-                client,
-                route.channel_id,
-                route.resource_id,
-                reason="orphan",
-                user_id=route.user_id,
-                calendar_id=route.calendar_id,
-            )
-            self.count("orphans_stopped")
-
-    # -- the whole run ----------------------------------------------------------------------------------------------
-    def run(self, *, batch_limit: int = DUE_BATCH_LIMIT) -> dict[str, Any]:
-        ctx = self.ctx
-        ops_before = collections.Counter(ctx.store.ops)
-        google_before = google_call_count(ctx)
-        renew_due = query_due_calendars(ctx, "renew_due_at", self.now, batch_limit)
-        # Calendars without a live channel are re-watched and caught up in the renewal step: no second pull.
-        rewatch_keys = {(c.user_id, c.key) for c in renew_due if c.channel is None or c.channel.expiration <= self.now}
-        pull_due = [
-            c
-            for c in query_due_calendars(ctx, "pull_due_at", self.now, batch_limit)
-            if (c.user_id, c.key) not in rewatch_keys
-        ]
-        self.report["renew_due"] = len(renew_due)
-        self.report["pull_due"] = len(pull_due)
-        log_event(logger, "renewal run started", renew_due=len(renew_due), pull_due=len(pull_due))
-        workers = ctx.settings.renewal_concurrency
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
-            list(pool.map(self.renew_one, renew_due))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
-            list(pool.map(self.pull_one, pull_due))
-        pushed: dict[str, int] = {}
-        if self.time_left() > 0:
-            try:
-                pushed = dict(push_due_events(ctx, now=self.now, limit=PUSH_BATCH_LIMIT, deadline=self.deadline))
-            except ImportError:
-                pushed = {"unavailable": 1}
-            except SyncError as exc:
-                self.count("push_failed")
-                log_event(logger, "push retry failed", level=logging.WARNING, code=exc.code, reason=exc.message)
-        swept: dict[str, int] = {}
-        if self.time_left() > 0:
-            try:
-                swept = sweep_unpushed_edits(ctx, now=self.now, limit=PUSH_BATCH_LIMIT, deadline=self.deadline)
-            except SyncError as exc:
-                self.count("sweep_failed")
-                log_event(
-                    logger, "unpushed-edit sweep failed", level=logging.WARNING, code=exc.code, reason=exc.message
-                )
-        if self.time_left() > 0:
-            self.sweep_orphans(ORPHAN_BATCH_LIMIT)
-        ops = collections.Counter(ctx.store.ops)
-        ops.subtract(ops_before)
-        result: dict[str, Any] = {
-            "ok": True,
-            "now": self.now.isoformat(),
-            "duration_ms": int((time.monotonic() - self.started) * 1000),
-            "counts": dict(sorted(self.report.items())),
-            "renewed": self.report["renewed"],
-            "rewatched": self.report["rewatched"],
-            "pulled": self.report["pulled"],
-            "deferred": self.report["deferred"],
-            "needs_reauth_users": sorted(self.needs_reauth_users),
-            "pushed": pushed,
-            "swept": swept,
-            "firestore": {k: v for k, v in ops.items() if v},
-            "google_calls": google_call_count(ctx) - google_before,
-        }
-        log_event(
-            logger,
-            "renewal run finished",
-            **{k: v for k, v in result.items() if k != "needs_reauth_users"},
-            needs_reauth=len(self.needs_reauth_users),
-        )
-        return result
-
-
-def google_call_count(ctx: AppContext) -> int:
-    """Calendar API calls made through the context's cached clients (token refreshes not included)."""
-    with ctx._lock:
-        clients = list(ctx._calendar_clients.values())
-    return sum(sum(c.calls.values()) for c in clients)
-
-
-def run_renewal(
-    ctx: AppContext,
-    *,
-    now: dt.datetime | None = None,
-    deadline_seconds: float | None = None,
-    batch_limit: int = DUE_BATCH_LIMIT,
-) -> dict[str, Any]:
-    """The cron's work: renew, re-watch, pull stale, push due, stop orphans. Safe to run concurrently."""
-    return RenewalRun(ctx, now=now, deadline_seconds=deadline_seconds).run(batch_limit=batch_limit)

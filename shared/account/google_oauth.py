@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-OAUTH_STATES = "oauth_states"
 STATE_TTL_SECONDS = 600
 STATE_VERSION = "v1"
 TOKEN_HTTP_TIMEOUT = 15
@@ -120,7 +119,7 @@ def verify_state(ctx: AppContext, state: str | None) -> StateClaims:
 
 
 def _state_ref(ctx: AppContext, nonce: str) -> Any:
-    return ctx.store.db.collection(OAUTH_STATES).document(nonce)
+    return ctx.store.oauth_state_ref(nonce)
 
 
 def build_authorization_url(ctx: AppContext, user_id: str, *, login_hint: str | None = None) -> str:
@@ -159,18 +158,13 @@ def build_authorization_url(ctx: AppContext, user_id: str, *, login_hint: str | 
 
 def consume_state(ctx: AppContext, claims: StateClaims) -> str:
     """Read and delete `oauth_states/{nonce}` exactly once; returns the PKCE verifier. A second use is a 400."""
-    from google.api_core import exceptions as gexc
-
     ref = _state_ref(ctx, claims.nonce)
     snapshot = ctx.store.get_document(ref)
     data = snapshot.to_dict() if snapshot.exists else None
     if not data or data.get("user_id") != claims.user_id:
         raise InvalidState("the OAuth state was already used or is unknown")
-    try:
-        ref.delete(option=ctx.store.db.write_option(last_update_time=snapshot.update_time))
-    except (gexc.FailedPrecondition, gexc.NotFound) as exc:
-        raise InvalidState("the OAuth state was already used") from exc
-    ctx.store.count_commit()
+    if not ctx.store.delete_document(ref, last_update_time=snapshot.update_time):
+        raise InvalidState("the OAuth state was already used")
     expires_at = data.get("expires_at")
     if isinstance(expires_at, dt.datetime) and expires_at <= ctx.clock():
         raise InvalidState("the OAuth state has expired; start again")

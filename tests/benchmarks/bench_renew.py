@@ -113,9 +113,9 @@ def run(results: dict[str, float]) -> None:
 
     from infra.firestore_emulator import existing_or_new
     from infra.google_standin.server import start_standin
-    from shared.account.enablement import run_renewal
+    from shared.account.renewal import run_renewal
     from shared.context import AppContext
-    from shared.models import CALENDARS
+    from shared.store import CALENDARS
     from tests.fixtures.sync import make_settings
 
     logging.getLogger().setLevel(logging.WARNING)

@@ -7,7 +7,7 @@ and the webhook, served by functions-framework over HTTP: every Google-side chan
 notification to it, and it pulls through shared.sync.coalesce. What is in-process, for speed: the Firestore trigger
 (Eventarc) is played by calling `push_event(ctx, id)` (CRM -> Google) for every event document whose update time moved
 (exactly what Eventarc would deliver; the served CloudEvent adapter is covered by tests/push), and the cron by
-calling `shared.account.enablement.run_renewal(ctx)` (the served `renew` function is a thin adapter over it).
+calling `shared.account.renewal.run_renewal(ctx)` (the served `renew` function is a thin adapter over it).
 
 Per example: a fresh stand-in (control.reset) and a fresh Firestore project (emulator reset), one connected user with
 two calendars enabled through `enable` (real channels to the served webhook). Notifications are held
@@ -610,7 +610,7 @@ class SyncMachine(RuleBasedStateMachine):
         """The cron dies after `writes` Firestore writes of its own thread (due queries, re-pushes, orphan sweep);
         `later`: it runs 8 h on, so stale pulls and push retries are due when it dies."""
         self._step("cron_crashes", locals())
-        from shared.account.enablement import run_renewal
+        from shared.account.renewal import run_renewal
 
         assert self.ctx is not None
         if later:
@@ -623,7 +623,7 @@ class SyncMachine(RuleBasedStateMachine):
     @rule()
     def cron(self) -> None:
         self._step("cron", locals())
-        from shared.account.enablement import run_renewal
+        from shared.account.renewal import run_renewal
 
         assert self.ctx is not None
         run_renewal(self.ctx)
@@ -638,7 +638,7 @@ class SyncMachine(RuleBasedStateMachine):
             self.unsettled.append(f"deliveries not idle after 30 s: {state}")
 
     def quiesce(self) -> None:
-        from shared.account.enablement import run_renewal
+        from shared.account.renewal import run_renewal
 
         assert self.ctx is not None
         self.control.clear_faults()

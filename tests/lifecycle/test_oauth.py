@@ -9,8 +9,8 @@ import urllib.parse
 
 import requests
 
-from shared.account.google_oauth import OAUTH_STATES
 from shared.context import AppContext
+from shared.store import OAUTH_STATES
 from tests.lifecycle.conftest import Api, SkewClock
 from tests.lifecycle.helpers import refresh_token_of
 
@@ -170,7 +170,7 @@ def test_disconnect_revokes_and_disables(api: Api, app_context: AppContext, goog
 
 
 def test_reconnect_keeps_events_without_duplicates(api: Api, app_context: AppContext, google) -> None:
-    from shared.models import EVENTS
+    from shared.store import EVENTS
 
     google.control.create_account(ALICE)
     for day in range(1, 6):
@@ -207,7 +207,8 @@ def test_reconnect_releases_pushes_held_while_the_token_was_dead(api: Api, app_c
     import datetime as dt
 
     from shared.models import CrmEvent, EventTime, IntegrationStatus, google_event_id_for_crm
-    from shared.sync.crm_to_google_run import push_due_events, push_event
+    from shared.sync.crm_to_google_run import push_event
+    from shared.sync.crm_to_google_sweeps import push_due_events
 
     google.control.create_account(ALICE)
     assert api.connect("user-a", ALICE).status_code == 200

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from shared.account import channels, enablement
+from shared.account import channels, renewal
 from shared.context import AppContext
 from shared.models import ChannelRoute, calendar_key
+from shared.sync import coalesce
 from tests.lifecycle.conftest import Api, SkewClock
 from tests.lifecycle.helpers import calendar, live_channels, refresh_token_of, route, setup_user
 
@@ -102,13 +103,13 @@ def test_expired_channel_is_rewatched_and_caught_up(
     _enable(api, "user-a")
     [old] = live_channels(google)
     pulls: list[tuple[str, str]] = []
-    real_pull = enablement.request_pull
+    real_pull = coalesce.request_pull
 
     def spy(ctx: AppContext, user_id: str, calendar_id: str, *, reason: str, full: bool = False) -> object:
         pulls.append((calendar_id, reason))
         return real_pull(ctx, user_id, calendar_id, reason=reason, full=full)
 
-    monkeypatch.setattr(enablement, "request_pull", spy)
+    monkeypatch.setattr(coalesce, "request_pull", spy)
     clock.advance(8 * DAY)  # the service was down: the channel expired at Google
     assert live_channels(google) == []
     report = api.renew().json()
@@ -194,8 +195,8 @@ def test_stale_calendar_is_pulled(api: Api, app_context: AppContext, google, clo
     setup_user(app_context, google, "user-a", ALICE)
     _enable(api, "user-a")
     pulls: list[str] = []
-    real_pull = enablement.request_pull
-    monkeypatch.setattr(enablement, "request_pull", lambda ctx, uid, cid, *, reason, full=False: pulls.append(reason)
+    real_pull = coalesce.request_pull
+    monkeypatch.setattr(coalesce, "request_pull", lambda ctx, uid, cid, *, reason, full=False: pulls.append(reason)
                         or real_pull(ctx, uid, cid, reason=reason, full=full))
     clock.advance(app_context.settings.stale_sync_seconds * 1.3)  # past the (jittered) stale-sync time
     report = api.renew().json()
@@ -252,7 +253,7 @@ def test_expired_routes_are_closed_without_google_calls(app_context: AppContext,
         calendar_key=calendar_key("x@example.com"), resource_id="r", token_digest="d",
         expiration=now - dt.timedelta(hours=1), created_at=now - dt.timedelta(days=8),
     ))
-    report = enablement.run_renewal(app_context)
+    report = renewal.run_renewal(app_context)
     assert report["counts"]["routes_expired"] == 1
     assert report["google_calls"] == 0
     assert route(app_context, "dead-channel").state == "stopped"
@@ -262,10 +263,10 @@ def test_run_stops_at_its_deadline(api: Api, app_context: AppContext, google, cl
     work, home = setup_user(app_context, google, "user-a", ALICE, secondary=("Work", "Home"))
     _enable(api, "user-a", {"calendar_ids": ["primary", work, home]})
     clock.advance(INTO_RENEW_WINDOW)
-    report = enablement.run_renewal(app_context, deadline_seconds=1e-6)
+    report = renewal.run_renewal(app_context, deadline_seconds=1e-6)
     assert report["renewed"] == 0 and report["deferred"] >= 3
     # Everything is still due for the next run.
-    assert enablement.run_renewal(app_context)["renewed"] == 3
+    assert renewal.run_renewal(app_context)["renewed"] == 3
 
 
 def test_cost_grows_with_due_work_not_with_calendars(app_context: AppContext, google, clock: SkewClock) -> None:
@@ -282,7 +283,7 @@ def test_cost_grows_with_due_work_not_with_calendars(app_context: AppContext, go
                 renew_due_at=now + dt.timedelta(days=4), pull_due_at=now + dt.timedelta(hours=3),
             )
             batch.set(app_context.store.calendar_ref(cal.user_id, cal.key), cal.model_dump())
-    report = enablement.run_renewal(app_context)
+    report = renewal.run_renewal(app_context)
     assert report["counts"]["renew_due"] == 0
     assert report["firestore"].get("reads", 0) <= 2
 
@@ -335,7 +336,7 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
 
     write("lost-create", "Never triggered", old_enough)
     write("fresh-create", "Trigger on its way", too_fresh)
-    report = enablement.run_renewal(app_context, now=now)
+    report = renewal.run_renewal(app_context, now=now)
     assert report["swept"]["pushed"] == 1
     assert in_google("lost-create")["summary"] == "Never triggered"
     assert in_google("fresh-create") is None
@@ -346,7 +347,7 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
     )
     google.control.reset_counters()
     later = now + dt.timedelta(minutes=10)
-    report = enablement.run_renewal(app_context, now=later)
+    report = renewal.run_renewal(app_context, now=later)
     assert in_google("lost-create")["summary"] == "Edited, trigger lost"
     assert in_google("fresh-create")["summary"] == "Trigger on its way"
     by_method = google.control.counters()["by_method"]
@@ -355,7 +356,7 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
 
     # Nothing left: a third run writes nothing to Google.
     google.control.reset_counters()
-    enablement.run_renewal(app_context, now=later + dt.timedelta(minutes=10))
+    renewal.run_renewal(app_context, now=later + dt.timedelta(minutes=10))
     writes = {m: n for m, n in google.control.counters()["by_method"].items() if m.split(".")[-1] in
               ("insert", "patch", "update", "delete")}
     assert writes == {}
@@ -363,7 +364,7 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
 
 def test_sweep_pages_through_every_recent_edit(app_context: AppContext, google) -> None:
     from shared.models import CrmEvent, EventTime
-    from shared.sync.crm_to_google_run import sweep_unpushed_edits
+    from shared.sync.crm_to_google_sweeps import sweep_unpushed_edits
 
     setup_user(app_context, google, "user-a", ALICE)
     now = app_context.clock()

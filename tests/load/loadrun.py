@@ -294,7 +294,7 @@ def drain(stack: Stack, budget: float) -> bool:
 
 def quiesce(stack: Stack, budget: float = 600) -> dict[str, Any]:
     """Faults off, backlog drained, one cron run 8 h later (in-process), drained again."""
-    from shared.account.enablement import run_renewal
+    from shared.account.renewal import run_renewal
     from shared.context import default_context
     from shared.models import utcnow
 

@@ -119,7 +119,7 @@ class SyncedUser:
         return [e for e in found if include_deleted or not e.deleted]
 
     def all_events(self) -> list[CrmEvent]:
-        from shared.models import EVENTS
+        from shared.store import EVENTS
 
         return [
             self.ctx.store.event_from(s)

@@ -26,7 +26,8 @@ from shared.models import (
     google_event_id_for_crm,
     utcnow,
 )
-from shared.sync.coalesce import SYNC_DIRTY, SYNC_LEASES, lease_id
+from shared.store import SYNC_DIRTY, SYNC_LEASES, FirestoreStore
+from shared.sync.coalesce import lease_id
 from tests.pull.conftest import SyncedUser
 
 LIST = "calendar.events.list"
@@ -335,7 +336,7 @@ def test_worker_killed_mid_sync_is_completed_by_the_next_notification(
     # Die on page 3, after committing pages 1-2 (half-applied), leaving the lease behind like a killed process.
     monkeypatch.setattr(CalendarClient, "list_events_page", dying_list)
     monkeypatch.setattr(pull_module, "MAX_BATCH_WRITES", 2)
-    monkeypatch.setattr(pull_module, "_release", lambda ctx, lease: None)
+    monkeypatch.setattr(FirestoreStore, "release_lease", lambda self, lease: None)
     with pytest.raises(WorkerKilled):
         synced.pull(reason="webhook")
     monkeypatch.undo()

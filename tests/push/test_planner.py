@@ -8,7 +8,7 @@ import pytest
 
 from shared.gcal.wire import content_hash, crm_to_google
 from shared.models import GoogleLink, Integration, IntegrationStatus, SeriesLink, SyncState, google_event_id_for_crm
-from shared.sync.crm_to_google_run import (
+from shared.sync.crm_to_google_plan import (
     STAMP_KEY,
     Defer,
     Delete,

@@ -9,7 +9,8 @@ import pytest
 
 from shared.gcal.wire import content_hash
 from shared.models import GoogleLink, IntegrationStatus, SyncState, google_event_id_for_crm
-from shared.sync.crm_to_google_run import STAMP_KEY, push_due_events
+from shared.sync.crm_to_google_plan import STAMP_KEY
+from shared.sync.crm_to_google_sweeps import push_due_events
 from tests.push.helpers import (
     EMAIL,
     OWNER,
