@@ -53,9 +53,23 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
     project = f"devstack-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k != "FIRESTORE_EMULATOR_HOST"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra.devstack", "--port", str(functions_port), "--standin-port", str(standin_port),
-         "--project", project],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "infra.devstack",
+            "--port",
+            str(functions_port),
+            "--standin-port",
+            str(standin_port),
+            "--project",
+            project,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
@@ -96,8 +110,11 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         # 3. A Google-side edit reaches the CRM through the webhook.
         created = requests.post(
             f"{standin}/_control/calendars/{DEMO_EMAIL}/events",
-            json={"summary": "Call with ACME", "start": {"dateTime": "2027-01-05T10:00:00Z"},
-                  "end": {"dateTime": "2027-01-05T11:00:00Z"}},
+            json={
+                "summary": "Call with ACME",
+                "start": {"dateTime": "2027-01-05T10:00:00Z"},
+                "end": {"dateTime": "2027-01-05T11:00:00Z"},
+            },
             timeout=30,
         )
         assert created.status_code == 200, created.text
@@ -112,10 +129,15 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
             _wait_for(lambda: "Call with ACME" in titles(), 30, "the Google event in Firestore")
 
             # 4. A CRM-side write reaches Google through the local trigger and push_event.
-            db.collection("events").document("crm-meeting-1").set({
-                "owner_id": DEMO_USER, "title": "Quote review", "start": {"date_time": "2027-01-06T09:00:00Z"},
-                "end": {"date_time": "2027-01-06T09:30:00Z"}, "updated_at": time.time(),
-            })
+            db.collection("events").document("crm-meeting-1").set(
+                {
+                    "owner_id": DEMO_USER,
+                    "title": "Quote review",
+                    "start": {"date_time": "2027-01-06T09:00:00Z"},
+                    "end": {"date_time": "2027-01-06T09:30:00Z"},
+                    "updated_at": time.time(),
+                }
+            )
 
             def in_google() -> bool:
                 listed = requests.get(f"{standin}/_control/calendars/{DEMO_EMAIL}/events", timeout=10).json()

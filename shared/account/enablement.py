@@ -158,7 +158,6 @@ def after_pull(ctx: AppContext, cal: SyncedCalendar, outcome: PullOutcome) -> No
     ctx.store.update_calendar(cal.user_id, cal.key, {"pull_due_at": channels.pull_due_at(ctx, ctx.clock())})
 
 
-
 # --- channel decisions ------------------------------------------------------------------------------------------------
 def ensure_channel(
     ctx: AppContext,

@@ -41,10 +41,21 @@ USER = "conv-user"
 EMAIL = "conv@example.com"
 GUEST = "guest@example.com"
 WRITE_METHODS = ("insert", "patch", "update", "delete", "import", "move")
-FAULTS = [(500, "backendError"), (503, "backendError"), (429, "rateLimitExceeded"), (403, "userRateLimitExceeded"),
-          (403, "rateLimitExceeded")]
-FAULT_METHODS = ["*", "calendar.events.list", "calendar.events.insert", "calendar.events.patch",
-                 "calendar.events.delete", "calendar.events.get"]
+FAULTS = [
+    (500, "backendError"),
+    (503, "backendError"),
+    (429, "rateLimitExceeded"),
+    (403, "userRateLimitExceeded"),
+    (403, "rateLimitExceeded"),
+]
+FAULT_METHODS = [
+    "*",
+    "calendar.events.list",
+    "calendar.events.insert",
+    "calendar.events.patch",
+    "calendar.events.delete",
+    "calendar.events.get",
+]
 TITLES = st.sampled_from(["Demo", "Kickoff", "Review", "Lunch", "Call", "Sync", "Ünïcødé ✓"])
 
 
@@ -164,8 +175,15 @@ def content_of(event: CrmEvent) -> dict[str, Any]:
     return content
 
 
-def check_convergence(ctx: AppContext, google: Any, calendars: list[str], *, crm_meta: dict[str, dict[str, Any]],
-                      must_live_crm: set[str], must_live_google: set[tuple[str, str]]) -> list[str]:
+def check_convergence(
+    ctx: AppContext,
+    google: Any,
+    calendars: list[str],
+    *,
+    crm_meta: dict[str, dict[str, Any]],
+    must_live_crm: set[str],
+    must_live_google: set[tuple[str, str]],
+) -> list[str]:
     """Every invariant, as a list of human-readable divergences (empty: converged)."""
     problems: list[str] = []
     now = ctx.clock()
@@ -206,10 +224,12 @@ def check_convergence(ctx: AppContext, google: Any, calendars: list[str], *, crm
             mine, theirs = content_of(event), content_of(view)
             fields = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
             sync = event.sync
-            problems.append(f"content differs for CRM {event.id} / Google {key}: {fields} (CRM sync {sync.state}, "
-                            f"unpushed={sync.content_hash != content_hash(event)}, attempts={sync.attempts}, "
-                            f"error={sync.last_error!r}, google etag {event.google.etag if event.google else None} "
-                            f"vs {item.get('etag')})")
+            problems.append(
+                f"content differs for CRM {event.id} / Google {key}: {fields} (CRM sync {sync.state}, "
+                f"unpushed={sync.content_hash != content_hash(event)}, attempts={sync.attempts}, "
+                f"error={sync.last_error!r}, google etag {event.google.etag if event.google else None} "
+                f"vs {item.get('etag')})"
+            )
         if event.sync.state != "synced":
             problems.append(f"CRM {event.id} is {event.sync.state} after quiescence: {event.sync.last_error}")
     for crm_id, keys in crm_ids_in_google.items():
@@ -226,8 +246,10 @@ def check_convergence(ctx: AppContext, google: Any, calendars: list[str], *, crm
                     problems.append(f"CRM {crm_id} is deleted but Google {link.event_id} is live")
             continue
         if link is None:
-            problems.append(f"CRM {crm_id} ({event.title!r}) never reached Google (state {event.sync.state}, "
-                            f"{event.sync.last_error})")
+            problems.append(
+                f"CRM {crm_id} ({event.title!r}) never reached Google (state {event.sync.state}, "
+                f"{event.sync.last_error})"
+            )
             continue
         item = raw.get((link.calendar_id, link.event_id))
         if item is None:
@@ -382,8 +404,7 @@ class SyncMachine(RuleBasedStateMachine):
         return ({"date_time": start.isoformat()}, {"date_time": (start + dt.timedelta(hours=1)).isoformat()})
 
     # -- CRM rules -----------------------------------------------------------------------------------------------
-    @rule(title=TITLES, day=st.integers(0, 20), hour=st.integers(6, 18), all_day=st.booleans(),
-          guest=st.booleans())
+    @rule(title=TITLES, day=st.integers(0, 20), hour=st.integers(6, 18), all_day=st.booleans(), guest=st.booleans())
     def crm_create(self, title: str, day: int, hour: int, all_day: bool, guest: bool) -> None:
         self._step("crm_create", locals())
         assert self.ctx is not None
@@ -391,11 +412,19 @@ class SyncMachine(RuleBasedStateMachine):
         crm_id = f"crm-{self.n}"
         start, end = self._times(day, hour, all_day)
         meta = {"deal_id": f"deal-{self.n}", "company_id": "acme", "quote_id": None, "kind": "demo"}
-        event = CrmEvent.model_validate({
-            "id": crm_id, "owner_id": USER, "title": title, "start": start, "end": end, "meta": meta,
-            "attendees": [{"email": GUEST}] if guest else [],
-            "created_at": self._now(), "updated_at": self._now(),
-        })
+        event = CrmEvent.model_validate(
+            {
+                "id": crm_id,
+                "owner_id": USER,
+                "title": title,
+                "start": start,
+                "end": end,
+                "meta": meta,
+                "attendees": [{"email": GUEST}] if guest else [],
+                "created_at": self._now(),
+                "updated_at": self._now(),
+            }
+        )
         self.ctx.store.save_event(event)
         self.crm_meta[crm_id] = meta
         self.crm_changes += 1
@@ -495,8 +524,7 @@ class SyncMachine(RuleBasedStateMachine):
         body = {
             "summary": f"{title} (series)",
             "start": {"dateTime": start.isoformat().replace("+00:00", "Z"), "timeZone": "UTC"},
-            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
-                    "timeZone": "UTC"},
+            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z"), "timeZone": "UTC"},
         }
         created = self.control.create_recurring_event(self.calendars[cal], body, "RRULE:FREQ=DAILY;COUNT=4")
         instances = [f"{created['id']}_{(start + dt.timedelta(days=i)).strftime('%Y%m%dT%H%M%SZ')}" for i in range(4)]
@@ -657,8 +685,12 @@ class SyncMachine(RuleBasedStateMachine):
         self.quiesce()
         before_writes = google_writes(self.control.counters())
         problems = check_convergence(
-            self.ctx, self.google, self.calendars, crm_meta=self.crm_meta,
-            must_live_crm=self._must_live_crm(), must_live_google=self._must_live_google(),
+            self.ctx,
+            self.google,
+            self.calendars,
+            crm_meta=self.crm_meta,
+            must_live_crm=self._must_live_crm(),
+            must_live_google=self._must_live_google(),
         )
         # No ping-pong: a further round of notifications, triggers and cron changes nothing anywhere.
         events_before = {s.id: s.update_time for s in self.ctx.store.db.collection("events").stream()}

@@ -125,9 +125,7 @@ def shared_world(
     project = f"test-hostile-{uuid.uuid4().hex[:10]}"
     db = firestore.Client(project=project)
     clock = SkewClock()
-    ctx = AppContext.create(
-        make_settings(project, google, webhook_url=served["webhook"].url + "/"), db, clock=clock
-    )
+    ctx = AppContext.create(make_settings(project, google, webhook_url=served["webhook"].url + "/"), db, clock=clock)
     set_default_context(ctx)
     try:
         yield build_world(ctx, google, served, clock)

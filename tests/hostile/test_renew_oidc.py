@@ -31,17 +31,25 @@ def renew(headers: Any) -> Any:
 
 CASES = [
     Case("no-token", "renew", renew(lambda w: {"Content-Type": "application/json"}), 401, "unauthenticated"),
-    Case("firebase-user-token", "renew", renew(lambda w: {
-        "Authorization": f"Bearer {w.id_token('user-a')}", "Content-Type": "application/json"}), 401,
-        "unauthenticated"),
-    Case("wrong-audience", "renew", renew(lambda w: oidc(w, audience="https://other.run.app")), 401,
-         "unauthenticated"),
-    Case("wrong-issuer", "renew", renew(lambda w: oidc(w, issuer="https://evil.example.com")), 401,
-         "unauthenticated"),
-    Case("other-service-account", "renew", renew(lambda w: oidc(w, email="intruder@evil.iam.gserviceaccount.com")),
-         401, "unauthenticated"),
-    Case("unverified-email", "renew", renew(lambda w: oidc(w, claims={"email_verified": False})), 401,
-         "unauthenticated"),
+    Case(
+        "firebase-user-token",
+        "renew",
+        renew(lambda w: {"Authorization": f"Bearer {w.id_token('user-a')}", "Content-Type": "application/json"}),
+        401,
+        "unauthenticated",
+    ),
+    Case("wrong-audience", "renew", renew(lambda w: oidc(w, audience="https://other.run.app")), 401, "unauthenticated"),
+    Case("wrong-issuer", "renew", renew(lambda w: oidc(w, issuer="https://evil.example.com")), 401, "unauthenticated"),
+    Case(
+        "other-service-account",
+        "renew",
+        renew(lambda w: oidc(w, email="intruder@evil.iam.gserviceaccount.com")),
+        401,
+        "unauthenticated",
+    ),
+    Case(
+        "unverified-email", "renew", renew(lambda w: oidc(w, claims={"email_verified": False})), 401, "unauthenticated"
+    ),
     Case("wrong-key", "renew", renew(lambda w: oidc(w, wrong_key=True)), 401, "unauthenticated"),
     Case("expired", "renew", renew(lambda w: oidc(w, issued_at=time.time() - 7200)), 401, "unauthenticated"),
 ]
@@ -49,11 +57,13 @@ CASES = [
 
 @pytest.fixture
 def oidc_world(world: World) -> World:
-    world.ctx.settings = world.ctx.settings.model_copy(update={
-        "scheduler_oidc_audience": AUDIENCE,
-        "scheduler_oidc_certs_url": world.google.certs_url,
-        "scheduler_invoker_email": INVOKER,
-    })
+    world.ctx.settings = world.ctx.settings.model_copy(
+        update={
+            "scheduler_oidc_audience": AUDIENCE,
+            "scheduler_oidc_certs_url": world.google.certs_url,
+            "scheduler_invoker_email": INVOKER,
+        }
+    )
     return world
 
 

@@ -145,8 +145,13 @@ def test_changes_made_while_no_channel_existed_all_arrive(
 
     report = api.renew().json()
     assert report["rewatched"] == 1, report
-    events = {e.id: e for e in (app_context.store.get_event(crm_event_id_for_google(ALICE, g["id"]))
-                                for g in (keep, edit, gone, added)) if e is not None}
+    events = {
+        e.id: e
+        for e in (
+            app_context.store.get_event(crm_event_id_for_google(ALICE, g["id"])) for g in (keep, edit, gone, added)
+        )
+        if e is not None
+    }
     assert events[crm_event_id_for_google(ALICE, keep["id"])].title == "Kept"
     assert events[crm_event_id_for_google(ALICE, edit["id"])].title == "After edit"
     assert events[crm_event_id_for_google(ALICE, added["id"])].title == "Added in downtime"
@@ -190,14 +195,20 @@ def test_revoked_token_is_needs_reauth_and_reported(
     assert cal.pull_due_at <= clock()
 
 
-def test_stale_calendar_is_pulled(api: Api, app_context: AppContext, google, clock: SkewClock,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stale_calendar_is_pulled(
+    api: Api, app_context: AppContext, google, clock: SkewClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     setup_user(app_context, google, "user-a", ALICE)
     _enable(api, "user-a")
     pulls: list[str] = []
     real_pull = coalesce.request_pull
-    monkeypatch.setattr(coalesce, "request_pull", lambda ctx, uid, cid, *, reason, full=False: pulls.append(reason)
-                        or real_pull(ctx, uid, cid, reason=reason, full=full))
+    monkeypatch.setattr(
+        coalesce,
+        "request_pull",
+        lambda ctx, uid, cid, *, reason, full=False: (
+            pulls.append(reason) or real_pull(ctx, uid, cid, reason=reason, full=full)
+        ),
+    )
     clock.advance(app_context.settings.stale_sync_seconds * 1.3)  # past the (jittered) stale-sync time
     report = api.renew().json()
     assert report["pulled"] == 1 and report["renewed"] == 0, report
@@ -211,10 +222,16 @@ def test_due_pushes_are_retried(api: Api, app_context: AppContext, google, clock
     from shared.sync.crm_to_google_run import push_event
 
     setup_user(app_context, google, "user-a", ALICE)
-    app_context.store.save_event(CrmEvent(
-        id="crm-retry", owner_id="user-a", title="Retried", updated_at=clock(),
-        start=EventTime(date_time="2031-08-01T10:00:00+00:00"), end=EventTime(date_time="2031-08-01T11:00:00+00:00"),
-    ))
+    app_context.store.save_event(
+        CrmEvent(
+            id="crm-retry",
+            owner_id="user-a",
+            title="Retried",
+            updated_at=clock(),
+            start=EventTime(date_time="2031-08-01T10:00:00+00:00"),
+            end=EventTime(date_time="2031-08-01T11:00:00+00:00"),
+        )
+    )
     google.control.inject_fault("calendar.events.insert", 503, "backendError", count=50)
     assert push_event(app_context, "crm-retry").outcome == "failed"
     parked = app_context.store.get_event("crm-retry")
@@ -248,11 +265,18 @@ def test_orphaned_channel_is_stopped(api: Api, app_context: AppContext, google, 
 
 def test_expired_routes_are_closed_without_google_calls(app_context: AppContext, google, clock: SkewClock) -> None:
     now = clock()
-    app_context.store.save_channel_route(ChannelRoute(
-        channel_id="dead-channel", user_id="user-x", calendar_id="x@example.com",
-        calendar_key=calendar_key("x@example.com"), resource_id="r", token_digest="d",
-        expiration=now - dt.timedelta(hours=1), created_at=now - dt.timedelta(days=8),
-    ))
+    app_context.store.save_channel_route(
+        ChannelRoute(
+            channel_id="dead-channel",
+            user_id="user-x",
+            calendar_id="x@example.com",
+            calendar_key=calendar_key("x@example.com"),
+            resource_id="r",
+            token_digest="d",
+            expiration=now - dt.timedelta(hours=1),
+            created_at=now - dt.timedelta(days=8),
+        )
+    )
     report = renewal.run_renewal(app_context)
     assert report["counts"]["routes_expired"] == 1
     assert report["google_calls"] == 0
@@ -277,10 +301,14 @@ def test_cost_grows_with_due_work_not_with_calendars(app_context: AppContext, go
     with app_context.store.batch() as batch:
         for index in range(60):
             cal = SyncedCalendar(
-                user_id=f"idle-{index}", calendar_id=f"idle-{index}@example.com", enabled=True,
-                channel=ChannelInfo(id=f"c{index}", resource_id="r", token_digest="d",
-                                    expiration=now + dt.timedelta(days=5)),
-                renew_due_at=now + dt.timedelta(days=4), pull_due_at=now + dt.timedelta(hours=3),
+                user_id=f"idle-{index}",
+                calendar_id=f"idle-{index}@example.com",
+                enabled=True,
+                channel=ChannelInfo(
+                    id=f"c{index}", resource_id="r", token_digest="d", expiration=now + dt.timedelta(days=5)
+                ),
+                renew_due_at=now + dt.timedelta(days=4),
+                pull_due_at=now + dt.timedelta(hours=3),
             )
             batch.set(app_context.store.calendar_ref(cal.user_id, cal.key), cal.model_dump())
     report = renewal.run_renewal(app_context)
@@ -288,17 +316,17 @@ def test_cost_grows_with_due_work_not_with_calendars(app_context: AppContext, go
     assert report["firestore"].get("reads", 0) <= 2
 
 
-def test_renew_function_checks_method_and_scheduler_token(
-    api: Api, app_context: AppContext, google
-) -> None:
+def test_renew_function_checks_method_and_scheduler_token(api: Api, app_context: AppContext, google) -> None:
     assert api.call("renew", None, method="GET").status_code == 405
     assert api.renew({"unexpected": 1}).status_code == 400
     renew_url = api.served["renew"].url + "/"
-    app_context.settings = app_context.settings.model_copy(update={
-        "scheduler_oidc_audience": renew_url,
-        "scheduler_oidc_certs_url": google.certs_url,
-        "scheduler_invoker_email": "scheduler@proj.iam.gserviceaccount.com",
-    })
+    app_context.settings = app_context.settings.model_copy(
+        update={
+            "scheduler_oidc_audience": renew_url,
+            "scheduler_oidc_certs_url": google.certs_url,
+            "scheduler_invoker_email": "scheduler@proj.iam.gserviceaccount.com",
+        }
+    )
     assert api.renew().status_code == 401
     import time
 
@@ -308,8 +336,12 @@ def test_renew_function_checks_method_and_scheduler_token(
         )
 
     assert api.call("renew", None, token=token("someone@else.com"), json_body={}).status_code == 401
-    assert api.call("renew", None, token=token("scheduler@proj.iam.gserviceaccount.com", "https://x"),
-                    json_body={}).status_code == 401
+    assert (
+        api.call(
+            "renew", None, token=token("scheduler@proj.iam.gserviceaccount.com", "https://x"), json_body={}
+        ).status_code
+        == 401
+    )
     ok = api.call("renew", None, token=token("scheduler@proj.iam.gserviceaccount.com"), json_body={})
     assert ok.status_code == 200, ok.text
     assert ok.json()["ok"] is True
@@ -324,11 +356,16 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
     too_fresh = now - dt.timedelta(seconds=30)  # its trigger may still be on its way: left to it
 
     def write(event_id: str, title: str, updated_at: dt.datetime) -> None:
-        app_context.store.save_event(CrmEvent(
-            id=event_id, owner_id="user-a", title=title, updated_at=updated_at,
-            start=EventTime(date_time="2031-07-01T10:00:00+00:00"),
-            end=EventTime(date_time="2031-07-01T11:00:00+00:00"),
-        ))
+        app_context.store.save_event(
+            CrmEvent(
+                id=event_id,
+                owner_id="user-a",
+                title=title,
+                updated_at=updated_at,
+                start=EventTime(date_time="2031-07-01T10:00:00+00:00"),
+                end=EventTime(date_time="2031-07-01T11:00:00+00:00"),
+            )
+        )
 
     def in_google(event_id: str) -> dict[str, Any] | None:
         gid = google_event_id_for_crm(event_id)
@@ -357,8 +394,11 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
     # Nothing left: a third run writes nothing to Google.
     google.control.reset_counters()
     renewal.run_renewal(app_context, now=later + dt.timedelta(minutes=10))
-    writes = {m: n for m, n in google.control.counters()["by_method"].items() if m.split(".")[-1] in
-              ("insert", "patch", "update", "delete")}
+    writes = {
+        m: n
+        for m, n in google.control.counters()["by_method"].items()
+        if m.split(".")[-1] in ("insert", "patch", "update", "delete")
+    }
     assert writes == {}
 
 
@@ -371,8 +411,12 @@ def test_sweep_pages_through_every_recent_edit(app_context: AppContext, google) 
     with app_context.store.batch() as batch:
         for n in range(7):
             event = CrmEvent(
-                id=f"lost-{n}", owner_id="user-a", title=f"Lost {n}", updated_at=now - dt.timedelta(minutes=30 - n),
-                start=EventTime(date="2031-09-01"), end=EventTime(date="2031-09-02"),
+                id=f"lost-{n}",
+                owner_id="user-a",
+                title=f"Lost {n}",
+                updated_at=now - dt.timedelta(minutes=30 - n),
+                start=EventTime(date="2031-09-01"),
+                end=EventTime(date="2031-09-02"),
             )
             data = event.model_dump(mode="python")
             data.pop("id")

@@ -232,9 +232,7 @@ def test_stopped_and_expired_channels_are_gone(synced: SyncedUser, google: Any) 
     store.update_channel_route(synced.channel_id, {"state": "stopped"})
     google.control.reset_counters()
     assert synced.notify().status_code == 410
-    store.update_channel_route(
-        synced.channel_id, {"state": "active", "expiration": utcnow() - dt.timedelta(minutes=1)}
-    )
+    store.update_channel_route(synced.channel_id, {"state": "active", "expiration": utcnow() - dt.timedelta(minutes=1)})
     writes = store.ops["writes"]
     assert synced.notify().status_code == 410
     assert store.ops["writes"] == writes
