@@ -183,29 +183,32 @@ class FirestoreStore:
     # --- references ---------------------------------------------------------------------------------------------------
     # Ids from outside (channel ids from webhook headers, user ids from tokens, event ids from CloudEvent subjects)
     # become document ids: a '/' or a reserved name would address another document or crash the client library.
+    def _ref(self, collection: str, doc_id: str) -> DocumentReference:
+        return self.db.collection(collection).document(checked_document_id(doc_id))
+
     def integration_ref(self, user_id: str) -> DocumentReference:
-        return self.db.collection(INTEGRATIONS).document(checked_document_id(user_id))
+        return self._ref(INTEGRATIONS, user_id)
 
     def calendar_ref(self, user_id: str, cal_key: str) -> DocumentReference:
         return self.integration_ref(user_id).collection(CALENDARS).document(checked_document_id(cal_key))
 
     def channel_ref(self, channel_id: str) -> DocumentReference:
-        return self.db.collection(CHANNELS).document(checked_document_id(channel_id))
+        return self._ref(CHANNELS, channel_id)
 
     def event_ref(self, event_id: str) -> DocumentReference:
-        return self.db.collection(EVENTS).document(checked_document_id(event_id))
+        return self._ref(EVENTS, event_id)
 
     def sync_lease_ref(self, doc_id: str) -> DocumentReference:
-        return self.db.collection(SYNC_LEASES).document(checked_document_id(doc_id))
+        return self._ref(SYNC_LEASES, doc_id)
 
     def sync_dirty_ref(self, doc_id: str) -> DocumentReference:
-        return self.db.collection(SYNC_DIRTY).document(checked_document_id(doc_id))
+        return self._ref(SYNC_DIRTY, doc_id)
 
     def channel_lease_ref(self, doc_id: str) -> DocumentReference:
-        return self.db.collection(CHANNEL_LEASES).document(checked_document_id(doc_id))
+        return self._ref(CHANNEL_LEASES, doc_id)
 
     def oauth_state_ref(self, nonce: str) -> DocumentReference:
-        return self.db.collection(OAUTH_STATES).document(checked_document_id(nonce))
+        return self._ref(OAUTH_STATES, nonce)
 
     def batch(self) -> BatchWriter:
         return BatchWriter(self)
@@ -603,14 +606,12 @@ class FirestoreStore:
         return list(self.query(query.limit(limit)))
 
     def get_push_sweep_watermark(self) -> dt.datetime | None:
-        snapshot = self.get_document(self.db.collection(SYNC_META).document(PUSH_SWEEP_STATE))
+        snapshot = self.get_document(self._ref(SYNC_META, PUSH_SWEEP_STATE))
         watermark = (snapshot.to_dict() or {}).get("watermark") if snapshot.exists else None
         return watermark if isinstance(watermark, dt.datetime) else None
 
     def set_push_sweep_watermark(self, watermark: dt.datetime, now: dt.datetime) -> None:
-        self.set_document(
-            self.db.collection(SYNC_META).document(PUSH_SWEEP_STATE), {"watermark": watermark, "swept_at": now}
-        )
+        self.set_document(self._ref(SYNC_META, PUSH_SWEEP_STATE), {"watermark": watermark, "swept_at": now})
 
     def operator_error_report(self, since: dt.datetime, limit: int) -> dict[str, list[dict[str, Any]]]:
         """For the ops CLI: integrations needing reauth, calendars with recent errors, events in error."""
