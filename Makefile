@@ -25,6 +25,7 @@ install: $(STAMP) $(CHECKOV_STAMP)
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check shared functions main.py tests
 
 test: lint
 	$(BIN)/python -m pytest

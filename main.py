@@ -1,7 +1,7 @@
 """Cloud Functions entry points. Thin on purpose: each one imports only its own adapter, on first call.
 
 Entry point -> adapter:
-- webhook          (HTTP, public)     Google push notifications             functions/webhook.py
+- webhook          (HTTP, public)     Google's change notifications         functions/webhook.py
 - oauth_start      (HTTP)             begin connecting a Google account      functions/oauth.py
 - oauth_callback   (HTTP)             finish connecting                      functions/oauth.py
 - oauth_disconnect (HTTP)             revoke and disconnect                  functions/oauth.py
@@ -9,7 +9,7 @@ Entry point -> adapter:
 - sync_disable     (HTTP)             disable sync                           functions/settings.py
 - sync_status      (HTTP)             status for a settings page             functions/settings.py
 - renew            (HTTP, private)    Cloud Scheduler cron                   functions/renew.py
-- push_event       (CloudEvent)       Firestore events/{eventId} written     functions/push.py
+- push_event       (CloudEvent)       Firestore events/{eventId} written     functions/crm_trigger.py
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def unreadable_cloud_event(error: Exception) -> Any:
 
     configure_logging()
     log_event(
-        logging.getLogger("functions.push"),
+        logging.getLogger("functions.crm_trigger"),
         "push trigger rejected: unreadable CloudEvent data",
         level=logging.WARNING,
         error=type(error.__cause__ or error).__name__,
@@ -97,6 +97,6 @@ def unreadable_cloud_event(error: Exception) -> Any:
 
 @functions_framework.cloud_event
 def push_event(cloud_event: Any) -> None:
-    from functions.push import handle_event_written
+    from functions.crm_trigger import handle_event_written
 
     handle_event_written(cloud_event)

@@ -1,11 +1,12 @@
 """HTTP adapters for connecting a Google account: start (signed-in user), callback (Google's redirect), disconnect.
 
-The callback has two legs, which bind the flow to the browser's signed-in CRM user (login CSRF, see shared.oauth):
+The callback has two legs, which bind the flow to the browser's signed-in CRM user (login CSRF, see
+shared.account.google_oauth):
 - GET is Google's redirect. It checks the signed state, exchanges nothing, and sends the browser back to
   OAUTH_RETURN_URL with `code` and `state` in the URL fragment (`#google_code=...&google_state=...`; a fragment never
   reaches a server log or a Referer), or with `?google=error&reason=<code>` on a refusal or a bad or expired state.
 - POST is the CRM page finishing the exchange with `{"code", "state"}` and the same user's ID token.
-No sync logic here: authenticate, validate, call shared.oauth, map outcomes to status codes and JSON.
+No sync logic here: authenticate, validate, call shared.account.google_oauth, map outcomes to status codes and JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from pydantic import Field
 
 from functions.http import handle, json_response, parse_json_body, require_method
-from shared.auth import authenticate_user
+from shared.account.identity import authenticate_user
 from shared.context import default_context
 from shared.errors import BadRequest, SyncError
 from shared.logs import log_event
@@ -58,13 +59,13 @@ def _wants_json(request: Any) -> bool:
 
 
 def _start(request: Any) -> Any:
-    from shared import oauth
+    from shared.account import google_oauth
 
     require_method(request, "GET", "POST")
     ctx = default_context()
     user = authenticate_user(request, ctx.settings)
     login_hint = _query_value(request, "login_hint") or user.email
-    url = oauth.build_authorization_url(ctx, user.user_id, login_hint=login_hint)
+    url = google_oauth.build_authorization_url(ctx, user.user_id, login_hint=login_hint)
     if _wants_json(request) or request.method == "POST":
         return json_response({"authorization_url": url})
     return json_response({"authorization_url": url}, 302, {"Location": url})
@@ -82,7 +83,7 @@ def _return_location(
 
 def _google_redirect(request: Any) -> Any:
     """Google's redirect: check the state, then hand code and state to the CRM page (nothing is exchanged here)."""
-    from shared import oauth
+    from shared.account import google_oauth as oauth
 
     ctx = default_context()
     return_url = ctx.settings.oauth_return_url
@@ -115,7 +116,7 @@ def _google_redirect(request: Any) -> Any:
 
 def _complete(request: Any) -> Any:
     """The CRM page finishing the connection for its signed-in user."""
-    from shared import oauth
+    from shared.account import google_oauth as oauth
 
     ctx = default_context()
     user = authenticate_user(request, ctx.settings)
@@ -138,13 +139,13 @@ def _callback(request: Any) -> Any:
 
 
 def _disconnect(request: Any) -> Any:
-    from shared import oauth
+    from shared.account import google_oauth
 
     require_method(request, "POST")
     ctx = default_context()
     user = authenticate_user(request, ctx.settings)
     parse_json_body(request, DisconnectRequest, allow_empty=True)
-    return json_response(oauth.disconnect(ctx, user.user_id))
+    return json_response(google_oauth.disconnect(ctx, user.user_id))
 
 
 def handle_start(request: Any) -> Any:

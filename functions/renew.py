@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from functions.http import handle, json_response, parse_json_body, require_method
-from shared.auth import authenticate_scheduler
+from shared.account.identity import authenticate_scheduler
 from shared.context import default_context
 from shared.models import Strict
 
@@ -21,7 +21,7 @@ class RenewRequest(Strict):
 
 
 def _renew(request: Any) -> Any:
-    from shared.lifecycle import run_renewal
+    from shared.account.renewal import run_renewal
 
     require_method(request, "POST")
     ctx = default_context()

@@ -8,34 +8,34 @@ from __future__ import annotations
 from typing import Any
 
 from functions.http import handle, json_response, parse_json_body, require_method
-from shared.auth import authenticate_user
+from shared.account.identity import authenticate_user
 from shared.context import default_context
 
 
 def _enable(request: Any) -> Any:
-    from shared import lifecycle
+    from shared.account import enablement
 
     require_method(request, "POST")
     ctx = default_context()
     user = authenticate_user(request, ctx.settings)
-    body = parse_json_body(request, lifecycle.EnableRequest, allow_empty=True)
-    result = lifecycle.enable(ctx, user.user_id, body)
+    body = parse_json_body(request, enablement.EnableRequest, allow_empty=True)
+    result = enablement.enable(ctx, user.user_id, body)
     in_progress = any(c.outcome == "in_progress" for c in result.calendars)
     return json_response(result.model_dump(mode="json"), 202 if in_progress else 200)
 
 
 def _disable(request: Any) -> Any:
-    from shared import lifecycle
+    from shared.account import enablement
 
     require_method(request, "POST")
     ctx = default_context()
     user = authenticate_user(request, ctx.settings)
-    body = parse_json_body(request, lifecycle.DisableRequest, allow_empty=True)
-    return json_response(lifecycle.disable(ctx, user.user_id, body).model_dump(mode="json"))
+    body = parse_json_body(request, enablement.DisableRequest, allow_empty=True)
+    return json_response(enablement.disable(ctx, user.user_id, body).model_dump(mode="json"))
 
 
 def _status(request: Any) -> Any:
-    from shared import lifecycle
+    from shared.account import enablement
 
     require_method(request, "GET")
     ctx = default_context()
@@ -44,7 +44,7 @@ def _status(request: Any) -> Any:
         from shared.errors import BadRequest
 
         raise BadRequest("status takes no parameters; the user comes from the ID token", fields=sorted(request.args))
-    return json_response(lifecycle.status(ctx, user.user_id).model_dump(mode="json"))
+    return json_response(enablement.status(ctx, user.user_id).model_dump(mode="json"))
 
 
 def handle_enable(request: Any) -> Any:

@@ -1,7 +1,8 @@
-"""The Google Calendar push-notification webhook (public HTTP). Adapter only: validate, authenticate, call the library.
+"""The webhook for Google Calendar's change notifications (public HTTP). Adapter only: validate, authenticate, call.
 
-Google POSTs an empty body with X-Goog-* headers (facts sheet §1). Google retries ONLY 500/502/503/504; every other
-status is a final answer. So garbage gets a 4xx (never retried) and only a transient failure on our side gets a 5xx.
+Google POSTs an empty body with X-Goog-* headers (README, Google facts: notifications). Google retries ONLY
+500/502/503/504; every other status is a final answer. So garbage gets a 4xx (never retried) and only a transient
+failure on our side gets a 5xx.
 
 Status codes:
 - 200 `sync` message acknowledged; or the pull ran (body: counts); or the user's Google connection is dead
@@ -99,7 +100,7 @@ def _notification(request: Any) -> Any:
         log_event(logger, "channel sync acknowledged", **fields)
         return json_response({"status": "acknowledged"})
 
-    from shared.coalesce import request_pull
+    from shared.sync.coalesce import request_pull
 
     try:
         outcome = request_pull(ctx, route.user_id, route.calendar_id, reason="webhook")

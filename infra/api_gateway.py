@@ -126,7 +126,7 @@ class ApiGateway:
         from google.auth import jwt as gjwt
         from google.oauth2 import id_token
 
-        from shared.auth import cert_cache
+        from shared.account.identity import cert_cache
 
         header = str(environ.get("HTTP_AUTHORIZATION", "")).strip()
         scheme, _, token = header.partition(" ")

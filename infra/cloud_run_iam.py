@@ -116,7 +116,7 @@ class CloudRunIam:
         from google.auth import exceptions as gexc
         from google.oauth2 import id_token
 
-        from shared.auth import cert_cache
+        from shared.account.identity import cert_cache
 
         try:
             return dict(

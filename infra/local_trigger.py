@@ -84,7 +84,7 @@ def build_cloud_event(
     """A `document.v1.written` CloudEvent; `value`/`old_value` are firestore_v1 Document protos (or None)."""
     from cloudevents.http import CloudEvent
 
-    from functions.push import document_event_data_type
+    from functions.crm_trigger import document_event_data_type
 
     message_type = document_event_data_type()
     message = message_type()

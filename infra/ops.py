@@ -44,60 +44,61 @@ def _calendars(ctx: Any, user_id: str, calendar_id: str | None) -> list[Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
-    from shared.lifecycle import status
+    from shared.account.enablement import status
 
     return status(_ctx(), args.user).model_dump(mode="json")
 
 
 def cmd_resync(args: argparse.Namespace) -> dict[str, Any]:
-    from shared import lifecycle
+    from shared.account import enablement
+    from shared.sync import coalesce
 
     ctx = _ctx()
     results: dict[str, Any] = {}
     for cal in _calendars(ctx, args.user, args.calendar):
         log_event(logger, "operator resync", user_id=args.user, calendar_id=cal.calendar_id, full=args.full)
-        outcome = lifecycle.request_pull(ctx, args.user, cal.calendar_id, reason="operator", full=args.full)
-        lifecycle._pulled(ctx, cal, outcome)
-        results[cal.calendar_id] = getattr(outcome, "outcome", None) or repr(outcome)
+        outcome = coalesce.request_pull(ctx, args.user, cal.calendar_id, reason="operator", full=args.full)
+        enablement.after_pull(ctx, cal, outcome)
+        results[cal.calendar_id] = outcome.outcome
     return {"resynced": results}
 
 
 def cmd_renew(args: argparse.Namespace) -> dict[str, Any]:
-    from shared import channels, lifecycle
+    from shared.account import channels, enablement
 
     ctx = _ctx()
-    integration = lifecycle.connected_integration(ctx, args.user)
+    integration = enablement.connected_integration(ctx, args.user)
     outcomes: dict[str, str] = {}
     for cal in _calendars(ctx, args.user, args.calendar):
-        lease = channels.acquire_lease(ctx, args.user, cal.key, purpose="operator_renew")
-        if not lease.acquired:
+        lease = channels.calendar_lease(ctx, args.user, cal.key, purpose="operator_renew")
+        if lease is None:
             outcomes[cal.calendar_id] = "busy"
             continue
         try:
-            outcome = lifecycle.ensure_channel(ctx, integration, cal.key, reason="operator", force=True)
+            outcome = enablement.ensure_channel(ctx, integration, cal.key, reason="operator", force=True)
             outcomes[cal.calendar_id] = outcome
         finally:
-            lease.release(ctx)
+            ctx.store.release_lease(lease)
         log_event(logger, "operator renew", user_id=args.user, calendar_id=cal.calendar_id,
                   outcome=outcomes[cal.calendar_id])
     return {"renewed": outcomes}
 
 
 def cmd_renew_run(args: argparse.Namespace) -> dict[str, Any]:
-    from shared.lifecycle import run_renewal
+    from shared.account.renewal import run_renewal
 
     return run_renewal(_ctx(), deadline_seconds=args.deadline)
 
 
 def cmd_stop_channel(args: argparse.Namespace) -> dict[str, Any]:
-    from shared import channels, lifecycle
+    from shared.account import channels, enablement
     from shared.errors import NotFound
 
     ctx = _ctx()
     route = ctx.store.get_channel_route(args.channel)
     if route is None:
         raise NotFound("no route for this channel id", channel_id=args.channel)
-    client = lifecycle._client_if_possible(ctx, route.user_id)
+    client = enablement.client_if_possible(ctx, route.user_id)
     cal = ctx.store.get_calendar(route.user_id, route.calendar_key)
     was_current = cal is not None and cal.channel is not None and cal.channel.id == route.channel_id
     stopped = channels.retire_channel(
@@ -111,38 +112,17 @@ def cmd_stop_channel(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_errors(args: argparse.Namespace) -> dict[str, Any]:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    from shared.models import CALENDARS, EVENTS, INTEGRATIONS, IntegrationStatus, SyncState
-
     ctx = _ctx()
-    db = ctx.store.db
     since = ctx.clock() - dt.timedelta(hours=args.since_hours)
-    reauth = db.collection(INTEGRATIONS).where(
-        filter=FieldFilter("status", "==", IntegrationStatus.NEEDS_REAUTH.value)
-    ).limit(args.limit)
-    calendars = (
-        db.collection_group(CALENDARS)
-        .where(filter=FieldFilter("enabled", "==", True))
-        .where(filter=FieldFilter("last_error_at", ">=", since))
-        .order_by("last_error_at", direction="DESCENDING")
-        .limit(args.limit)
-    )
-    events = (
-        db.collection(EVENTS).where(filter=FieldFilter("sync.state", "==", SyncState.ERROR.value)).limit(args.limit)
-    )
+    found = ctx.store.operator_error_report(since, args.limit)
     return {
-        "needs_reauth": [
-            {"user_id": s.id, "reason": (s.to_dict() or {}).get("reauth_reason")} for s in ctx.store.query(reauth)
-        ],
+        "needs_reauth": [{"user_id": d["id"], "reason": d.get("reauth_reason")} for d in found["needs_reauth"]],
         "calendars": [
-            {k: (s.to_dict() or {}).get(k) for k in ("user_id", "calendar_id", "last_error", "last_error_at")}
-            for s in ctx.store.query(calendars)
+            {k: d.get(k) for k in ("user_id", "calendar_id", "last_error", "last_error_at")} for d in found["calendars"]
         ],
         "events": [
-            {"event_id": s.id, "owner_id": (s.to_dict() or {}).get("owner_id"),
-             "last_error": ((s.to_dict() or {}).get("sync") or {}).get("last_error")}
-            for s in ctx.store.query(events)
+            {"event_id": d["id"], "owner_id": d.get("owner_id"), "last_error": (d.get("sync") or {}).get("last_error")}
+            for d in found["events"]
         ],
     }
 

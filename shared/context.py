@@ -12,7 +12,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from google.cloud.firestore import Client as FirestoreClient
 
     from shared.crypto import TokenCipher
-    from shared.google_api import CalendarClient
+    from shared.gcal.client import CalendarClient
     from shared.store import FirestoreStore
 
 
@@ -62,10 +62,12 @@ class AppContext:
 
     def calendar_client(self, integration: Integration) -> CalendarClient:
         """The user's Google client, cached per (user, ciphertext) so a reconnect gets fresh credentials."""
-        from shared.google_api import CalendarClient, build_credentials
+        from shared.gcal.client import CalendarClient, build_credentials
 
         if integration.status != IntegrationStatus.CONNECTED or not integration.refresh_token_ciphertext:
-            raise NeedsReauth("the user has no working Google connection", user_id=integration.user_id)
+            raise NeedsReauth(
+                "the user has no working Google connection", user_id=integration.user_id, reason="missing_credentials"
+            )
         cache_key = (integration.user_id, integration.refresh_token_ciphertext)
         with self._lock:
             client = self._calendar_clients.get(cache_key)
@@ -76,14 +78,31 @@ class AppContext:
                 self._calendar_clients[cache_key] = client
             return client
 
+    @contextlib.contextmanager
+    def reauth_guard(self, user_id: str) -> Iterator[None]:
+        """The one place a dead Google credential is handled: a NeedsReauth raised inside marks the integration
+        (once, however many guards it passes through) and goes on up, for the caller to answer or skip."""
+        try:
+            yield
+        except NeedsReauth as exc:
+            if not exc.recorded:
+                self.mark_needs_reauth(user_id, str(exc.detail.get("reason") or "invalid_grant"))
+                exc.recorded = True
+            raise
+
+    def google_call_count(self) -> int:
+        """Calendar API calls made through this context's cached clients (token refreshes not included)."""
+        with self._lock:
+            clients = list(self._calendar_clients.values())
+        return sum(sum(client.calls.values()) for client in clients)
+
     def mark_needs_reauth(self, user_id: str, reason: str) -> None:
         """The user's refresh token is dead: the integration says `needs_reauth` (the settings page shows "reconnect"),
         the cached client is dropped, and every sync of that user stops until they connect again."""
-        from google.api_core import exceptions as gexc
-
+        from shared.errors import DocumentMissing
         from shared.logs import log_event
 
-        with contextlib.suppress(gexc.NotFound):  # the integration vanished meanwhile: nothing to mark
+        with contextlib.suppress(DocumentMissing):  # the integration vanished meanwhile: nothing to mark
             self.store.update_integration(
                 user_id,
                 {

@@ -142,18 +142,15 @@ class GoogleNotFound(GoogleApiError):
 
 
 class NeedsReauth(SyncError):
-    """The stored refresh token is dead (invalid_grant) or missing: the user must connect again."""
+    """The stored refresh token is dead (invalid_grant) or missing: the user must connect again.
+
+    `recorded` is set once the integration has been marked (by `AppContext.reauth_guard`), so an outer guard that sees
+    the same exception does not mark it twice.
+    """
 
     http_status = 409
     code = "needs_reauth"
-
-
-class Busy(SyncError):
-    """Another worker holds the work; ours was queued. Not an error for callers, a signal."""
-
-    http_status = 202
-    code = "queued"
-    retryable = True
+    recorded: bool = False
 
 
 class StoreUnavailable(SyncError):
@@ -161,4 +158,27 @@ class StoreUnavailable(SyncError):
 
     http_status = 503
     code = "store_unavailable"
+    retryable = True
+
+
+# --- Firestore conditional writes (raised by shared/store.py only) -------------------------------------------------
+class DocumentChanged(SyncError):
+    """A conditional write lost: the document changed, appeared or vanished since it was read. Re-read and re-plan."""
+
+    http_status = 409
+    code = "document_changed"
+    retryable = True
+
+
+class DocumentMissing(DocumentChanged):
+    """The document to update or delete does not exist (any more)."""
+
+    code = "document_missing"
+
+
+class KeptChanging(SyncError):
+    """Read -> plan -> write-if-unchanged lost every attempt: the document kept changing; leave it to a later run."""
+
+    http_status = 503
+    code = "kept_changing"
     retryable = True

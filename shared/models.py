@@ -3,7 +3,7 @@
 Why pydantic at every boundary: Firestore documents, Google events and HTTP bodies are validated on the way in, so the
 engine only ever sees well-formed data, and bad input fails with a precise message instead of a KeyError deep inside.
 
-Firestore shape (see DESIGN.md):
+Firestore shape (README, Design: Firestore; collection names in shared/store.py):
 - `integrations/{userId}`                      -> Integration
 - `integrations/{userId}/calendars/{calKey}`   -> SyncedCalendar   (calKey = calendar_key(calendar_id))
 - `channels/{channelId}`                       -> ChannelRoute     (webhook routing: one read per notification)
@@ -19,12 +19,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Collection names: one place, so the store, the Terraform indexes and the policy tests agree.
-INTEGRATIONS = "integrations"
-GOOGLE_ACCOUNTS = "google_accounts"  # {Google subject id}: the CRM user a Google account is linked to
-CALENDARS = "calendars"  # subcollection of integrations/{userId}
-CHANNELS = "channels"
-EVENTS = "events"
 
 
 def utcnow() -> dt.datetime:
@@ -37,7 +31,7 @@ def calendar_key(calendar_id: str) -> str:
 
 
 def crm_event_id_for_google(calendar_id: str, google_event_id: str) -> str:
-    """The CRM document id of an event first seen in Google: derived, so re-imports never duplicate (invariant 1)."""
+    """The CRM document id of an event first seen in Google: derived: re-imports never duplicate (invariant 1)."""
     digest = hashlib.sha256(f"{calendar_id}\n{google_event_id}".encode()).hexdigest()[:40]
     return f"g{digest}"
 
@@ -90,7 +84,7 @@ class Integration(Stored):
 
 
 class ChannelInfo(Stored):
-    """A push channel as stored on its calendar (the seed's channel_id / resource_id / webhook_expiration)."""
+    """A notification channel as stored on its calendar (id, resource id and expiration: a settings page shows them)."""
 
     id: str
     resource_id: str
@@ -276,7 +270,7 @@ class SyncState(StrEnum):
 
 
 class ConflictDecision(Stored):
-    """A recorded last-write-wins decision (invariant 4)."""
+    """A recorded last-write-wins decision (README, invariant 4)."""
 
     at: dt.datetime
     winner: Literal["crm", "google"]
@@ -389,7 +383,7 @@ def dump_for_firestore(model: BaseModel) -> dict[str, Any]:
 
 
 class NotificationHeaders(Strict):
-    """The headers Google sends with a push notification (facts sheet §1)."""
+    """The headers Google sends with a push notification (README, Google facts: notifications)."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 JOB_FILE = Path(__file__).with_name("scheduler_job.json")
-JITTER_FRACTION = 0.25  # Google asks for ±25% jitter on periodic jobs (facts §5)
+JITTER_FRACTION = 0.25  # Google asks for ±25% jitter on periodic jobs (README, Google facts: errors and limits)
 
 
 class RetryConfig(BaseModel):

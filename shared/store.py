@@ -1,28 +1,48 @@
-"""Firestore access for the sync: typed reads and writes of integrations, calendars, channel routes and CRM events.
+"""The one Firestore gateway: every collection name, query, batch, precondition and lease of the library.
 
-Why one class: every Firestore operation of the engine goes through here, so benchmarks can count reads, writes and
-commits (`ops`), and batching (≤ 500 writes per commit) lives in one place. No transactions over hot documents:
-concurrency is handled by create-if-absent leases and update-time preconditions on single event documents.
+Why one module: every Firestore operation goes through here, so benchmarks can count reads, writes and commits
+(`ops`), batching (≤ 500 writes per commit, Firestore's limit) lives in one place, and the client library's errors
+never leak: a lost precondition is `DocumentChanged` (or `DocumentMissing`), anything else `StoreUnavailable`.
+
+No transactions over hot documents (the emulator aborts a few concurrent transactions on one document with "Transaction
+lock timeout", and production Firestore contends the same way): concurrency is handled by create-if-absent leases,
+blind writes and update-time preconditions on single documents. The one loop that re-reads and re-plans after a lost
+precondition is `retry_if_changed`, kept in one place the way python-firestore keeps its transactional retry in
+`transaction.py` (`_Transactional`, `_sleep`): jittered exponential backoff, an injectable sleep, one attempt limit
+and a typed give-up error (`KeptChanging`).
+
+Collections (document ids in braces):
+    integrations/{userId}                      one Google connection per CRM user (refresh token encrypted)
+    integrations/{userId}/calendars/{calKey}   a synced calendar: sync token, channel, due times, last sync / error
+    channels/{channelId}                       webhook routing: the calendar a notification belongs to (one read)
+    events/{eventId}                           CRM meetings, with their Google link and sync bookkeeping
+    sync_leases/{userId}_{calKey}              the pull lease that coalesces notification bursts (TTL expires_at)
+    sync_dirty/{userId}_{calKey}               "pull again" marker written by coalesced notifications (TTL expires_at)
+    channel_leases/{userId}_{calKey}           the lease guarding every channel change of a calendar (TTL expires_at)
+    oauth_states/{nonce}                       an OAuth flow's encrypted PKCE verifier, used once (TTL expires_at)
+    sync_meta/push_sweep                       the CRM → Google sweep's watermark
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+import logging
+import random
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from shared.errors import BadRequest, StoreUnavailable
+from shared.errors import BadRequest, DocumentChanged, DocumentMissing, KeptChanging, StoreUnavailable
 from shared.models import (
-    CALENDARS,
-    CHANNELS,
-    EVENTS,
-    GOOGLE_ACCOUNTS,
-    INTEGRATIONS,
     ChannelRoute,
+    ChannelState,
     CrmEvent,
     Integration,
+    IntegrationStatus,
     SyncedCalendar,
+    SyncState,
     calendar_key,
     dump_for_firestore,
 )
@@ -31,7 +51,27 @@ if TYPE_CHECKING:
     from google.cloud.firestore import Client as FirestoreClient
     from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
+logger = logging.getLogger(__name__)
+
+# Collection names: one place, so the code, the Terraform indexes / TTL policies and the policy tests agree.
+INTEGRATIONS = "integrations"
+GOOGLE_ACCOUNTS = "google_accounts"  # {Google subject id}: the CRM user a Google account is linked to
+CALENDARS = "calendars"  # subcollection of integrations/{userId}
+CHANNELS = "channels"
+EVENTS = "events"
+SYNC_LEASES = "sync_leases"
+SYNC_DIRTY = "sync_dirty"
+CHANNEL_LEASES = "channel_leases"
+OAUTH_STATES = "oauth_states"
+SYNC_META = "sync_meta"
+PUSH_SWEEP_STATE = "push_sweep"  # sync_meta/push_sweep: the CRM → Google sweep's watermark
+
 MAX_BATCH_WRITES = 500
+IN_QUERY_LIMIT = 30  # values per Firestore `in` filter
+RETRY_ATTEMPTS = 4  # read → plan → write-if-unchanged attempts before KeptChanging
+RETRY_INITIAL_SLEEP = 0.05  # seconds; doubled per lost attempt, full jitter (python-firestore uses 1 s / 30 s / 2)
+RETRY_MAX_SLEEP = 1.0
+T = TypeVar("T")
 
 
 class InvalidDocumentId(BadRequest):
@@ -61,46 +101,55 @@ def _transient(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"Firestore is unavailable: {type(exc).__name__}")
 
 
+def _typed(exc: Exception) -> Exception:
+    """google.api_core's error as ours: a lost precondition is DocumentChanged / DocumentMissing, else unavailable."""
+    from google.api_core import exceptions as gexc
+
+    if isinstance(exc, gexc.NotFound):
+        return DocumentMissing("the document does not exist")
+    if isinstance(exc, gexc.FailedPrecondition | gexc.AlreadyExists):
+        return DocumentChanged(f"the document changed since it was read ({type(exc).__name__})")
+    return _transient(exc)
+
+
+@dataclass
+class Write:
+    """One document write of a batch: `create` (fails if it exists), `update` (optionally only if unchanged since
+    `last_update_time`; fails if missing), `set` (blind; `merge` keeps other fields) or `delete`."""
+
+    op: Literal["create", "update", "set", "delete"]
+    ref: DocumentReference
+    data: dict[str, Any] | None = None
+    last_update_time: dt.datetime | None = None
+    merge: bool = False
+
+
 class BatchWriter:
-    """Collects writes and commits them in batches of at most 500 (Firestore's limit per commit)."""
+    """Collects blind writes and commits them in batches of at most 500 (Firestore's limit per commit)."""
 
     def __init__(self, store: FirestoreStore) -> None:
         self._store = store
-        self._batch: Any = None
-        self._pending = 0
-
-    def _ensure(self) -> Any:
-        if self._batch is None:
-            self._batch = self._store.db.batch()
-        return self._batch
+        self._writes: list[Write] = []
 
     def set(self, ref: DocumentReference, data: dict[str, Any], *, merge: bool = False) -> None:
-        self._ensure().set(ref, data, merge=merge)
-        self._after_write()
+        self._add(Write("set", ref, data, merge=merge))
 
     def update(self, ref: DocumentReference, data: dict[str, Any]) -> None:
-        self._ensure().update(ref, data)
-        self._after_write()
+        self._add(Write("update", ref, data))
 
     def delete(self, ref: DocumentReference) -> None:
-        self._ensure().delete(ref)
-        self._after_write()
+        self._add(Write("delete", ref))
 
-    def _after_write(self) -> None:
-        self._pending += 1
-        if self._pending >= MAX_BATCH_WRITES:
+    def _add(self, write: Write) -> None:
+        self._writes.append(write)
+        if len(self._writes) >= MAX_BATCH_WRITES:
             self.commit()
 
     def commit(self) -> None:
-        if self._batch is None or self._pending == 0:
+        if not self._writes:
             return
-        try:
-            self._batch.commit()
-        except Exception as exc:
-            raise _transient(exc) from exc
-        self._store.count_commit(writes=self._pending)
-        self._batch = None
-        self._pending = 0
+        writes, self._writes = self._writes, []
+        self._store.commit_writes(writes)
 
     def __enter__(self) -> BatchWriter:
         return self
@@ -135,20 +184,68 @@ class FirestoreStore:
     # --- references ---------------------------------------------------------------------------------------------------
     # Ids from outside (channel ids from webhook headers, user ids from tokens, event ids from CloudEvent subjects)
     # become document ids: a '/' or a reserved name would address another document or crash the client library.
+    def _ref(self, collection: str, doc_id: str) -> DocumentReference:
+        return self.db.collection(collection).document(checked_document_id(doc_id))
+
     def integration_ref(self, user_id: str) -> DocumentReference:
-        return self.db.collection(INTEGRATIONS).document(checked_document_id(user_id))
+        return self._ref(INTEGRATIONS, user_id)
 
     def calendar_ref(self, user_id: str, cal_key: str) -> DocumentReference:
         return self.integration_ref(user_id).collection(CALENDARS).document(checked_document_id(cal_key))
 
     def channel_ref(self, channel_id: str) -> DocumentReference:
-        return self.db.collection(CHANNELS).document(checked_document_id(channel_id))
+        return self._ref(CHANNELS, channel_id)
 
     def event_ref(self, event_id: str) -> DocumentReference:
-        return self.db.collection(EVENTS).document(checked_document_id(event_id))
+        return self._ref(EVENTS, event_id)
+
+    def sync_lease_ref(self, doc_id: str) -> DocumentReference:
+        return self._ref(SYNC_LEASES, doc_id)
+
+    def sync_dirty_ref(self, doc_id: str) -> DocumentReference:
+        return self._ref(SYNC_DIRTY, doc_id)
+
+    def channel_lease_ref(self, doc_id: str) -> DocumentReference:
+        return self._ref(CHANNEL_LEASES, doc_id)
+
+    def oauth_state_ref(self, nonce: str) -> DocumentReference:
+        return self._ref(OAUTH_STATES, nonce)
 
     def batch(self) -> BatchWriter:
         return BatchWriter(self)
+
+    # --- batches and preconditions ------------------------------------------------------------------------------------
+    def _stage(self, batch: Any, write: Write) -> None:
+        if write.op == "create":
+            batch.create(write.ref, write.data)
+        elif write.op == "update":
+            if write.last_update_time is not None:
+                option = self.db.write_option(last_update_time=write.last_update_time)
+                batch.update(write.ref, write.data, option=option)
+            else:
+                batch.update(write.ref, write.data)
+        elif write.op == "set":
+            batch.set(write.ref, write.data, merge=write.merge)
+        else:
+            batch.delete(write.ref)
+
+    def commit_writes(self, writes: Sequence[Write]) -> list[dt.datetime | None]:
+        """Commit ≤ 500 writes atomically; each write's update time. A lost precondition (a create of an existing
+        document, an update of a changed or missing one) commits nothing and raises DocumentChanged."""
+        if len(writes) > MAX_BATCH_WRITES:
+            raise ValueError(f"at most {MAX_BATCH_WRITES} writes per commit")
+        batch = self.db.batch()
+        for write in writes:
+            self._stage(batch, write)
+        try:
+            results = batch.commit()
+        except Exception as exc:
+            typed = _typed(exc)
+            if isinstance(typed, DocumentChanged):
+                self.count_commit(writes=0)
+            raise typed from exc
+        self.count_commit(writes=len(writes))
+        return [getattr(result, "update_time", None) for result in results or []]
 
     # --- low level ----------------------------------------------------------------------------------------------------
     def _get(self, ref: DocumentReference) -> DocumentSnapshot:
@@ -176,28 +273,24 @@ class FirestoreStore:
         self.count_commit()
 
     def _update(self, ref: DocumentReference, data: dict[str, Any], **options: Any) -> None:
-        """Partial update with dotted field paths; raises NotFound (google.api_core) if the document is missing."""
-        from google.api_core import exceptions as gexc
-
+        """Partial update with dotted field paths; DocumentMissing if the document is missing, DocumentChanged if a
+        precondition failed."""
         try:
             ref.update(data, **options)
-        except (gexc.NotFound, gexc.FailedPrecondition):
-            raise
         except Exception as exc:
-            raise _transient(exc) from exc
+            raise _typed(exc) from exc
         self.count_commit()
 
     def create_if_absent(self, ref: DocumentReference, data: dict[str, Any]) -> bool:
         """Create a document only if it does not exist; False when it already did (leases, idempotency keys)."""
-        from google.api_core import exceptions as gexc
-
         try:
             ref.create(data)
-        except gexc.AlreadyExists:
-            self.count_commit(writes=0)
-            return False
         except Exception as exc:
-            raise _transient(exc) from exc
+            typed = _typed(exc)
+            if isinstance(typed, DocumentChanged):
+                self.count_commit(writes=0)
+                return False
+            raise typed from exc
         self.count_commit()
         return True
 
@@ -237,7 +330,7 @@ class FirestoreStore:
 
     # --- google accounts: one CRM user per Google account ------------------------------------------------------------
     def google_account_ref(self, subject: str) -> DocumentReference:
-        return self.db.collection(GOOGLE_ACCOUNTS).document(checked_document_id(subject))
+        return self._ref(GOOGLE_ACCOUNTS, subject)
 
     def claim_google_account(self, subject: str, user_id: str, account_email: str, now: dt.datetime) -> str:
         """Create `google_accounts/{subject}` for this user unless it exists; returns the CRM user that holds it.
@@ -325,7 +418,7 @@ class FirestoreStore:
     def update_event(
         self, event_id: str, fields: dict[str, Any], *, last_update_time: dt.datetime | None = None
     ) -> None:
-        """Update some fields; with `last_update_time` the write fails (FailedPrecondition) if someone wrote since."""
+        """Update some fields; with `last_update_time` the write fails (DocumentChanged) if someone wrote since."""
         options: dict[str, Any] = {}
         if last_update_time is not None:
             options["option"] = self.db.write_option(last_update_time=last_update_time)
@@ -336,7 +429,7 @@ class FirestoreStore:
         for event, _ in self.linked_event_snapshots(owner_id, calendar_id):
             yield event
 
-    # --- additions for the pull engine (shared/pull.py, shared/coalesce.py) ---------------------------------------
+    # --- CRM events with their update times (for precondition writes) -------------------------------------------------
     def linked_event_snapshots(self, owner_id: str, calendar_id: str) -> Iterator[tuple[CrmEvent, dt.datetime]]:
         """Like events_linked_to_calendar, with each document's update time (for precondition writes)."""
         query = (
@@ -357,12 +450,12 @@ class FirestoreStore:
         """
         ids = list(dict.fromkeys(google_ids))
         found: dict[str, tuple[CrmEvent, dt.datetime]] = {}
-        for start in range(0, len(ids), 30):
+        for start in range(0, len(ids), IN_QUERY_LIMIT):
             query = (
                 self.db.collection(EVENTS)
                 .where(filter=_field_filter("owner_id", "==", owner_id))
                 .where(filter=_field_filter("google.calendar_id", "==", calendar_id))
-                .where(filter=_field_filter("google.event_id", "in", ids[start : start + 30]))
+                .where(filter=_field_filter("google.event_id", "in", ids[start : start + IN_QUERY_LIMIT]))
             )
             for snapshot in self.query(query):
                 found[snapshot.id] = (self.event_from(snapshot), snapshot.update_time)
@@ -417,20 +510,208 @@ class FirestoreStore:
 
     def delete_document(self, ref: DocumentReference, *, last_update_time: dt.datetime | None = None) -> bool:
         """Delete (optionally only if unchanged since `last_update_time`); False when the precondition failed."""
-        from google.api_core import exceptions as gexc
-
         options: dict[str, Any] = {}
         if last_update_time is not None:
             options["option"] = self.db.write_option(last_update_time=last_update_time)
         try:
             ref.delete(**options)
-        except (gexc.FailedPrecondition, gexc.NotFound):
-            self.count_commit(writes=0)
-            return False
         except Exception as exc:
-            raise _transient(exc) from exc
+            typed = _typed(exc)
+            if isinstance(typed, DocumentChanged):
+                self.count_commit(writes=0)
+                return False
+            raise typed from exc
         self.count_commit()
         return True
+
+    # --- leases: create-if-absent documents with an expiry, taken over (guarded delete) once expired ---------------
+    def create_lease(
+        self, ref: DocumentReference, fields: dict[str, Any], seconds: int, now: dt.datetime
+    ) -> Lease | None:
+        """Create the lease document if absent; None when someone holds (or held) it."""
+        holder = uuid.uuid4().hex
+        data = {"holder": holder, **fields, "acquired_at": now, "expires_at": now + dt.timedelta(seconds=seconds)}
+        if self.create_if_absent(ref, data):
+            return Lease(ref, holder, seconds)
+        return None
+
+    def take_over_lease(
+        self, ref: DocumentReference, snapshot: DocumentSnapshot, fields: dict[str, Any], seconds: int, now: dt.datetime
+    ) -> Lease | None:
+        """The lease is absent or expired (its holder died): replace it; of several contenders one wins."""
+        if snapshot.exists and not self.delete_document(ref, last_update_time=snapshot.update_time):
+            return None  # another contender took it over first
+        return self.create_lease(ref, fields, seconds, now)
+
+    def acquire_lease(
+        self, ref: DocumentReference, fields: dict[str, Any], seconds: int, now: dt.datetime
+    ) -> tuple[Lease | None, bool]:
+        """(the lease or None when a live holder has it, whether an expired lease was taken over)."""
+        lease = self.create_lease(ref, fields, seconds, now)
+        if lease is not None:
+            return lease, False
+        snapshot = self.get_document(ref)
+        if lease_is_live(snapshot, now):
+            return None, False
+        return self.take_over_lease(ref, snapshot, fields, seconds, now), snapshot.exists
+
+    def release_lease(self, lease: Lease) -> None:
+        """Best effort: an unreleased lease only delays the next holder until it expires."""
+        try:
+            self.delete_document(lease.ref)
+        except StoreUnavailable:
+            logger.warning("lease release failed; it will expire", extra={"fields": {"lease": lease.ref.id}})
+
+    # --- queries ------------------------------------------------------------------------------------------------------
+    def due_calendars(self, field: str, now: dt.datetime, limit: int) -> list[SyncedCalendar]:
+        """Enabled calendars whose `field` (renew_due_at / pull_due_at) has passed, oldest first (collection group)."""
+        query = (
+            self.db.collection_group(CALENDARS)
+            .where(filter=_field_filter("enabled", "==", True))
+            .where(filter=_field_filter(field, "<=", now))
+            .order_by(field)
+            .limit(limit)
+        )
+        return [SyncedCalendar.model_validate(s.to_dict()) for s in self.query(query)]
+
+    def routes_near_expiry(self, horizon: dt.datetime, limit: int) -> list[ChannelRoute]:
+        """ACTIVE channel routes expiring before `horizon`, soonest first (the cron's orphan sweep)."""
+        query = (
+            self.db.collection(CHANNELS)
+            .where(filter=_field_filter("state", "==", ChannelState.ACTIVE.value))
+            .where(filter=_field_filter("expiration", "<=", horizon))
+            .order_by("expiration")
+            .limit(limit)
+        )
+        return [ChannelRoute.model_validate(s.to_dict()) for s in self.query(query)]
+
+    def count_events(self, owner_id: str, state: SyncState) -> int:
+        """How many of a user's events are in `state` (a count aggregation: one read whatever the count)."""
+        query = (
+            self.db.collection(EVENTS)
+            .where(filter=_field_filter("owner_id", "==", owner_id))
+            .where(filter=_field_filter("sync.state", "==", state.value))
+        )
+        return self.count_matching(query)
+
+    def due_event_ids(self, now: dt.datetime, limit: int) -> list[str]:
+        """pending/error events whose retry time has come, oldest first (index: sync.state, sync.next_attempt_at)."""
+        query = (
+            self.db.collection(EVENTS)
+            .where(filter=_field_filter("sync.state", "in", [SyncState.PENDING.value, SyncState.ERROR.value]))
+            .where(filter=_field_filter("sync.next_attempt_at", "<=", now))
+            .order_by("sync.next_attempt_at")
+            .limit(limit)
+        )
+        return [snapshot.id for snapshot in self.query(query)]
+
+    def make_pending_events_due(self, owner_id: str, now: dt.datetime) -> int:
+        """Every pending event of a user becomes due now (index: owner_id, sync.state); batched blind updates."""
+        query = (
+            self.db.collection(EVENTS)
+            .where(filter=_field_filter("owner_id", "==", owner_id))
+            .where(filter=_field_filter("sync.state", "==", SyncState.PENDING.value))
+        )
+        released = 0
+        with self.batch() as batch:
+            for snapshot in self.query(query):
+                batch.update(snapshot.reference, {"sync.next_attempt_at": now})
+                released += 1
+        return released
+
+    def events_edited_page(
+        self, since: dt.datetime, until: dt.datetime, limit: int, after: DocumentSnapshot | None
+    ) -> list[DocumentSnapshot]:
+        """One page of events by `updated_at` in [since, until], after the cursor (a single-field range, no index)."""
+        query = (
+            self.db.collection(EVENTS)
+            .where(filter=_field_filter("updated_at", ">=", since))
+            .where(filter=_field_filter("updated_at", "<=", until))
+            .order_by("updated_at")
+        )
+        if after is not None:
+            query = query.start_after(after)
+        return list(self.query(query.limit(limit)))
+
+    def get_push_sweep_watermark(self) -> dt.datetime | None:
+        snapshot = self.get_document(self._ref(SYNC_META, PUSH_SWEEP_STATE))
+        watermark = (snapshot.to_dict() or {}).get("watermark") if snapshot.exists else None
+        return watermark if isinstance(watermark, dt.datetime) else None
+
+    def set_push_sweep_watermark(self, watermark: dt.datetime, now: dt.datetime) -> None:
+        self.set_document(self._ref(SYNC_META, PUSH_SWEEP_STATE), {"watermark": watermark, "swept_at": now})
+
+    def operator_error_report(self, since: dt.datetime, limit: int) -> dict[str, list[dict[str, Any]]]:
+        """For the ops CLI: integrations needing reauth, calendars with recent errors, events in error."""
+        reauth = (
+            self.db.collection(INTEGRATIONS)
+            .where(filter=_field_filter("status", "==", IntegrationStatus.NEEDS_REAUTH.value))
+            .limit(limit)
+        )
+        calendars = (
+            self.db.collection_group(CALENDARS)
+            .where(filter=_field_filter("enabled", "==", True))
+            .where(filter=_field_filter("last_error_at", ">=", since))
+            .order_by("last_error_at", direction="DESCENDING")
+            .limit(limit)
+        )
+        events = self.db.collection(EVENTS).where(filter=_field_filter("sync.state", "==", SyncState.ERROR.value))
+        return {
+            "needs_reauth": [{"id": s.id, **(s.to_dict() or {})} for s in self.query(reauth)],
+            "calendars": [{"id": s.id, **(s.to_dict() or {})} for s in self.query(calendars)],
+            "events": [{"id": s.id, **(s.to_dict() or {})} for s in self.query(events.limit(limit))],
+        }
+
+
+@dataclass
+class Lease:
+    """A held lease document; `holder` is written into it so a refresh or an inspection can tell who holds it."""
+
+    ref: DocumentReference
+    holder: str
+    seconds: int
+
+    def refresh_write(self, now: dt.datetime) -> Write:
+        """The write that keeps the lease alive (queued with other writes: no extra commit)."""
+        return Write(
+            "set", self.ref, {"holder": self.holder, "expires_at": now + dt.timedelta(seconds=self.seconds)}, merge=True
+        )
+
+    def release_write(self) -> Write:
+        return Write("delete", self.ref)
+
+
+def lease_is_live(snapshot: DocumentSnapshot, now: dt.datetime) -> bool:
+    expires_at = (snapshot.to_dict() or {}).get("expires_at") if snapshot.exists else None
+    return isinstance(expires_at, dt.datetime) and expires_at > now
+
+
+def retry_if_changed(
+    attempt: Callable[[], T],
+    *,
+    sleep: Callable[[float], None],
+    what: str,
+    attempts: int = RETRY_ATTEMPTS,
+    rng: random.Random | None = None,
+) -> T:
+    """Run `attempt` (read → plan → write if unchanged) until its conditional write sticks.
+
+    `attempt` raises DocumentChanged when its precondition lost (a concurrent write landed between its read and its
+    write); it is then run again on a fresh read, after a jittered exponential pause (`sleep` is injected: tests pass
+    their fake clock's). After `attempts` lost rounds: KeptChanging; the newest write's own trigger or the next run
+    finishes the work. Modelled on python-firestore's `transaction.py` (`_Transactional`, `_sleep`).
+    """
+    pause = RETRY_INITIAL_SLEEP
+    rng = rng or random.Random()
+    for number in range(1, attempts + 1):
+        try:
+            return attempt()
+        except DocumentChanged:
+            if number == attempts:
+                break
+            sleep(rng.uniform(0, pause))
+            pause = min(pause * 2, RETRY_MAX_SLEEP)
+    raise KeptChanging(f"{what}: the document kept changing", attempts=attempts)
 
 
 def _field_filter(path: str, op: str, value: Any) -> Any:

@@ -1,7 +1,7 @@
 # API Gateway in front of the user-facing functions (see the access notes in locals.tf).
 #
 # - The gateway validates the caller's Firebase / Identity Platform ID token (securityDefinitions.firebase) before
-#   anything reaches a function; the functions verify it again (shared/auth.py) and take the user id only from it.
+#   anything reaches a function; the functions verify it again (shared/account/identity.py) and take the user id only from it.
 # - It calls each function as google_service_account.gateway, the only run.invoker of those services, with an OIDC
 #   token whose audience is the backend's jwt_audience: the function's run.app URL, set explicitly (Cloud Run IAM
 #   accepts it; the code checks the same list, GATEWAY_JWT_AUDIENCES). API Gateway moves the caller's own

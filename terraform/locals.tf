@@ -6,7 +6,7 @@
 #   gateway - user-facing functions. Browsers cannot mint Google-signed tokens for Cloud Run IAM, and allUsers is
 #             reserved for the webhook, so these sit behind API Gateway (gateway.tf): the gateway validates the
 #             Firebase / Identity Platform ID token at the edge, calls the function as its own service account (the
-#             only invoker), and the function verifies the user's ID token again (shared/auth.py). Firebase Hosting
+#             only invoker), and the function verifies the user's ID token again (shared/account/identity.py). Firebase Hosting
 #             rewrites were rejected: they require the Cloud Run service to be publicly invokable.
 #   private - renew: invoked only by the scheduler's service account with an OIDC token (scheduler.tf).
 #   event   - push_event: Eventarc Firestore trigger, invoked only by the trigger's service account.

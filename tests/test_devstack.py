@@ -72,9 +72,25 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
     project = f"devstack-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k != "FIRESTORE_EMULATOR_HOST"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra.devstack", "--port", str(functions_port), "--standin-port", str(standin_port),
-         "--gateway-port", str(gateway_port), "--project", project],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "infra.devstack",
+            "--port",
+            str(functions_port),
+            "--standin-port",
+            str(standin_port),
+            "--gateway-port",
+            str(gateway_port),
+            "--project",
+            project,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
@@ -101,15 +117,16 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         from infra.deployment import read_deployment
         from infra.front_doors import FrontDoors
 
-        doors = FrontDoors(read_deployment(project_id=project), None, "", gateway_url=f"http://127.0.0.1:{gateway_port}")
+        doors = FrontDoors(
+            read_deployment(project_id=project), None, "", gateway_url=f"http://127.0.0.1:{gateway_port}"
+        )
         token = (ROOT / ".run" / "demo-id-token").read_text().strip()
         auth = {"Authorization": f"Bearer {token}"}
 
         # 1. Connect Google through the real OAuth round trip.
         direct = requests.get(f"{functions}/oauth_start", headers={**auth, "Accept": "application/json"}, timeout=30)
         assert direct.status_code == 401, "a user-facing function answered without its Cloud Run IAM door"
-        start = requests.get(doors.route_url("oauth_start"), headers={**auth, "Accept": "application/json"},
-                             timeout=30)
+        start = requests.get(doors.route_url("oauth_start"), headers={**auth, "Accept": "application/json"}, timeout=30)
         assert start.status_code == 200, start.text
         consent = requests.get(start.json()["authorization_url"], allow_redirects=False, timeout=30)
         assert consent.status_code == 302
@@ -122,8 +139,12 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         assert doors.route_url("oauth_callback") in page.text
         handoff = dict(urllib.parse.parse_qsl(landing.fragment))
         secrets_in_query = [handoff["google_code"], handoff["google_state"]]
-        finished = requests.post(doors.route_url("oauth_callback"), headers=auth, timeout=60,
-                                 json={"code": handoff["google_code"], "state": handoff["google_state"]})
+        finished = requests.post(
+            doors.route_url("oauth_callback"),
+            headers=auth,
+            timeout=60,
+            json={"code": handoff["google_code"], "state": handoff["google_state"]},
+        )
         assert finished.status_code == 200, finished.text
         assert finished.json()["connected"] is True
 
@@ -134,8 +155,11 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         # 3. A Google-side edit reaches the CRM through the webhook.
         created = requests.post(
             f"{standin}/_control/calendars/{DEMO_EMAIL}/events",
-            json={"summary": "Call with ACME", "start": {"dateTime": "2027-01-05T10:00:00Z"},
-                  "end": {"dateTime": "2027-01-05T11:00:00Z"}},
+            json={
+                "summary": "Call with ACME",
+                "start": {"dateTime": "2027-01-05T10:00:00Z"},
+                "end": {"dateTime": "2027-01-05T11:00:00Z"},
+            },
             timeout=30,
         )
         assert created.status_code == 200, created.text
@@ -150,10 +174,15 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
             _wait_for(lambda: "Call with ACME" in titles(), 30, "the Google event in Firestore")
 
             # 4. A CRM-side write reaches Google through the local trigger and push_event.
-            db.collection("events").document("crm-meeting-1").set({
-                "owner_id": DEMO_USER, "title": "Quote review", "start": {"date_time": "2027-01-06T09:00:00Z"},
-                "end": {"date_time": "2027-01-06T09:30:00Z"}, "updated_at": time.time(),
-            })
+            db.collection("events").document("crm-meeting-1").set(
+                {
+                    "owner_id": DEMO_USER,
+                    "title": "Quote review",
+                    "start": {"date_time": "2027-01-06T09:00:00Z"},
+                    "end": {"date_time": "2027-01-06T09:30:00Z"},
+                    "updated_at": time.time(),
+                }
+            )
 
             def in_google() -> bool:
                 listed = requests.get(f"{standin}/_control/calendars/{DEMO_EMAIL}/events", timeout=10).json()

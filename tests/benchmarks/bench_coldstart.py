@@ -68,8 +68,11 @@ def deployed_copy(target: Path, *, compiled: bool) -> Path:
     for package in ("functions", "shared"):
         shutil.copytree(ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     if compiled:
-        subprocess.run([sys.executable, "-m", "compileall", "-qq", "--invalidation-mode", "unchecked-hash",
-                        str(target)], check=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-qq", "--invalidation-mode", "unchecked-hash", str(target)],
+            check=True,
+            timeout=120,
+        )
     return target
 
 
@@ -79,8 +82,9 @@ def _env() -> dict[str, str]:
 
 
 def _run(code: str, cwd: Path) -> str:
-    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_env(), capture_output=True, text=True,
-                            check=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=_env(), capture_output=True, text=True, check=True, timeout=120
+    )
     return result.stdout.strip().splitlines()[-1]
 
 
@@ -90,7 +94,13 @@ def instructions(code: str, cwd: Path) -> int:
         raise RuntimeError("the cold-start benchmark counts instructions with valgrind; install valgrind")
     result = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c", code],
-        cwd=cwd, env=_env(), capture_output=True, text=True, check=True, timeout=600)
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     found = _COLLECTED.search(result.stderr)
     if found is None:
         raise RuntimeError(f"callgrind printed no instruction count: {result.stderr[-500:]}")
@@ -109,15 +119,22 @@ def measure(
     for _ in range(wall_runs):  # alternating, so machine load hits both alike
         entry_wall.append(float(_run(_WALL.format(code=entry_code), bundle)))
         libs_wall.append(float(_run(_WALL.format(code=libs_code), bundle)))
-    return {"ratio": (entry - nothing) / (libs - nothing), "entry_instructions": entry - nothing,
-            "libs_instructions": libs - nothing, "entry_s": min(entry_wall, default=0.0),
-            "libs_s": min(libs_wall, default=0.0)}
+    return {
+        "ratio": (entry - nothing) / (libs - nothing),
+        "entry_instructions": entry - nothing,
+        "libs_instructions": libs - nothing,
+        "entry_s": min(entry_wall, default=0.0),
+        "libs_s": min(libs_wall, default=0.0),
+    }
 
 
 def run(results: dict[str, float]) -> None:
     entry_points = adapters()
-    with (tempfile.TemporaryDirectory() as compiled_dir, tempfile.TemporaryDirectory() as source_dir,
-          ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool):
+    with (
+        tempfile.TemporaryDirectory() as compiled_dir,
+        tempfile.TemporaryDirectory() as source_dir,
+        ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool,
+    ):
         compiled = deployed_copy(Path(compiled_dir), compiled=True)
         source = deployed_copy(Path(source_dir), compiled=False)
         for module in sorted(set(entry_points.values())):

@@ -35,9 +35,17 @@ def run(results: dict[str, Any]) -> None:
     bind(env)
     started = time.perf_counter()
     try:
-        run_state_machine_as_test(SyncMachine, settings=settings(
-            max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
-            phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
+        run_state_machine_as_test(
+            SyncMachine,
+            settings=settings(
+                max_examples=examples,
+                stateful_step_count=steps,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            ),
+        )
     finally:
         webhook.stop()
         handle.stop()

@@ -143,9 +143,9 @@ def run(results: dict[str, float]) -> None:
 
     from infra.devstack import configure_environment
     from infra.google_standin.server import start_standin
+    from shared.account.enablement import EnableRequest, enable
     from shared.config import GOOGLE_SCOPES, get_settings, reset_settings
     from shared.context import AppContext
-    from shared.lifecycle import EnableRequest, enable
     from shared.models import Integration, IntegrationStatus, utcnow
 
     logging.getLogger().setLevel(logging.WARNING)

@@ -99,7 +99,7 @@ def _simple(summary: str, n: int) -> dict[str, Any]:
 
 # --- 1. burst -----------------------------------------------------------------------------------------------------
 def bench_burst(env: _Env, results: dict[str, float]) -> None:
-    from shared.pull import pull_calendar
+    from shared.sync.google_to_crm_run import pull_calendar
 
     ctx = env.context()
     user = env.user(ctx, "burst@example.com")
@@ -218,8 +218,8 @@ def _seed_calendar(env: _Env, email: str) -> None:
 
 
 def bench_import(env: _Env, results: dict[str, float]) -> None:
-    from shared.coalesce import request_pull
-    from shared.mapping import new_crm_event_from_google
+    from shared.gcal.wire import new_crm_event_from_google
+    from shared.sync.coalesce import request_pull
 
     email = "import@example.com"
     _seed_calendar(env, email)

@@ -79,14 +79,14 @@ def _update_times(ctx: Any, ids: list[str]) -> dict[str, Any]:
 def _pull(ctx: Any, user_id: str, calendar_id: str) -> int:
     """Run the pull engine once (coalesced entry point if present); returns the events it saw (-1: unknown)."""
     try:
-        from shared.coalesce import request_pull
+        from shared.sync.coalesce import request_pull
     except ImportError:
         request_pull = None  # type: ignore[assignment]
     if request_pull is not None:
         outcome = request_pull(ctx, user_id, calendar_id, reason="bench")
         report = getattr(outcome, "report", outcome)
         return int(getattr(report, "events_seen", -1))
-    from shared.pull import pull_calendar
+    from shared.sync.google_to_crm_run import pull_calendar
 
     return pull_calendar(ctx, user_id, calendar_id, reason="bench").events_seen
 
@@ -157,7 +157,7 @@ def _run_ours(ctx: Any, standin: Any, served: Any, results: dict[str, float]) ->
 
 def _run_naive(ctx: Any, standin: Any, results: dict[str, float]) -> None:
     """No etags, no echo suppression (see module docstring); direct calls, the same 1,000 edits."""
-    from shared.mapping import apply_google_event, crm_to_google, link_from_google
+    from shared.gcal.wire import apply_google_event, crm_to_google, link_from_google
     from shared.models import dump_for_firestore, google_event_id_for_crm
 
     integration = ctx.store.get_integration(NAIVE_OWNER)

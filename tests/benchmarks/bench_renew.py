@@ -5,7 +5,7 @@ the 300 due calendars (primary + 2 secondary each); their channels expire in 12 
 enabled calendars (1,940 users x 5) have channels that expire in 5 days and were synced recently: nothing is due.
 Every calendar has its ACTIVE channel route, every user an integration; seeded with batched writes (500 per commit).
 
-Ours: `shared.lifecycle.run_renewal` on a fresh context (no cached clients), as the cron runs it: indexed due queries
+Ours: `run_renewal` on a fresh context (no cached clients), as the cron runs it: indexed due queries
 (renew_due_at / pull_due_at over the `calendars` collection group), leases, new channel first, switch, stop the old.
 Naive baseline, same data: the scan a cron without due fields would need to find the same 300 (every calendar read).
 
@@ -67,17 +67,35 @@ def _seed(ctx: Any, standin: Any, now: dt.datetime) -> int:
         def add(user_id: str, calendar_id: str, expiration: dt.datetime, renew_at: dt.datetime) -> None:
             nonlocal seeded
             channel_id = str(uuid.uuid4())
-            info = ChannelInfo(id=channel_id, resource_id=f"res-{channel_id[:8]}", token_digest=digest,
-                               expiration=expiration, address=ctx.settings.webhook_url, created_at=now)
+            info = ChannelInfo(
+                id=channel_id,
+                resource_id=f"res-{channel_id[:8]}",
+                token_digest=digest,
+                expiration=expiration,
+                address=ctx.settings.webhook_url,
+                created_at=now,
+            )
             cal = SyncedCalendar(
-                user_id=user_id, calendar_id=calendar_id, enabled=True, sync_token="seeded-token", channel=info,
-                renew_due_at=renew_at, pull_due_at=now + dt.timedelta(hours=3),
+                user_id=user_id,
+                calendar_id=calendar_id,
+                enabled=True,
+                sync_token="seeded-token",
+                channel=info,
+                renew_due_at=renew_at,
+                pull_due_at=now + dt.timedelta(hours=3),
                 last_sync_at=now - dt.timedelta(hours=1),
             )
             batch.set(store.calendar_ref(user_id, calendar_key(calendar_id)), dump_for_firestore(cal))
-            route = ChannelRoute(channel_id=channel_id, user_id=user_id, calendar_id=calendar_id,
-                                 calendar_key=calendar_key(calendar_id), resource_id=info.resource_id,
-                                 token_digest=digest, expiration=expiration, created_at=now - dt.timedelta(days=6))
+            route = ChannelRoute(
+                channel_id=channel_id,
+                user_id=user_id,
+                calendar_id=calendar_id,
+                calendar_key=calendar_key(calendar_id),
+                resource_id=info.resource_id,
+                token_digest=digest,
+                expiration=expiration,
+                created_at=now - dt.timedelta(days=6),
+            )
             batch.set(store.channel_ref(channel_id), dump_for_firestore(route))
             seeded += 1
 
@@ -88,20 +106,34 @@ def _seed(ctx: Any, standin: Any, now: dt.datetime) -> int:
             refresh_token = control.issue_refresh_token(email, standin.client_id, list(GOOGLE_SCOPES))
             ciphertext, key_id = ctx.cipher.encrypt(refresh_token, owner=f"due-user-{index}")
             integration = Integration(
-                user_id=f"due-user-{index}", status=IntegrationStatus.CONNECTED, account_email=email,
-                scopes=list(GOOGLE_SCOPES), refresh_token_ciphertext=ciphertext, key_id=key_id,
-                target_calendar_id=email, connected_at=now,
+                user_id=f"due-user-{index}",
+                status=IntegrationStatus.CONNECTED,
+                account_email=email,
+                scopes=list(GOOGLE_SCOPES),
+                refresh_token_ciphertext=ciphertext,
+                key_id=key_id,
+                target_calendar_id=email,
+                connected_at=now,
             )
             batch.set(store.integration_ref(integration.user_id), dump_for_firestore(integration))
             for offset, calendar_id in enumerate(calendars):
-                add(integration.user_id, calendar_id, now + dt.timedelta(hours=12),
-                    now - dt.timedelta(minutes=10 + offset))
+                add(
+                    integration.user_id,
+                    calendar_id,
+                    now + dt.timedelta(hours=12),
+                    now - dt.timedelta(minutes=10 + offset),
+                )
         idle_users = (TOTAL - DUE_ACCOUNTS * DUE_PER_ACCOUNT) // IDLE_PER_USER
         for index in range(idle_users):
             user_id = f"idle-user-{index}"
-            integration = Integration(user_id=user_id, status=IntegrationStatus.CONNECTED,
-                                      account_email=f"idle{index}@example.com", refresh_token_ciphertext="v1:k1:x",
-                                      key_id="k1", connected_at=now)
+            integration = Integration(
+                user_id=user_id,
+                status=IntegrationStatus.CONNECTED,
+                account_email=f"idle{index}@example.com",
+                refresh_token_ciphertext="v1:k1:x",
+                key_id="k1",
+                connected_at=now,
+            )
             batch.set(store.integration_ref(user_id), dump_for_firestore(integration))
             for k in range(IDLE_PER_USER):
                 add(user_id, f"idle{index}-{k}@example.com", now + dt.timedelta(days=5), now + dt.timedelta(days=4))
@@ -115,9 +147,9 @@ def run(results: dict[str, float]) -> None:
 
     from infra.firestore_emulator import existing_or_new
     from infra.google_standin.server import start_standin
+    from shared.account.renewal import run_renewal
     from shared.context import AppContext
-    from shared.lifecycle import run_renewal
-    from shared.models import CALENDARS
+    from shared.store import CALENDARS
     from tests.fixtures.sync import make_settings
 
     logging.getLogger().setLevel(logging.WARNING)
@@ -137,7 +169,8 @@ def run(results: dict[str, float]) -> None:
         naive = AppContext.create(settings, db)
         started = time.perf_counter()
         due = sum(
-            1 for snapshot in naive.store.query(db.collection_group(CALENDARS))
+            1
+            for snapshot in naive.store.query(db.collection_group(CALENDARS))
             if (snapshot.get("renew_due_at") or now) <= now
         )
         results[f"{PREFIX}.naive_firestore_reads"] = float(naive.store.ops["reads"])

@@ -4,13 +4,13 @@ invariants (both sides agree, nothing lost, no duplicate, no ping-pong).
 
 What is real: the Firestore emulator, the Google stand-in (the engine talks to it through google-api-python-client),
 and the webhook, served by functions-framework over HTTP: every Google-side change makes the stand-in POST a real
-notification to it, and it pulls through shared.coalesce. What is in-process, for speed: the Firestore trigger
-(Eventarc) is played by calling `shared.push.push_event(ctx, id)` for every event document whose update time moved
+notification to it, and it pulls through shared.sync.coalesce. What is in-process, for speed: the Firestore trigger
+(Eventarc) is played by calling `push_event(ctx, id)` (CRM -> Google) for every event document whose update time moved
 (exactly what Eventarc would deliver; the served CloudEvent adapter is covered by tests/push), and the cron by
-calling `shared.lifecycle.run_renewal(ctx)` (the served `renew` function is a thin adapter over it).
+calling `shared.account.renewal.run_renewal(ctx)` (the served `renew` function is a thin adapter over it).
 
 Per example: a fresh stand-in (control.reset) and a fresh Firestore project (emulator reset), one connected user with
-two calendars enabled through `shared.lifecycle.enable` (real channels to the served webhook). Notifications are held
+two calendars enabled through `enable` (real channels to the served webhook). Notifications are held
 by the stand-in and delivered only by the notification rules, so examples replay deterministically enough to shrink.
 
 A "crash" runs the engine with Firestore commits failing after k of them, in this thread only, until the work
@@ -34,17 +34,28 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from shared.context import AppContext, set_default_context
-from shared.mapping import apply_google_event, content_hash
+from shared.gcal.wire import apply_google_event, content_hash
 from shared.models import CONTENT_FIELDS, CrmEvent, SyncedCalendar, dump_for_firestore, utcnow
 
 USER = "conv-user"
 EMAIL = "conv@example.com"
 GUEST = "guest@example.com"
 WRITE_METHODS = ("insert", "patch", "update", "delete", "import", "move")
-FAULTS = [(500, "backendError"), (503, "backendError"), (429, "rateLimitExceeded"), (403, "userRateLimitExceeded"),
-          (403, "rateLimitExceeded")]
-FAULT_METHODS = ["*", "calendar.events.list", "calendar.events.insert", "calendar.events.patch",
-                 "calendar.events.delete", "calendar.events.get"]
+FAULTS = [
+    (500, "backendError"),
+    (503, "backendError"),
+    (429, "rateLimitExceeded"),
+    (403, "userRateLimitExceeded"),
+    (403, "rateLimitExceeded"),
+]
+FAULT_METHODS = [
+    "*",
+    "calendar.events.list",
+    "calendar.events.insert",
+    "calendar.events.patch",
+    "calendar.events.delete",
+    "calendar.events.get",
+]
 TITLES = st.sampled_from(["Demo", "Kickoff", "Review", "Lunch", "Call", "Sync", "Ünïcødé ✓"])
 
 
@@ -164,8 +175,15 @@ def content_of(event: CrmEvent) -> dict[str, Any]:
     return content
 
 
-def check_convergence(ctx: AppContext, google: Any, calendars: list[str], *, crm_meta: dict[str, dict[str, Any]],
-                      must_live_crm: set[str], must_live_google: set[tuple[str, str]]) -> list[str]:
+def check_convergence(
+    ctx: AppContext,
+    google: Any,
+    calendars: list[str],
+    *,
+    crm_meta: dict[str, dict[str, Any]],
+    must_live_crm: set[str],
+    must_live_google: set[tuple[str, str]],
+) -> list[str]:
     """Every invariant, as a list of human-readable divergences (empty: converged)."""
     problems: list[str] = []
     now = ctx.clock()
@@ -206,10 +224,12 @@ def check_convergence(ctx: AppContext, google: Any, calendars: list[str], *, crm
             mine, theirs = content_of(event), content_of(view)
             fields = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
             sync = event.sync
-            problems.append(f"content differs for CRM {event.id} / Google {key}: {fields} (CRM sync {sync.state}, "
-                            f"unpushed={sync.content_hash != content_hash(event)}, attempts={sync.attempts}, "
-                            f"error={sync.last_error!r}, google etag {event.google.etag if event.google else None} "
-                            f"vs {item.get('etag')})")
+            problems.append(
+                f"content differs for CRM {event.id} / Google {key}: {fields} (CRM sync {sync.state}, "
+                f"unpushed={sync.content_hash != content_hash(event)}, attempts={sync.attempts}, "
+                f"error={sync.last_error!r}, google etag {event.google.etag if event.google else None} "
+                f"vs {item.get('etag')})"
+            )
         if event.sync.state != "synced":
             problems.append(f"CRM {event.id} is {event.sync.state} after quiescence: {event.sync.last_error}")
     for crm_id, keys in crm_ids_in_google.items():
@@ -226,8 +246,10 @@ def check_convergence(ctx: AppContext, google: Any, calendars: list[str], *, crm
                     problems.append(f"CRM {crm_id} is deleted but Google {link.event_id} is live")
             continue
         if link is None:
-            problems.append(f"CRM {crm_id} ({event.title!r}) never reached Google (state {event.sync.state}, "
-                            f"{event.sync.last_error})")
+            problems.append(
+                f"CRM {crm_id} ({event.title!r}) never reached Google (state {event.sync.state}, "
+                f"{event.sync.last_error})"
+            )
             continue
         item = raw.get((link.calendar_id, link.event_id))
         if item is None:
@@ -287,7 +309,7 @@ class SyncMachine(RuleBasedStateMachine):
     # -- setup ---------------------------------------------------------------------------------------------------
     @initialize()
     def setup(self) -> None:
-        from shared import lifecycle
+        from shared.account import enablement
         from tests.fixtures.sync import connect_user, make_settings
 
         env = self.env
@@ -309,7 +331,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.google_create(1, "Seed", 4, True, False)
         self.google_recurring_create(0, "Seed", 0)
         connect_user(self.ctx, self.google, USER, EMAIL)
-        lifecycle.enable(self.ctx, USER, lifecycle.EnableRequest(calendar_ids=[EMAIL, secondary]))
+        enablement.enable(self.ctx, USER, enablement.EnableRequest(calendar_ids=[EMAIL, secondary]))
         self.crm_create("Seed", 1, 10, False, True)
         self.crm_create("Seed all-day", 2, 10, True, False)
         self.control.flush(timeout=20)
@@ -352,7 +374,7 @@ class SyncMachine(RuleBasedStateMachine):
         return sorted(found, key=lambda x: (x[0], x[1]["id"]))
 
     def _push(self, event_id: str) -> None:
-        from shared.push import push_event
+        from shared.sync.crm_to_google_run import push_event
 
         assert self.ctx is not None
         push_event(self.ctx, event_id)
@@ -382,8 +404,7 @@ class SyncMachine(RuleBasedStateMachine):
         return ({"date_time": start.isoformat()}, {"date_time": (start + dt.timedelta(hours=1)).isoformat()})
 
     # -- CRM rules -----------------------------------------------------------------------------------------------
-    @rule(title=TITLES, day=st.integers(0, 20), hour=st.integers(6, 18), all_day=st.booleans(),
-          guest=st.booleans())
+    @rule(title=TITLES, day=st.integers(0, 20), hour=st.integers(6, 18), all_day=st.booleans(), guest=st.booleans())
     def crm_create(self, title: str, day: int, hour: int, all_day: bool, guest: bool) -> None:
         self._step("crm_create", locals())
         assert self.ctx is not None
@@ -391,11 +412,19 @@ class SyncMachine(RuleBasedStateMachine):
         crm_id = f"crm-{self.n}"
         start, end = self._times(day, hour, all_day)
         meta = {"deal_id": f"deal-{self.n}", "company_id": "acme", "quote_id": None, "kind": "demo"}
-        event = CrmEvent.model_validate({
-            "id": crm_id, "owner_id": USER, "title": title, "start": start, "end": end, "meta": meta,
-            "attendees": [{"email": GUEST}] if guest else [],
-            "created_at": self._now(), "updated_at": self._now(),
-        })
+        event = CrmEvent.model_validate(
+            {
+                "id": crm_id,
+                "owner_id": USER,
+                "title": title,
+                "start": start,
+                "end": end,
+                "meta": meta,
+                "attendees": [{"email": GUEST}] if guest else [],
+                "created_at": self._now(),
+                "updated_at": self._now(),
+            }
+        )
         self.ctx.store.save_event(event)
         self.crm_meta[crm_id] = meta
         self.crm_changes += 1
@@ -495,8 +524,7 @@ class SyncMachine(RuleBasedStateMachine):
         body = {
             "summary": f"{title} (series)",
             "start": {"dateTime": start.isoformat().replace("+00:00", "Z"), "timeZone": "UTC"},
-            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
-                    "timeZone": "UTC"},
+            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z"), "timeZone": "UTC"},
         }
         created = self.control.create_recurring_event(self.calendars[cal], body, "RRULE:FREQ=DAILY;COUNT=4")
         instances = [f"{created['id']}_{(start + dt.timedelta(days=i)).strftime('%Y%m%dT%H%M%SZ')}" for i in range(4)]
@@ -596,8 +624,8 @@ class SyncMachine(RuleBasedStateMachine):
     def pull_crashes(self, cal: int, writes: int) -> None:
         """A pull (as the webhook would run it) dies after `writes` Firestore writes."""
         self._step("pull_crashes", locals())
-        from shared.coalesce import request_pull
         from shared.errors import SyncError
+        from shared.sync.coalesce import request_pull
 
         assert self.ctx is not None
         # A SyncError (a Google fault may be active) is what the webhook answers with a status; a 5xx is redelivered.
@@ -610,7 +638,7 @@ class SyncMachine(RuleBasedStateMachine):
         """The cron dies after `writes` Firestore writes of its own thread (due queries, re-pushes, orphan sweep);
         `later`: it runs 8 h on, so stale pulls and push retries are due when it dies."""
         self._step("cron_crashes", locals())
-        from shared.lifecycle import run_renewal
+        from shared.account.renewal import run_renewal
 
         assert self.ctx is not None
         if later:
@@ -623,7 +651,7 @@ class SyncMachine(RuleBasedStateMachine):
     @rule()
     def cron(self) -> None:
         self._step("cron", locals())
-        from shared.lifecycle import run_renewal
+        from shared.account.renewal import run_renewal
 
         assert self.ctx is not None
         run_renewal(self.ctx)
@@ -638,7 +666,7 @@ class SyncMachine(RuleBasedStateMachine):
             self.unsettled.append(f"deliveries not idle after 30 s: {state}")
 
     def quiesce(self) -> None:
-        from shared.lifecycle import run_renewal
+        from shared.account.renewal import run_renewal
 
         assert self.ctx is not None
         self.control.clear_faults()
@@ -657,8 +685,12 @@ class SyncMachine(RuleBasedStateMachine):
         self.quiesce()
         before_writes = google_writes(self.control.counters())
         problems = check_convergence(
-            self.ctx, self.google, self.calendars, crm_meta=self.crm_meta,
-            must_live_crm=self._must_live_crm(), must_live_google=self._must_live_google(),
+            self.ctx,
+            self.google,
+            self.calendars,
+            crm_meta=self.crm_meta,
+            must_live_crm=self._must_live_crm(),
+            must_live_google=self._must_live_google(),
         )
         # No ping-pong: a further round of notifications, triggers and cron changes nothing anywhere.
         events_before = {s.id: s.update_time for s in self.ctx.store.db.collection("events").stream()}

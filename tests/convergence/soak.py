@@ -86,13 +86,33 @@ def main(argv: list[str] | None = None) -> int:
     previous_term = signal.signal(signal.SIGTERM, stop)
     try:
         for index, share in enumerate(shares):
-            env = dict(os.environ, SOAK="1", SOAK_EXAMPLES=str(share), SOAK_REPORT=str(_worker_report(index)),
-                       FIRESTORE_EMULATOR_HOST=emulator.host)
+            env = dict(
+                os.environ,
+                SOAK="1",
+                SOAK_EXAMPLES=str(share),
+                SOAK_REPORT=str(_worker_report(index)),
+                FIRESTORE_EMULATOR_HOST=emulator.host,
+            )
             log = open(OUT_DIR / f"soak-{index}.log", "wb")  # noqa: SIM115 - the child keeps its own descriptor
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "pytest", "-m", "soak", "-p", "no:cacheprovider", "-q",
-                 "tests/convergence/test_state_machine.py"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pytest",
+                        "-m",
+                        "soak",
+                        "-p",
+                        "no:cacheprovider",
+                        "-q",
+                        "tests/convergence/test_state_machine.py",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
             log.close()
         # A worker interrupted inside a gRPC call can be left waiting on a broken channel: after a grace period it is
         # killed. Its report was written after its last finished example, so only the example in flight is lost.
@@ -113,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
 
     report = merge([_read(_worker_report(i)) for i in range(workers)])
     complete = interrupted_at is None and report["examples"] >= args.examples
-    report.update(target=args.examples, workers=workers, complete=complete,
-                  seconds=round(time.monotonic() - started, 1), worker_exit_codes=codes)
+    report.update(
+        target=args.examples,
+        workers=workers,
+        complete=complete,
+        seconds=round(time.monotonic() - started, 1),
+        worker_exit_codes=codes,
+    )
     (OUT_DIR / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("examples", "divergences", "target", "workers", "complete", "seconds")}))
     return 0 if complete and report["divergences"] == 0 and not any(codes) else 1

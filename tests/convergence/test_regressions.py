@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from shared import lifecycle
+from shared.account import enablement
 from shared.context import AppContext
-from shared.push import push_event
+from shared.sync.crm_to_google_run import push_event
 from tests.convergence.machine import SyncMachine
 from tests.convergence.test_state_machine import env as convergence_env  # noqa: F401  (the machine's fixture)
 from tests.fixtures.functions import ServedFunction, serve_function
@@ -39,7 +39,7 @@ def sync_settings(firestore_project: str, google: Any, webhook: ServedFunction) 
 def synced(app_context: AppContext, google: Any) -> AppContext:
     google.control.create_account(EMAIL)
     connect_user(app_context, google, USER, EMAIL)
-    lifecycle.enable(app_context, USER, lifecycle.EnableRequest())
+    enablement.enable(app_context, USER, enablement.EnableRequest())
     google.control.flush(timeout=20)
     return app_context
 

@@ -89,9 +89,13 @@ def test_soak_converges(env: Env) -> None:
     started = time.monotonic()
 
     def write_report() -> None:
-        report = {"examples": env.examples, "divergences": len(env.divergences),
-                  "first_divergences": env.divergences[:5], "rules": env.stats,
-                  "seconds": round(time.monotonic() - started, 1)}
+        report = {
+            "examples": env.examples,
+            "divergences": len(env.divergences),
+            "first_divergences": env.divergences[:5],
+            "rules": env.stats,
+            "seconds": round(time.monotonic() - started, 1),
+        }
         report_path.write_text(json.dumps(report, indent=2) + "\n")
 
     env.on_example_done = write_report
@@ -114,8 +118,10 @@ def test_soak_converges(env: Env) -> None:
         # remaining examples run, so one finding does not cost the rest of the soak.
         while env.examples < examples and len(errors) < 50 and not terminated:
             try:
-                run_state_machine_as_test(SyncMachine, settings=settings(
-                    _settings(examples - env.examples), derandomize=False, phases=[Phase.generate]))
+                run_state_machine_as_test(
+                    SyncMachine,
+                    settings=settings(_settings(examples - env.examples), derandomize=False, phases=[Phase.generate]),
+                )
             except Exception as exc:
                 if terminated:
                     break

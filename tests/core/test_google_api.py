@@ -15,7 +15,7 @@ from shared.errors import (
     NeedsReauth,
     PreconditionFailed,
 )
-from shared.google_api import CalendarClient, build_credentials
+from shared.gcal.client import CalendarClient, build_credentials
 from tests.fixtures.sync import make_settings
 
 EMAIL = "owner@example.com"
@@ -36,8 +36,13 @@ EVENT = {"summary": "x", "start": {"date": "2027-01-01"}, "end": {"date": "2027-
 
 @pytest.mark.parametrize(
     ("status", "reason"),
-    [(503, "backendError"), (500, "backendError"), (429, "rateLimitExceeded"), (403, "userRateLimitExceeded"),
-     (403, "rateLimitExceeded")],
+    [
+        (503, "backendError"),
+        (500, "backendError"),
+        (429, "rateLimitExceeded"),
+        (403, "userRateLimitExceeded"),
+        (403, "rateLimitExceeded"),
+    ],
 )
 def test_retryable_answers_are_retried_with_bounded_full_jitter(
     google: Any, client_and_sleeps: tuple[CalendarClient, list[float]], status: int, reason: str
@@ -66,8 +71,11 @@ def test_retries_are_bounded_then_a_typed_transient_error(
 
 @pytest.mark.parametrize(
     ("status", "reason", "error"),
-    [(400, "invalid", GooglePermanentError), (403, "forbiddenForNonOrganizer", GooglePermanentError),
-     (404, "notFound", GoogleNotFound)],
+    [
+        (400, "invalid", GooglePermanentError),
+        (403, "forbiddenForNonOrganizer", GooglePermanentError),
+        (404, "notFound", GoogleNotFound),
+    ],
 )
 def test_other_client_errors_are_not_retried(
     google: Any, client_and_sleeps: tuple[CalendarClient, list[float]], status: int, reason: str, error: type

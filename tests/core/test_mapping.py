@@ -7,7 +7,7 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.mapping import (
+from shared.gcal.wire import (
     content_hash,
     crm_to_google,
     google_content,

@@ -62,14 +62,16 @@ def open_doors(google: Any, apps: dict[str, Any], terraform_dir: Path = TERRAFOR
 def configure(ctx: AppContext, doors: FrontDoors) -> None:
     """The functions' settings as Terraform sets them (audiences, invokers, Firebase issuer and audience)."""
     env = doors.environment()
-    ctx.settings = ctx.settings.model_copy(update={
-        "scheduler_oidc_audience": env["SCHEDULER_OIDC_AUDIENCE"],
-        "scheduler_invoker_email": env["SCHEDULER_INVOKER_EMAIL"],
-        "gateway_jwt_audiences": env["GATEWAY_JWT_AUDIENCES"],
-        "gateway_invoker_email": env["GATEWAY_INVOKER_EMAIL"],
-        "id_token_issuer": env["ID_TOKEN_ISSUER"],
-        "id_token_audience": env["ID_TOKEN_AUDIENCE"],
-    })
+    ctx.settings = ctx.settings.model_copy(
+        update={
+            "scheduler_oidc_audience": env["SCHEDULER_OIDC_AUDIENCE"],
+            "scheduler_invoker_email": env["SCHEDULER_INVOKER_EMAIL"],
+            "gateway_jwt_audiences": env["GATEWAY_JWT_AUDIENCES"],
+            "gateway_invoker_email": env["GATEWAY_INVOKER_EMAIL"],
+            "id_token_issuer": env["ID_TOKEN_ISSUER"],
+            "id_token_audience": env["ID_TOKEN_AUDIENCE"],
+        }
+    )
 
 
 @pytest.fixture
@@ -102,8 +104,9 @@ def terraform_copy(tmp_path: Path) -> Callable[[str, str, str], Path]:
 def google_token(google: Any, email: str, audience: str, **kwargs: Any) -> str:
     kwargs.setdefault("issued_at", time.time())
     kwargs.setdefault("claims", {"email_verified": True})
-    return google.control.mint_id_token(email.split("@")[0], audience, issuer=kwargs.pop("issuer", GOOGLE),
-                                        email=email, **kwargs)
+    return google.control.mint_id_token(
+        email.split("@")[0], audience, issuer=kwargs.pop("issuer", GOOGLE), email=email, **kwargs
+    )
 
 
 def user_token(google: Any, uid: str = "user-a", audience: str = AUTH_PROJECT, **kwargs: Any) -> str:
@@ -135,16 +138,30 @@ REFUSED = {
     "no-token": (lambda g, d: None, 401),
     "firebase-user-token": (lambda g, d: user_token(g), 401),
     "wrong-audience": (lambda g, d: google_token(g, d.deployment.scheduler_account, "https://other.run.app"), 401),
-    "wrong-key": (lambda g, d: google_token(g, d.deployment.scheduler_account, d.deployment.scheduler_audience,
-                                            wrong_key=True), 401),
-    "expired": (lambda g, d: google_token(g, d.deployment.scheduler_account, d.deployment.scheduler_audience,
-                                          issued_at=time.time() - 7200), 401),
-    "email-unverified": (lambda g, d: google_token(g, d.deployment.scheduler_account, d.deployment.scheduler_audience,
-                                                   claims={"email_verified": False}), 401),
-    "gateway-account": (lambda g, d: google_token(g, d.deployment.gateway_account, d.deployment.scheduler_audience),
-                        403),
-    "trigger-account": (lambda g, d: google_token(g, d.deployment.trigger_account, d.deployment.scheduler_audience),
-                        403),
+    "wrong-key": (
+        lambda g, d: google_token(g, d.deployment.scheduler_account, d.deployment.scheduler_audience, wrong_key=True),
+        401,
+    ),
+    "expired": (
+        lambda g, d: google_token(
+            g, d.deployment.scheduler_account, d.deployment.scheduler_audience, issued_at=time.time() - 7200
+        ),
+        401,
+    ),
+    "email-unverified": (
+        lambda g, d: google_token(
+            g, d.deployment.scheduler_account, d.deployment.scheduler_audience, claims={"email_verified": False}
+        ),
+        401,
+    ),
+    "gateway-account": (
+        lambda g, d: google_token(g, d.deployment.gateway_account, d.deployment.scheduler_audience),
+        403,
+    ),
+    "trigger-account": (
+        lambda g, d: google_token(g, d.deployment.trigger_account, d.deployment.scheduler_audience),
+        403,
+    ),
 }
 
 
@@ -162,10 +179,12 @@ def test_push_event_admits_only_the_trigger_account(stack: FrontDoors, google: A
     url = stack.function_url("push_event")
     refused_at_the_door(requests.post(url, data=body, headers=headers, timeout=30), 401)
     other = google_token(google, stack.deployment.scheduler_account, stack.deployment.services["push_event"].url)
-    refused_at_the_door(requests.post(url, data=body, headers={**headers, "Authorization": f"Bearer {other}"},
-                                      timeout=30), 403)
-    admitted = requests.post(url, data=body, headers={**headers, "Authorization": f"Bearer {stack.trigger_token()()}"},
-                             timeout=60)
+    refused_at_the_door(
+        requests.post(url, data=body, headers={**headers, "Authorization": f"Bearer {other}"}, timeout=30), 403
+    )
+    admitted = requests.post(
+        url, data=body, headers={**headers, "Authorization": f"Bearer {stack.trigger_token()()}"}, timeout=60
+    )
     assert admitted.status_code < 300, admitted.text
 
 
@@ -193,27 +212,37 @@ def test_cloud_run_forwards_the_token_with_its_signature_removed(google: Any) ->
     assert status == ["200 OK"] and signature == SIGNATURE_REMOVED
     assert f"{head}.{payload}" == token.rsplit(".", 1)[0]
     seen.clear()
-    door({"HTTP_X_SERVERLESS_AUTHORIZATION": f"Bearer {token}", "HTTP_AUTHORIZATION": "Bearer user-token",
-          "PATH_INFO": "/"}, lambda s, h: status.append(s))
+    door(
+        {
+            "HTTP_X_SERVERLESS_AUTHORIZATION": f"Bearer {token}",
+            "HTTP_AUTHORIZATION": "Bearer user-token",
+            "PATH_INFO": "/",
+        },
+        lambda s, h: status.append(s),
+    )
     assert seen["HTTP_X_SERVERLESS_AUTHORIZATION"].endswith(SIGNATURE_REMOVED)
     assert seen["HTTP_AUTHORIZATION"] == "Bearer user-token"
 
 
 # --- API Gateway ------------------------------------------------------------------------------------------------
 def test_the_gateway_forwards_a_signed_in_user_to_the_function(stack: FrontDoors, google: Any) -> None:
-    answer = requests.get(stack.route_url("sync_status"), headers={"Authorization": f"Bearer {user_token(google)}"},
-                          timeout=30)
+    answer = requests.get(
+        stack.route_url("sync_status"), headers={"Authorization": f"Bearer {user_token(google)}"}, timeout=30
+    )
     assert answer.status_code == 200, answer.text
     assert answer.headers["Access-Control-Allow-Origin"] == "*"
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("missing", "Jwt is missing"),
-    ("other-project-audience", "Audiences in Jwt are not allowed"),
-    ("other-issuer", "Jwt issuer is not configured"),
-    ("wrong-key", "Jwt verification fails"),
-    ("google-service-account-token", "Jwt issuer is not configured"),
-])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "Jwt is missing"),
+        ("other-project-audience", "Audiences in Jwt are not allowed"),
+        ("other-issuer", "Jwt issuer is not configured"),
+        ("wrong-key", "Jwt verification fails"),
+        ("google-service-account-token", "Jwt issuer is not configured"),
+    ],
+)
 def test_the_gateway_refuses_bad_user_tokens_itself(stack: FrontDoors, google: Any, case: str, message: str) -> None:
     tokens = {
         "missing": None,
@@ -241,17 +270,24 @@ def test_the_gateway_serves_only_the_documents_routes(stack: FrontDoors, google:
 
 
 def test_preflight_reaches_the_function_without_a_token(stack: FrontDoors) -> None:
-    answer = requests.options(stack.route_url("sync_enable"), headers={
-        "Origin": "https://crm.example.com", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type"}, timeout=30)
+    answer = requests.options(
+        stack.route_url("sync_enable"),
+        headers={
+            "Origin": "https://crm.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+        timeout=30,
+    )
     assert answer.status_code == 204, answer.text
     assert answer.headers["Access-Control-Allow-Origin"] == "*"
     assert "authorization" in answer.headers["Access-Control-Allow-Headers"].lower()
 
 
 def test_the_oauth_callback_route_needs_no_user_token(stack: FrontDoors) -> None:
-    answer = requests.get(stack.route_url("oauth_callback"), params={"state": "x", "code": "y"},
-                          allow_redirects=False, timeout=30)
+    answer = requests.get(
+        stack.route_url("oauth_callback"), params={"state": "x", "code": "y"}, allow_redirects=False, timeout=30
+    )
     assert not answer.headers.get("Content-Type", "").startswith("text/html"), "the gateway's call was refused"
     # The function answered (its redirect or its own error shape), not the gateway's {"code", "message"}.
     assert answer.status_code in (302, 303) or "error" in answer.json(), answer.text
@@ -268,10 +304,14 @@ def test_a_user_facing_function_refuses_a_call_that_skipped_the_gateway(stack: F
 
 
 # --- Terraform is the source: a change there changes what the doors admit ------------------------------------------
-def test_a_changed_scheduler_audience_is_refused(app_context: AppContext, google: Any, function_apps: Any,
-                                                 terraform_copy: Any) -> None:
-    changed = terraform_copy("scheduler.tf", "      audience              = local.renew_url",
-                             '      audience              = "https://gcal-renew.example.com"')
+def test_a_changed_scheduler_audience_is_refused(
+    app_context: AppContext, google: Any, function_apps: Any, terraform_copy: Any
+) -> None:
+    changed = terraform_copy(
+        "scheduler.tf",
+        "      audience              = local.renew_url",
+        '      audience              = "https://gcal-renew.example.com"',
+    )
     opened = open_doors(google, function_apps, changed)
     try:
         configure(app_context, opened.doors)
@@ -281,8 +321,9 @@ def test_a_changed_scheduler_audience_is_refused(app_context: AppContext, google
         opened.stop()
 
 
-def test_a_changed_invoker_is_refused(app_context: AppContext, google: Any, function_apps: Any,
-                                      terraform_copy: Any) -> None:
+def test_a_changed_invoker_is_refused(
+    app_context: AppContext, google: Any, function_apps: Any, terraform_copy: Any
+) -> None:
     changed = terraform_copy(
         "iam.tf",
         '  name     = google_cloudfunctions2_function.fn["renew"].service_config[0].service\n  role     = '
@@ -298,8 +339,9 @@ def test_a_changed_invoker_is_refused(app_context: AppContext, google: Any, func
         opened.stop()
 
 
-def test_a_changed_route_moves_the_function(app_context: AppContext, google: Any, function_apps: Any,
-                                            terraform_copy: Any) -> None:
+def test_a_changed_route_moves_the_function(
+    app_context: AppContext, google: Any, function_apps: Any, terraform_copy: Any
+) -> None:
     changed = terraform_copy("locals.tf", 'path = "/sync/status"', 'path = "/sync/state"')
     opened = open_doors(google, function_apps, changed)
     try:
@@ -311,15 +353,20 @@ def test_a_changed_route_moves_the_function(app_context: AppContext, google: Any
         opened.stop()
 
 
-def test_a_changed_gateway_audience_is_refused_at_the_backend(app_context: AppContext, google: Any,
-                                                              function_apps: Any, terraform_copy: Any) -> None:
-    changed = terraform_copy("gateway.tf", "              jwt_audience     = local.function_urls[k]",
-                             '              jwt_audience     = "https://${local.function_names[k]}.example.com"')
+def test_a_changed_gateway_audience_is_refused_at_the_backend(
+    app_context: AppContext, google: Any, function_apps: Any, terraform_copy: Any
+) -> None:
+    changed = terraform_copy(
+        "gateway.tf",
+        "              jwt_audience     = local.function_urls[k]",
+        '              jwt_audience     = "https://${local.function_names[k]}.example.com"',
+    )
     opened = open_doors(google, function_apps, changed)
     try:
         configure(app_context, opened.doors)
-        answer = requests.get(opened.doors.route_url("sync_status"),
-                              headers={"Authorization": f"Bearer {user_token(google)}"}, timeout=30)
+        answer = requests.get(
+            opened.doors.route_url("sync_status"), headers={"Authorization": f"Bearer {user_token(google)}"}, timeout=30
+        )
         refused_at_the_door(answer, 401)
     finally:
         opened.stop()

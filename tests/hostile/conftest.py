@@ -106,15 +106,15 @@ def build_world(
 ) -> World:
     """Two users connected (refresh tokens really issued), sync enabled through the lifecycle code (real channels
     whose address is the served webhook), one Google-made and one CRM-made event each, all synced."""
-    from shared import lifecycle
-    from shared.push import push_event
+    from shared.account import enablement
+    from shared.sync.crm_to_google_run import push_event
     from tests.fixtures.sync import connect_user
     from tests.push.helpers import crm_event
 
     w = World(ctx, google, served, clock, doors=doors)
     for uid, email in USERS.items():
         connect_user(ctx, google, uid, email)
-        lifecycle.enable(ctx, uid, lifecycle.EnableRequest())
+        enablement.enable(ctx, uid, enablement.EnableRequest())
         google.control.create_event(
             email,
             {

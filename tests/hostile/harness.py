@@ -70,8 +70,15 @@ def refused_by_a_door(response: requests.Response) -> bool:
 def send(world: World, function: str, req: Req) -> requests.Response:
     if world.doors is not None:
         url, headers = door_url(world, function, req)
-        return requests.request(req.method, url + req.path, headers=headers, data=req.data, params=req.params,
-                                timeout=60, allow_redirects=False)
+        return requests.request(
+            req.method,
+            url + req.path,
+            headers=headers,
+            data=req.data,
+            params=req.params,
+            timeout=60,
+            allow_redirects=False,
+        )
     return requests.request(
         req.method,
         world.url(function) + req.path,

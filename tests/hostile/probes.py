@@ -174,5 +174,3 @@ def live_channel(google: Any, calendar_id: str) -> Any:
     ]
     assert len(found) == 1, found
     return found[0]
-
-

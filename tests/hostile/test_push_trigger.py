@@ -16,12 +16,24 @@ from tests.hostile.probes import World, diff_snapshots, firestore_snapshot, goog
 from tests.push.helpers import post_written
 
 BAD_DOCUMENTS = {
-    "bad-date": {"owner_id": "user-a", "title": "x", "start": {"date_time": "2027-13-45T99:00:00Z"},
-                 "end": {"date_time": "2027-01-01T10:00:00Z"}},
-    "end-before-start": {"owner_id": "user-a", "title": "x", "start": {"date": "2027-01-02"},
-                         "end": {"date": "2027-01-01"}},
-    "naive-datetime": {"owner_id": "user-a", "title": "x", "start": {"date_time": "2027-01-01T10:00:00"},
-                       "end": {"date_time": "2027-01-01T11:00:00"}},
+    "bad-date": {
+        "owner_id": "user-a",
+        "title": "x",
+        "start": {"date_time": "2027-13-45T99:00:00Z"},
+        "end": {"date_time": "2027-01-01T10:00:00Z"},
+    },
+    "end-before-start": {
+        "owner_id": "user-a",
+        "title": "x",
+        "start": {"date": "2027-01-02"},
+        "end": {"date": "2027-01-01"},
+    },
+    "naive-datetime": {
+        "owner_id": "user-a",
+        "title": "x",
+        "start": {"date_time": "2027-01-01T10:00:00"},
+        "end": {"date_time": "2027-01-01T11:00:00"},
+    },
     "wrong-types": {"owner_id": 5, "title": ["x"], "start": "tomorrow"},
 }
 
@@ -49,27 +61,54 @@ def test_invalid_crm_document_is_recorded_not_retried_forever(shared_world: Worl
     assert sync.get("state") == "error" and sync.get("last_error"), f"no error recorded on the document: {data}"
 
 
-CE = {"ce-id": "1", "ce-source": "//firestore.googleapis.com/projects/x/databases/(default)", "ce-specversion": "1.0",
-      "ce-type": "google.cloud.firestore.document.v1.written"}
+CE = {
+    "ce-id": "1",
+    "ce-source": "//firestore.googleapis.com/projects/x/databases/(default)",
+    "ce-specversion": "1.0",
+    "ce-type": "google.cloud.firestore.document.v1.written",
+}
 
 
-@pytest.mark.parametrize(("headers", "body"), [
-    pytest.param({"Content-Type": "application/json"}, b"{}", id="not-a-cloudevent"),
-    pytest.param({"Content-Type": "application/json"}, b"not json", id="not-json"),
-    pytest.param({**CE, "ce-subject": "documents/integrations/user-a", "Content-Type": "application/json"}, b"{}",
-                 id="other-collection"),
-    pytest.param({**CE, "ce-type": "com.example.other", "ce-subject": "documents/events/crm-user-a",
-                  "Content-Type": "application/json"}, b"{}", id="other-event-type"),
-    pytest.param({**CE, "ce-subject": "documents/events/../integrations/user-a", "Content-Type": "application/json"},
-                 b"{}", id="subject-path-trick"),
-    pytest.param({**CE, "ce-subject": "documents/events/crm-user-a", "Content-Type": "application/json"},
-                 b'{"oldValue": {"name": "x", "fields": {"owner_id": {"stringValue": "user-b"}}}}',
-                 id="forged-old-value-of-live-document"),
-    pytest.param({**CE, "ce-subject": "documents/events/crm-user-a", "Content-Type": "application/protobuf"},
-                 b"\xff\xfe garbage", id="garbage-protobuf"),
-])
-def test_push_trigger_ignores_what_is_not_an_event_write(shared_world: World, headers: dict[str, str],
-                                                          body: bytes) -> None:
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        pytest.param({"Content-Type": "application/json"}, b"{}", id="not-a-cloudevent"),
+        pytest.param({"Content-Type": "application/json"}, b"not json", id="not-json"),
+        pytest.param(
+            {**CE, "ce-subject": "documents/integrations/user-a", "Content-Type": "application/json"},
+            b"{}",
+            id="other-collection",
+        ),
+        pytest.param(
+            {
+                **CE,
+                "ce-type": "com.example.other",
+                "ce-subject": "documents/events/crm-user-a",
+                "Content-Type": "application/json",
+            },
+            b"{}",
+            id="other-event-type",
+        ),
+        pytest.param(
+            {**CE, "ce-subject": "documents/events/../integrations/user-a", "Content-Type": "application/json"},
+            b"{}",
+            id="subject-path-trick",
+        ),
+        pytest.param(
+            {**CE, "ce-subject": "documents/events/crm-user-a", "Content-Type": "application/json"},
+            b'{"oldValue": {"name": "x", "fields": {"owner_id": {"stringValue": "user-b"}}}}',
+            id="forged-old-value-of-live-document",
+        ),
+        pytest.param(
+            {**CE, "ce-subject": "documents/events/crm-user-a", "Content-Type": "application/protobuf"},
+            b"\xff\xfe garbage",
+            id="garbage-protobuf",
+        ),
+    ],
+)
+def test_push_trigger_ignores_what_is_not_an_event_write(
+    shared_world: World, headers: dict[str, str], body: bytes
+) -> None:
     from shared.context import set_default_context
 
     w = shared_world
@@ -108,8 +147,11 @@ def test_forged_hard_delete_of_a_document_that_never_existed_deletes_nothing(sha
     answer = post_written(w.served["push_event"].url, w.ctx.settings.project_id, "forged-never-existed", old=real)
     assert answer.status_code < 500, answer.text[:300]
     after = google_state(w.google)
-    reads = {m: n - google_before["calls"].get(m, 0) for m, n in after["calls"].items()
-             if n != google_before["calls"].get(m, 0)}
+    reads = {
+        m: n - google_before["calls"].get(m, 0)
+        for m, n in after["calls"].items()
+        if n != google_before["calls"].get(m, 0)
+    }
     assert set(reads) <= {"calendar.events.get", "oauth.token"}, f"a forged hard delete wrote to Google: {reads}"
     assert after["channels"] == google_before["channels"] and after["revoked"] == google_before["revoked"]
     event = w.google.control.raw_events("alice@example.com")

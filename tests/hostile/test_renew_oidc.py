@@ -40,24 +40,51 @@ def renew(headers: Any) -> Any:
 
 CASES = [
     Case("no-token", "renew", renew(lambda w: {"Content-Type": "application/json"}), 401, "unauthenticated"),
-    Case("firebase-user-token", "renew", renew(lambda w: {
-        "Authorization": f"Bearer {w.id_token('user-a')}", "Content-Type": "application/json"}), 401,
-        "unauthenticated"),
-    Case("wrong-audience", "renew", renew(lambda w: oidc(w, audience="https://other.run.app")), 401,
-         "unauthenticated"),
-    Case("wrong-issuer", "renew", renew(lambda w: oidc(w, issuer="https://evil.example.com")), 401,
-         "unauthenticated"),
-    Case("other-service-account", "renew", renew(lambda w: oidc(w, email="intruder@evil.iam.gserviceaccount.com")),
-         401, "unauthenticated"),
-    Case("unverified-email", "renew", renew(lambda w: oidc(w, claims={"email_verified": False})), 401,
-         "unauthenticated"),
-    Case("email-verified-missing", "renew", renew(lambda w: oidc(w, claims={"email_verified": None})), 401,
-         "unauthenticated"),
-    Case("email-verified-string", "renew", renew(lambda w: oidc(w, claims={"email_verified": "true"})), 401,
-         "unauthenticated"),
-    Case("not-a-jwt-payload", "renew", renew(lambda w: {
-        "Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.bm90LWpzb24.SIGNATURE_REMOVED_BY_GOOGLE",
-        "Content-Type": "application/json"}), 401, "unauthenticated"),
+    Case(
+        "firebase-user-token",
+        "renew",
+        renew(lambda w: {"Authorization": f"Bearer {w.id_token('user-a')}", "Content-Type": "application/json"}),
+        401,
+        "unauthenticated",
+    ),
+    Case("wrong-audience", "renew", renew(lambda w: oidc(w, audience="https://other.run.app")), 401, "unauthenticated"),
+    Case("wrong-issuer", "renew", renew(lambda w: oidc(w, issuer="https://evil.example.com")), 401, "unauthenticated"),
+    Case(
+        "other-service-account",
+        "renew",
+        renew(lambda w: oidc(w, email="intruder@evil.iam.gserviceaccount.com")),
+        401,
+        "unauthenticated",
+    ),
+    Case(
+        "unverified-email", "renew", renew(lambda w: oidc(w, claims={"email_verified": False})), 401, "unauthenticated"
+    ),
+    Case(
+        "email-verified-missing",
+        "renew",
+        renew(lambda w: oidc(w, claims={"email_verified": None})),
+        401,
+        "unauthenticated",
+    ),
+    Case(
+        "email-verified-string",
+        "renew",
+        renew(lambda w: oidc(w, claims={"email_verified": "true"})),
+        401,
+        "unauthenticated",
+    ),
+    Case(
+        "not-a-jwt-payload",
+        "renew",
+        renew(
+            lambda w: {
+                "Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.bm90LWpzb24.SIGNATURE_REMOVED_BY_GOOGLE",
+                "Content-Type": "application/json",
+            }
+        ),
+        401,
+        "unauthenticated",
+    ),
     Case("expired", "renew", renew(lambda w: oidc(w, issued_at=time.time() - 7200)), 401, "unauthenticated"),
 ]
 
@@ -65,10 +92,12 @@ CASES = [
 @pytest.fixture
 def oidc_world(world: World) -> World:
     world.doors = None  # the function's own claim check, as it sits behind Cloud Run IAM (tests/doors tests the door)
-    world.ctx.settings = world.ctx.settings.model_copy(update={
-        "scheduler_oidc_audience": AUDIENCE,
-        "scheduler_invoker_email": INVOKER,
-    })
+    world.ctx.settings = world.ctx.settings.model_copy(
+        update={
+            "scheduler_oidc_audience": AUDIENCE,
+            "scheduler_invoker_email": INVOKER,
+        }
+    )
     return world
 
 
@@ -90,6 +119,9 @@ def test_renew_never_relies_on_a_signature_cloud_run_removes(oidc_world: World) 
     )
     stripped = strip_signature(token)
     assert stripped.endswith(".SIGNATURE_REMOVED_BY_GOOGLE")
-    answer = send(oidc_world, "renew", Req("POST", {"Authorization": f"Bearer {stripped}",
-                                                    "Content-Type": "application/json"}, "{}"))
+    answer = send(
+        oidc_world,
+        "renew",
+        Req("POST", {"Authorization": f"Bearer {stripped}", "Content-Type": "application/json"}, "{}"),
+    )
     assert answer.status_code == 200, answer.text

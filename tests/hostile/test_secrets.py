@@ -40,24 +40,35 @@ def test_no_token_in_plaintext_after_a_full_flow(world: Any, logs: Any, capfd: A
     token = w.id_token(uid, email=email)
     auth = {"Authorization": f"Bearer {token}"}
 
-    start = requests.get(w.url("oauth_start"), headers={**auth, "Accept": "application/json"},
-                         params={"login_hint": email}, timeout=30)
+    start = requests.get(
+        w.url("oauth_start"), headers={**auth, "Accept": "application/json"}, params={"login_hint": email}, timeout=30
+    )
     assert start.status_code == 200, start.text
     consent = requests.get(start.json()["authorization_url"], allow_redirects=False, timeout=30)
     assert consent.status_code == 302, consent.text
     query = urllib.parse.urlsplit(consent.headers["Location"]).query
     handoff = requests.get(w.url("oauth_callback") + "?" + query, timeout=60, allow_redirects=False)
     assert handoff.status_code == 200, handoff.text
-    connected = requests.post(w.url("oauth_callback"), headers=auth, timeout=60,
-                              json={"code": handoff.json()["google_code"], "state": handoff.json()["google_state"]})
+    connected = requests.post(
+        w.url("oauth_callback"),
+        headers=auth,
+        timeout=60,
+        json={"code": handoff.json()["google_code"], "state": handoff.json()["google_state"]},
+    )
     assert connected.status_code == 200, connected.text
 
     enabled = requests.post(w.url("sync_enable"), headers=auth, json={}, timeout=60)
     assert enabled.status_code in (200, 202), enabled.text
     google.control.flush(timeout=20)
 
-    google.control.create_event(email, {"summary": "from google", "start": {"dateTime": "2027-04-01T09:00:00Z"},
-                                        "end": {"dateTime": "2027-04-01T10:00:00Z"}})
+    google.control.create_event(
+        email,
+        {
+            "summary": "from google",
+            "start": {"dateTime": "2027-04-01T09:00:00Z"},
+            "end": {"dateTime": "2027-04-01T10:00:00Z"},
+        },
+    )
     google.control.flush(timeout=20)
     titles = [d.to_dict().get("title") for d in w.ctx.store.db.collection("events").stream()]
     assert "from google" in titles

@@ -38,8 +38,13 @@ def _b64(data: dict[str, Any]) -> str:
 
 def unsigned_token(w: World) -> str:
     now = int(time.time())
-    claims = {"iss": w.ctx.settings.id_token_issuer, "aud": w.ctx.settings.id_token_audience, "sub": "user-a",
-              "iat": now, "exp": now + 3600}
+    claims = {
+        "iss": w.ctx.settings.id_token_issuer,
+        "aud": w.ctx.settings.id_token_audience,
+        "sub": "user-a",
+        "iat": now,
+        "exp": now + 3600,
+    }
     return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
 
 
@@ -49,8 +54,13 @@ def hs256_token(w: World) -> str:
     import hmac
 
     now = int(time.time())
-    claims = {"iss": w.ctx.settings.id_token_issuer, "aud": w.ctx.settings.id_token_audience, "sub": "user-a",
-              "iat": now, "exp": now + 3600}
+    claims = {
+        "iss": w.ctx.settings.id_token_issuer,
+        "aud": w.ctx.settings.id_token_audience,
+        "sub": "user-a",
+        "iat": now,
+        "exp": now + 3600,
+    }
     key = next(iter(w.google.handle.standin.oauth.certs().values())).encode()
     head = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': w.google.handle.standin.oauth.keys.kid})}.{_b64(claims)}"
     sig = base64.urlsafe_b64encode(hmac.new(key, head.encode(), hashlib.sha256).digest()).decode().rstrip("=")
@@ -95,8 +105,9 @@ def _token_case(function: str, method: str, attack: str) -> Case:
 TOKEN_CASES = [_token_case(f, m, a) for f, m in AUTHED.items() for a in TOKEN_ATTACKS]
 
 
-def authed(method: str, data: Any = None, content_type: str = "application/json", uid: str = "user-a",
-           params: Any = None) -> Any:
+def authed(
+    method: str, data: Any = None, content_type: str = "application/json", uid: str = "user-a", params: Any = None
+) -> Any:
     def build(w: World) -> Req:
         headers = bearer(w.id_token(uid))
         if content_type:
@@ -120,45 +131,86 @@ for fn in ("sync_enable", "sync_disable"):
         Case(f"{fn}-wrong-type-ints", fn, authed("POST", {"calendar_ids": [1, 2]}), 400, "bad_request"),
         Case(f"{fn}-wrong-type-null-item", fn, authed("POST", {"calendar_ids": [None]}), 400, "bad_request"),
         Case(f"{fn}-empty-list", fn, authed("POST", {"calendar_ids": []}), 400, "bad_request"),
-        Case(f"{fn}-too-many", fn, authed("POST", {"calendar_ids": [f"c{i}@x" for i in range(26)]}), 400,
-             "bad_request"),
+        Case(
+            f"{fn}-too-many", fn, authed("POST", {"calendar_ids": [f"c{i}@x" for i in range(26)]}), 400, "bad_request"
+        ),
         Case(f"{fn}-id-too-long", fn, authed("POST", {"calendar_ids": ["c" * 1025]}), 400, "bad_request"),
         Case(f"{fn}-empty-id", fn, authed("POST", {"calendar_ids": [""]}), 400, "bad_request"),
-        Case(f"{fn}-oversized", fn, authed("POST", json.dumps({"calendar_ids": ["x" * 70_000]})), 413,
-             "payload_too_large"),
-        Case(f"{fn}-text-plain", fn, authed("POST", "{}", content_type="text/plain"), 415,
-             "unsupported_media_type"),
-        Case(f"{fn}-form-encoded", fn, authed("POST", "calendar_ids=primary",
-                                              content_type="application/x-www-form-urlencoded"), 415,
-             "unsupported_media_type"),
+        Case(
+            f"{fn}-oversized",
+            fn,
+            authed("POST", json.dumps({"calendar_ids": ["x" * 70_000]})),
+            413,
+            "payload_too_large",
+        ),
+        Case(f"{fn}-text-plain", fn, authed("POST", "{}", content_type="text/plain"), 415, "unsupported_media_type"),
+        Case(
+            f"{fn}-form-encoded",
+            fn,
+            authed("POST", "calendar_ids=primary", content_type="application/x-www-form-urlencoded"),
+            415,
+            "unsupported_media_type",
+        ),
         Case(f"{fn}-get", fn, authed("GET", None, content_type=""), 405, "method_not_allowed"),
         Case(f"{fn}-put", fn, authed("PUT", "{}"), 405, "method_not_allowed"),
     ]
 BODY_CASES += [
-    Case("sync_enable-target-wrong-type", "sync_enable", authed("POST", {"target_calendar_id": 5}), 400,
-         "bad_request"),
+    Case("sync_enable-target-wrong-type", "sync_enable", authed("POST", {"target_calendar_id": 5}), 400, "bad_request"),
     Case("sync_enable-target-empty", "sync_enable", authed("POST", {"target_calendar_id": ""}), 400, "bad_request"),
-    Case("sync_disable-other-users-calendar", "sync_disable",
-         authed("POST", {"calendar_ids": ["bob@example.com"]}), 400, "bad_request"),
+    Case(
+        "sync_disable-other-users-calendar",
+        "sync_disable",
+        authed("POST", {"calendar_ids": ["bob@example.com"]}),
+        400,
+        "bad_request",
+    ),
     Case("sync_disable-unconnected-user", "sync_disable", authed("POST", "{}", uid="mallory"), 404, "not_found"),
-    Case("sync_enable-unconnected-user-with-victims-email", "sync_enable",
-         lambda w: Req("POST", {**bearer(w.id_token("mallory", email="alice@example.com")),
-                                "Content-Type": "application/json"}, "{}"), 409, "conflict"),
-    Case("sync_status-query-user-id", "sync_status", authed("GET", None, "", params={"user_id": "user-b"}), 400,
-         "bad_request"),
+    Case(
+        "sync_enable-unconnected-user-with-victims-email",
+        "sync_enable",
+        lambda w: Req(
+            "POST",
+            {**bearer(w.id_token("mallory", email="alice@example.com")), "Content-Type": "application/json"},
+            "{}",
+        ),
+        409,
+        "conflict",
+    ),
+    Case(
+        "sync_status-query-user-id",
+        "sync_status",
+        authed("GET", None, "", params={"user_id": "user-b"}),
+        400,
+        "bad_request",
+    ),
     Case("sync_status-post", "sync_status", authed("POST", "{}"), 405, "method_not_allowed"),
     Case("oauth_start-put", "oauth_start", authed("PUT", "{}"), 405, "method_not_allowed"),
-    Case("oauth_start-login-hint-twice", "oauth_start",
-         authed("GET", None, "", params=[("login_hint", "a@x.com"), ("login_hint", "b@x.com")]), 400,
-         "bad_request"),
-    Case("oauth_start-login-hint-too-long", "oauth_start",
-         authed("GET", None, "", params={"login_hint": "a" * 3000}), 400, "bad_request"),
-    Case("oauth_disconnect-unknown-field", "oauth_disconnect", authed("POST", {"user_id": "user-b"}), 400,
-         "bad_request"),
+    Case(
+        "oauth_start-login-hint-twice",
+        "oauth_start",
+        authed("GET", None, "", params=[("login_hint", "a@x.com"), ("login_hint", "b@x.com")]),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "oauth_start-login-hint-too-long",
+        "oauth_start",
+        authed("GET", None, "", params={"login_hint": "a" * 3000}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "oauth_disconnect-unknown-field", "oauth_disconnect", authed("POST", {"user_id": "user-b"}), 400, "bad_request"
+    ),
     Case("oauth_disconnect-malformed-json", "oauth_disconnect", authed("POST", "{"), 400, "bad_request"),
     Case("oauth_disconnect-get", "oauth_disconnect", authed("GET", None, ""), 405, "method_not_allowed"),
-    Case("oauth_disconnect-oversized", "oauth_disconnect", authed("POST", "{" + " " * 70_000 + "}"), 413,
-         "payload_too_large"),
+    Case(
+        "oauth_disconnect-oversized",
+        "oauth_disconnect",
+        authed("POST", "{" + " " * 70_000 + "}"),
+        413,
+        "payload_too_large",
+    ),
 ]
 
 
@@ -168,8 +220,9 @@ def callback(params: Any, method: str = "GET") -> Any:
 
 def real_state(w: World) -> str:
     """A state the oauth_start function really issued for user A (its nonce document is written in prepare)."""
-    answer = requests.get(w.url("oauth_start"), headers={**bearer(w.id_token("user-a")), "Accept": "application/json"},
-                          timeout=30)
+    answer = requests.get(
+        w.url("oauth_start"), headers={**bearer(w.id_token("user-a")), "Accept": "application/json"}, timeout=30
+    )
     assert answer.status_code == 200, answer.text
     url = answer.json()["authorization_url"]
     import urllib.parse
@@ -188,25 +241,49 @@ def _tamper(state: str) -> str:
 
 CALLBACK_CASES = [
     Case("callback-no-params", "oauth_callback", callback({}), 400, "invalid_state"),
-    Case("callback-garbage-state", "oauth_callback", callback({"state": "garbage", "code": "abc"}), 400,
-         "invalid_state"),
-    Case("callback-forged-state-v1", "oauth_callback",
-         callback({"state": "v1." + _b64({"u": "user-b", "n": "x", "e": 4102444800}) + ".AAAA", "code": "abc"}),
-         400, "invalid_state"),
-    Case("callback-state-retargeted-to-other-user", "oauth_callback",
-         callback(lambda w: {"state": _tamper(w.users["user-a"]["state"]), "code": "abc"}), 400, "invalid_state",
-         prepare=lambda w: (real_state(w), None)[1]),
-    Case("callback-state-twice", "oauth_callback",
-         callback(lambda w: [("state", w.users["user-a"]["state"])] * 2 + [("code", "abc")]), 400, "bad_request",
-         prepare=lambda w: (real_state(w), None)[1]),
-    Case("callback-state-too-long", "oauth_callback", callback({"state": "v1." + "a" * 3000, "code": "c"}), 400,
-         "bad_request"),
-    Case("callback-expired-state", "oauth_callback",
-         callback(lambda w: {"state": w.users["user-a"]["state"], "code": "abc"}), 400, "invalid_state",
-         prepare=lambda w: (real_state(w), w.clock.advance(3 * 3600))[1]),
+    Case(
+        "callback-garbage-state", "oauth_callback", callback({"state": "garbage", "code": "abc"}), 400, "invalid_state"
+    ),
+    Case(
+        "callback-forged-state-v1",
+        "oauth_callback",
+        callback({"state": "v1." + _b64({"u": "user-b", "n": "x", "e": 4102444800}) + ".AAAA", "code": "abc"}),
+        400,
+        "invalid_state",
+    ),
+    Case(
+        "callback-state-retargeted-to-other-user",
+        "oauth_callback",
+        callback(lambda w: {"state": _tamper(w.users["user-a"]["state"]), "code": "abc"}),
+        400,
+        "invalid_state",
+        prepare=lambda w: (real_state(w), None)[1],
+    ),
+    Case(
+        "callback-state-twice",
+        "oauth_callback",
+        callback(lambda w: [("state", w.users["user-a"]["state"])] * 2 + [("code", "abc")]),
+        400,
+        "bad_request",
+        prepare=lambda w: (real_state(w), None)[1],
+    ),
+    Case(
+        "callback-state-too-long",
+        "oauth_callback",
+        callback({"state": "v1." + "a" * 3000, "code": "c"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "callback-expired-state",
+        "oauth_callback",
+        callback(lambda w: {"state": w.users["user-a"]["state"], "code": "abc"}),
+        400,
+        "invalid_state",
+        prepare=lambda w: (real_state(w), w.clock.advance(3 * 3600))[1],
+    ),
     Case("callback-put", "oauth_callback", callback({"state": "x"}, "PUT"), 405, "method_not_allowed"),
-    Case("callback-post-without-id-token", "oauth_callback", callback({"state": "x"}, "POST"), 401,
-         "unauthenticated"),
+    Case("callback-post-without-id-token", "oauth_callback", callback({"state": "x"}, "POST"), 401, "unauthenticated"),
 ]
 
 # 20,000 levels of nesting is 40 KB, under the 64 KB size limit; Python's parser gives up with a RecursionError.
@@ -217,26 +294,59 @@ DEEP_JSON_CASES = [
     Case("sync_disable-deeply-nested", "sync_disable", authed("POST", DEEP_JSON), 400, "bad_request"),
     Case("oauth_disconnect-deeply-nested", "oauth_disconnect", authed("POST", DEEP_JSON), 400, "bad_request"),
     Case("oauth_callback-post-deeply-nested", "oauth_callback", authed("POST", DEEP_JSON), 400, "bad_request"),
-    Case("renew-deeply-nested", "renew", lambda w: Req("POST", {"Content-Type": "application/json"}, DEEP_JSON),
-         400, "bad_request"),
+    Case(
+        "renew-deeply-nested",
+        "renew",
+        lambda w: Req("POST", {"Content-Type": "application/json"}, DEEP_JSON),
+        400,
+        "bad_request",
+    ),
 ]
 
 RENEW_CASES = [
-    Case("renew-put", "renew", lambda w: Req("PUT", {"Content-Type": "application/json"}, "{}"), 405,
-         "method_not_allowed"),
+    Case(
+        "renew-put",
+        "renew",
+        lambda w: Req("PUT", {"Content-Type": "application/json"}, "{}"),
+        405,
+        "method_not_allowed",
+    ),
     Case("renew-get", "renew", lambda w: Req("GET"), 405, "method_not_allowed"),
-    Case("renew-malformed-json", "renew", lambda w: Req("POST", {"Content-Type": "application/json"}, "{"), 400,
-         "bad_request"),
-    Case("renew-unknown-field", "renew",
-         lambda w: Req("POST", {"Content-Type": "application/json"}, '{"force": true}'), 400, "bad_request"),
-    Case("renew-wrong-type", "renew",
-         lambda w: Req("POST", {"Content-Type": "application/json"}, '{"deadline_seconds": "soon"}'), 400,
-         "bad_request"),
-    Case("renew-oversized", "renew",
-         lambda w: Req("POST", {"Content-Type": "application/json"}, "{" + " " * 70_000 + "}"), 413,
-         "payload_too_large"),
-    Case("renew-text-plain", "renew", lambda w: Req("POST", {"Content-Type": "text/plain"}, "{}"), 415,
-         "unsupported_media_type"),
+    Case(
+        "renew-malformed-json",
+        "renew",
+        lambda w: Req("POST", {"Content-Type": "application/json"}, "{"),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "renew-unknown-field",
+        "renew",
+        lambda w: Req("POST", {"Content-Type": "application/json"}, '{"force": true}'),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "renew-wrong-type",
+        "renew",
+        lambda w: Req("POST", {"Content-Type": "application/json"}, '{"deadline_seconds": "soon"}'),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "renew-oversized",
+        "renew",
+        lambda w: Req("POST", {"Content-Type": "application/json"}, "{" + " " * 70_000 + "}"),
+        413,
+        "payload_too_large",
+    ),
+    Case(
+        "renew-text-plain",
+        "renew",
+        lambda w: Req("POST", {"Content-Type": "text/plain"}, "{}"),
+        415,
+        "unsupported_media_type",
+    ),
 ]
 
 ALL_CASES = TOKEN_CASES + BODY_CASES + CALLBACK_CASES + RENEW_CASES + DEEP_JSON_CASES
@@ -267,9 +377,15 @@ def test_user_cannot_enable_another_users_calendar(world: World) -> None:
     db = world.ctx.store.db
     before = firestore_snapshot(db)
     calls_before = world.google.control.counters()["by_method"]
-    answer = send(world, "sync_enable", Req("POST", {**bearer(world.id_token("user-a")),
-                                                     "Content-Type": "application/json"},
-                                            json.dumps({"calendar_ids": ["bob@example.com"]})))
+    answer = send(
+        world,
+        "sync_enable",
+        Req(
+            "POST",
+            {**bearer(world.id_token("user-a")), "Content-Type": "application/json"},
+            json.dumps({"calendar_ids": ["bob@example.com"]}),
+        ),
+    )
     assert answer.status_code == 400, answer.text
     assert diff_snapshots(before, firestore_snapshot(db)) == []
     calls_after = world.google.control.counters()["by_method"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared import lifecycle
+from shared.account import enablement
 from shared.models import calendar_key
 from tests.hostile.harness import Case, Req, run_case, send
 from tests.hostile.probes import World
@@ -30,14 +30,14 @@ def renew_channel(w: World) -> None:
     """Renew user A's channel: the old one (whose headers the case replays) is stopped."""
     integration = w.ctx.store.get_integration("user-a")
     assert integration is not None
-    outcome = lifecycle.ensure_channel(
+    outcome = enablement.ensure_channel(
         w.ctx, integration, calendar_key(w.users["user-a"]["email"]), reason="test", force=True
     )
     assert outcome == "renewed"
 
 
 def disable_a(w: World) -> None:
-    lifecycle.disable(w.ctx, "user-a", lifecycle.DisableRequest())
+    enablement.disable(w.ctx, "user-a", enablement.DisableRequest())
 
 
 def expire(w: World) -> None:
@@ -50,29 +50,65 @@ def other_token(w: World) -> str:
 
 CASES = [
     # --- routing and authentication of the channel ---------------------------------------------------------------
-    Case("unknown-channel", "webhook", notify(channel_id="3f1c9a2e-0000-4000-8000-000000000000"), 404,
-         "unknown_channel"),
-    Case("unknown-channel-sync-state", "webhook", notify(channel_id="nope", state="sync", number="1"), 404,
-         "unknown_channel"),
-    Case("wrong-token", "webhook", notify(token="forged-token-value-0123456789"), 403, "channel_rejected",
-         private=owners),
+    Case(
+        "unknown-channel", "webhook", notify(channel_id="3f1c9a2e-0000-4000-8000-000000000000"), 404, "unknown_channel"
+    ),
+    Case(
+        "unknown-channel-sync-state",
+        "webhook",
+        notify(channel_id="nope", state="sync", number="1"),
+        404,
+        "unknown_channel",
+    ),
+    Case(
+        "wrong-token", "webhook", notify(token="forged-token-value-0123456789"), 403, "channel_rejected", private=owners
+    ),
     Case("missing-token", "webhook", notify(token=None), 403, "channel_rejected", private=owners),
     Case("empty-token", "webhook", notify(token=""), 403, "channel_rejected", private=owners),
-    Case("other-users-token", "webhook", lambda w: Req("POST", w.channel_headers("user-a", token=other_token(w))),
-         403, "channel_rejected", private=owners),
-    Case("token-prefix", "webhook",
-         lambda w: Req("POST", w.channel_headers("user-a", token=w.users["user-a"]["channel_token"][:-1])),
-         403, "channel_rejected", private=owners),
-    Case("wrong-resource-id", "webhook", notify(resource_id="forged-resource-id"), 403, "channel_rejected",
-         private=owners),
-    Case("other-users-resource-id", "webhook",
-         lambda w: Req("POST", w.channel_headers("user-a", resource_id=w.users["user-b"]["resource_id"])),
-         403, "channel_rejected", private=owners),
-    Case("wrong-token-on-sync-message", "webhook", notify(token="forged", state="sync", number="1"), 403,
-         "channel_rejected", private=owners),
+    Case(
+        "other-users-token",
+        "webhook",
+        lambda w: Req("POST", w.channel_headers("user-a", token=other_token(w))),
+        403,
+        "channel_rejected",
+        private=owners,
+    ),
+    Case(
+        "token-prefix",
+        "webhook",
+        lambda w: Req("POST", w.channel_headers("user-a", token=w.users["user-a"]["channel_token"][:-1])),
+        403,
+        "channel_rejected",
+        private=owners,
+    ),
+    Case(
+        "wrong-resource-id",
+        "webhook",
+        notify(resource_id="forged-resource-id"),
+        403,
+        "channel_rejected",
+        private=owners,
+    ),
+    Case(
+        "other-users-resource-id",
+        "webhook",
+        lambda w: Req("POST", w.channel_headers("user-a", resource_id=w.users["user-b"]["resource_id"])),
+        403,
+        "channel_rejected",
+        private=owners,
+    ),
+    Case(
+        "wrong-token-on-sync-message",
+        "webhook",
+        notify(token="forged", state="sync", number="1"),
+        403,
+        "channel_rejected",
+        private=owners,
+    ),
     Case("replayed-after-disable", "webhook", notify(), 410, "channel_gone", prepare=disable_a, private=owners),
-    Case("stale-channel-after-renewal", "webhook", notify(), 410, "channel_gone", prepare=renew_channel,
-         private=owners),
+    Case(
+        "stale-channel-after-renewal", "webhook", notify(), 410, "channel_gone", prepare=renew_channel, private=owners
+    ),
     Case("expired-channel", "webhook", notify(), 410, "channel_gone", prepare=expire, private=owners),
     # --- malformed headers -------------------------------------------------------------------------------------------
     Case("no-headers", "webhook", lambda w: Req("POST", {}), 400, "bad_request"),
@@ -93,18 +129,37 @@ CASES = [
     Case("resource-uri-too-long", "webhook", notify(uri="https://x/" + "u" * 2100), 400, "bad_request"),
     # Channel ids are looked up as Firestore document ids: path tricks must not reach another document.
     Case("channel-id-with-slash", "webhook", notify(channel_id="x/y"), 404, "unknown_channel"),
-    Case("channel-id-path-to-integration", "webhook", lambda w: Req("POST", w.channel_headers(
-        "user-a", channel_id="../integrations/user-a")), 404, "unknown_channel"),
+    Case(
+        "channel-id-path-to-integration",
+        "webhook",
+        lambda w: Req("POST", w.channel_headers("user-a", channel_id="../integrations/user-a")),
+        404,
+        "unknown_channel",
+    ),
     Case("channel-id-dunder", "webhook", notify(channel_id="__reserved__"), 404, "unknown_channel"),
     Case("channel-id-dot-dot", "webhook", notify(channel_id=".."), 404, "unknown_channel"),
     # --- bodies and methods ------------------------------------------------------------------------------------------
-    Case("non-empty-body", "webhook", lambda w: Req("POST", w.channel_headers("user-a"), data=b"x"), 400,
-         "bad_request"),
-    Case("json-body", "webhook", lambda w: Req(
-        "POST", {**w.channel_headers("user-a"), "Content-Type": "application/json"},
-        data=b'{"user_id": "user-b", "calendar_id": "bob@example.com"}'), 400, "bad_request"),
-    Case("oversized-body", "webhook", lambda w: Req("POST", w.channel_headers("user-a"), data=b"a" * (2 << 20)),
-         400, "bad_request"),
+    Case(
+        "non-empty-body", "webhook", lambda w: Req("POST", w.channel_headers("user-a"), data=b"x"), 400, "bad_request"
+    ),
+    Case(
+        "json-body",
+        "webhook",
+        lambda w: Req(
+            "POST",
+            {**w.channel_headers("user-a"), "Content-Type": "application/json"},
+            data=b'{"user_id": "user-b", "calendar_id": "bob@example.com"}',
+        ),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "oversized-body",
+        "webhook",
+        lambda w: Req("POST", w.channel_headers("user-a"), data=b"a" * (2 << 20)),
+        400,
+        "bad_request",
+    ),
     Case("get", "webhook", lambda w: Req("GET", w.channel_headers("user-a")), 405, "method_not_allowed"),
     Case("put", "webhook", lambda w: Req("PUT", w.channel_headers("user-a")), 405, "method_not_allowed"),
     Case("delete", "webhook", lambda w: Req("DELETE", w.channel_headers("user-a")), 405, "method_not_allowed"),

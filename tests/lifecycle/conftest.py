@@ -26,6 +26,8 @@ USER_FUNCTIONS = (
     "sync_status",
     "renew",
 )
+
+
 @pytest.fixture(scope="session")
 def served() -> Iterator[dict[str, ServedFunction]]:
     """Every lifecycle entry point and the webhook, served by functions-framework over HTTP."""
@@ -85,15 +87,30 @@ class Api:
     def headers(self, uid: str | None, **kwargs: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.id_token(uid, **kwargs)}"} if uid else {}
 
-    def call(self, function: str, uid: str | None, *, method: str = "POST", json_body: Any = None,
-             token: str | None = None, **kwargs: Any) -> requests.Response:
+    def call(
+        self,
+        function: str,
+        uid: str | None,
+        *,
+        method: str = "POST",
+        json_body: Any = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         headers = kwargs.pop("headers", {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         elif uid is not None:
             headers.update(self.headers(uid))
-        return requests.request(method, self.served[function].url + "/", json=json_body, headers=headers,
-                                timeout=60, allow_redirects=False, **kwargs)
+        return requests.request(
+            method,
+            self.served[function].url + "/",
+            json=json_body,
+            headers=headers,
+            timeout=60,
+            allow_redirects=False,
+            **kwargs,
+        )
 
     def enable(self, uid: str, body: dict[str, Any] | None = None) -> requests.Response:
         return self.call("sync_enable", uid, json_body=body if body is not None else {})
@@ -109,8 +126,9 @@ class Api:
 
     def connect(self, uid: str, email: str) -> requests.Response:
         """The whole OAuth round trip: start -> the stand-in's consent -> callback. Returns the callback answer."""
-        start = self.call("oauth_start", uid, method="GET", headers={"Accept": "application/json"},
-                          params={"login_hint": email})
+        start = self.call(
+            "oauth_start", uid, method="GET", headers={"Accept": "application/json"}, params={"login_hint": email}
+        )
         assert start.status_code == 200, start.text
         consent = requests.get(start.json()["authorization_url"], allow_redirects=False, timeout=30)
         assert consent.status_code == 302, consent.text
@@ -123,12 +141,11 @@ class Api:
         if redirect.status_code != 200:
             return redirect
         handoff = redirect.json()
-        return self.call("oauth_callback", uid,
-                         json_body={"code": handoff["google_code"], "state": handoff["google_state"]})
+        return self.call(
+            "oauth_callback", uid, json_body={"code": handoff["google_code"], "state": handoff["google_state"]}
+        )
 
 
 @pytest.fixture
 def api(served: dict[str, ServedFunction], google: Any, app_context: AppContext) -> Api:
     return Api(served, google, app_context.settings)
-
-

@@ -19,7 +19,8 @@ def setup_user(ctx: AppContext, google: Any, uid: str, email: str, secondary: tu
 
 def live_channels(google: Any, target: str | None = None) -> list[dict[str, Any]]:
     return [
-        c for c in google.control.channels()
+        c
+        for c in google.control.channels()
         if not c["stopped"] and not c["expired"] and (target is None or c["target"] == target)
     ]
 

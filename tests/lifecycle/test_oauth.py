@@ -10,7 +10,7 @@ import urllib.parse
 import requests
 
 from shared.context import AppContext
-from shared.oauth import OAUTH_STATES
+from shared.store import OAUTH_STATES
 from tests.lifecycle.conftest import Api, SkewClock
 from tests.lifecycle.helpers import refresh_token_of
 
@@ -18,8 +18,9 @@ ALICE = "alice@example.com"
 
 
 def _start(api: Api, uid: str, email: str) -> dict[str, str]:
-    response = api.call("oauth_start", uid, method="GET", headers={"Accept": "application/json"},
-                        params={"login_hint": email})
+    response = api.call(
+        "oauth_start", uid, method="GET", headers={"Accept": "application/json"}, params={"login_hint": email}
+    )
     assert response.status_code == 200, response.text
     url = response.json()["authorization_url"]
     return {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).items()} | {"_url": url}
@@ -159,10 +160,16 @@ def test_disconnect_revokes_and_disables(api: Api, app_context: AppContext, goog
     stored = app_context.store.get_integration("user-a")
     assert stored.status == "disconnected"
     assert stored.refresh_token_ciphertext is None
-    refresh = requests.post(google.token_uri, timeout=30, data={
-        "grant_type": "refresh_token", "refresh_token": refresh_token,
-        "client_id": google.client_id, "client_secret": google.client_secret,
-    })
+    refresh = requests.post(
+        google.token_uri,
+        timeout=30,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": google.client_id,
+            "client_secret": google.client_secret,
+        },
+    )
     assert refresh.status_code == 400
     assert refresh.json()["error"] == "invalid_grant"
     status = api.status("user-a").json()
@@ -172,14 +179,18 @@ def test_disconnect_revokes_and_disables(api: Api, app_context: AppContext, goog
 
 
 def test_reconnect_keeps_events_without_duplicates(api: Api, app_context: AppContext, google) -> None:
-    from shared.models import EVENTS
+    from shared.store import EVENTS
 
     google.control.create_account(ALICE)
     for day in range(1, 6):
-        google.control.create_event(ALICE, {
-            "summary": f"Meeting {day}",
-            "start": {"dateTime": f"2031-05-0{day}T10:00:00Z"}, "end": {"dateTime": f"2031-05-0{day}T11:00:00Z"},
-        })
+        google.control.create_event(
+            ALICE,
+            {
+                "summary": f"Meeting {day}",
+                "start": {"dateTime": f"2031-05-0{day}T10:00:00Z"},
+                "end": {"dateTime": f"2031-05-0{day}T11:00:00Z"},
+            },
+        )
     assert api.connect("user-a", ALICE).status_code == 200
     assert api.enable("user-a").status_code == 200
 
@@ -209,16 +220,22 @@ def test_reconnect_releases_pushes_held_while_the_token_was_dead(api: Api, app_c
     import datetime as dt
 
     from shared.models import CrmEvent, EventTime, IntegrationStatus, google_event_id_for_crm
-    from shared.push import push_due_events, push_event
+    from shared.sync.crm_to_google_run import push_event
+    from shared.sync.crm_to_google_sweeps import push_due_events
 
     google.control.create_account(ALICE)
     assert api.connect("user-a", ALICE).status_code == 200
     google.control.revoke_token(refresh_token_of(app_context, "user-a"))
-    app_context.store.save_event(CrmEvent(
-        id="crm-held", owner_id="user-a", title="Held back",
-        start=EventTime(date_time="2031-06-01T10:00:00+00:00"), end=EventTime(date_time="2031-06-01T11:00:00+00:00"),
-        updated_at=app_context.clock(),
-    ))
+    app_context.store.save_event(
+        CrmEvent(
+            id="crm-held",
+            owner_id="user-a",
+            title="Held back",
+            start=EventTime(date_time="2031-06-01T10:00:00+00:00"),
+            end=EventTime(date_time="2031-06-01T11:00:00+00:00"),
+            updated_at=app_context.clock(),
+        )
+    )
     outcome = push_event(app_context, "crm-held")
     assert outcome.outcome == "deferred"
     assert app_context.store.get_integration("user-a").status == IntegrationStatus.NEEDS_REAUTH
@@ -229,7 +246,8 @@ def test_reconnect_releases_pushes_held_while_the_token_was_dead(api: Api, app_c
     assert api.connect("user-a", ALICE).status_code == 200
     released = app_context.store.get_event("crm-held")
     assert released.sync.next_attempt_at <= app_context.clock() + dt.timedelta(seconds=1)
-    counts = push_due_events(app_context, now=app_context.clock() + dt.timedelta(seconds=1), limit=50,
-                             deadline=time.monotonic() + 30)
+    counts = push_due_events(
+        app_context, now=app_context.clock() + dt.timedelta(seconds=1), limit=50, deadline=time.monotonic() + 30
+    )
     assert counts["pushed"] == 1
     assert any(e["id"] == google_event_id_for_crm("crm-held") for e in google.control.raw_events(ALICE))

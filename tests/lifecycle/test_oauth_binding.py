@@ -12,7 +12,7 @@ import requests
 
 from shared.context import AppContext
 from shared.models import EVENTS
-from shared.oauth import OAUTH_STATES
+from shared.store import OAUTH_STATES
 from tests.lifecycle.conftest import Api, SkewClock
 from tests.lifecycle.helpers import refresh_token_of
 
@@ -43,10 +43,16 @@ def _google_redirect_query(url: str) -> str:
 
 
 def _refresh(google: Any, refresh_token: str) -> requests.Response:
-    return requests.post(google.token_uri, timeout=30, data={
-        "grant_type": "refresh_token", "refresh_token": refresh_token,
-        "client_id": google.client_id, "client_secret": google.client_secret,
-    })
+    return requests.post(
+        google.token_uri,
+        timeout=30,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": google.client_id,
+            "client_secret": google.client_secret,
+        },
+    )
 
 
 @pytest.fixture
@@ -59,8 +65,14 @@ def test_login_csrf_a_consent_started_by_another_user_links_nothing(api: Api, ap
     """The attacker starts a flow with their own ID token, strips login_hint and gets the victim to open it: the
     victim consents as themself, and the victim's CRM page finishes with the victim's ID token."""
     google.control.create_account(VICTIM)
-    google.control.create_event(VICTIM, {"summary": "Private", "start": {"dateTime": "2031-05-01T10:00:00Z"},
-                                         "end": {"dateTime": "2031-05-01T11:00:00Z"}})
+    google.control.create_event(
+        VICTIM,
+        {
+            "summary": "Private",
+            "start": {"dateTime": "2031-05-01T10:00:00Z"},
+            "end": {"dateTime": "2031-05-01T11:00:00Z"},
+        },
+    )
     lure = _strip_login_hint(_consent_url(api, "attacker", ATTACKER))
     google.control.set_current_user(VICTIM)  # the browser signed in to Google is the victim's
     try:
@@ -89,8 +101,11 @@ def test_the_redirect_leg_exchanges_nothing_without_the_users_id_token(api: Api,
     handoff = requests.get(api.served["oauth_callback"].url + "/?" + query, timeout=60, allow_redirects=False)
     assert handoff.status_code == 200
     assert app_context.store.get_integration("user-a") is None
-    no_token = api.call("oauth_callback", None, json_body={"code": handoff.json()["google_code"],
-                                                           "state": handoff.json()["google_state"]})
+    no_token = api.call(
+        "oauth_callback",
+        None,
+        json_body={"code": handoff.json()["google_code"], "state": handoff.json()["google_state"]},
+    )
     assert no_token.status_code == 401
     assert app_context.store.get_integration("user-a") is None
     assert api.finish("user-a", query).status_code == 200
@@ -99,9 +114,14 @@ def test_the_redirect_leg_exchanges_nothing_without_the_users_id_token(api: Api,
 def test_one_google_account_one_crm_user(api: Api, app_context: AppContext, google) -> None:
     shared_account = "shared@example.com"
     google.control.create_account(shared_account)
-    google.control.create_event(shared_account, {"summary": "Board meeting",
-                                                 "start": {"dateTime": "2031-05-02T10:00:00Z"},
-                                                 "end": {"dateTime": "2031-05-02T11:00:00Z"}})
+    google.control.create_event(
+        shared_account,
+        {
+            "summary": "Board meeting",
+            "start": {"dateTime": "2031-05-02T10:00:00Z"},
+            "end": {"dateTime": "2031-05-02T11:00:00Z"},
+        },
+    )
     assert api.connect("user-a", shared_account).status_code == 200
     assert api.enable("user-a").status_code == 200
     first_token = refresh_token_of(app_context, "user-a")
@@ -162,8 +182,11 @@ def test_callback_returns_the_browser_to_the_crm_page(
     url = _consent_url(api, "user-a", "alice@example.com")
     state = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))["state"]
     refused = redirect(urllib.parse.urlencode({"state": state, "error": "access_denied"}))
-    assert dict(urllib.parse.parse_qsl(refused.query)) == {"tab": "google", "google": "error",
-                                                            "reason": "access_denied"}
+    assert dict(urllib.parse.parse_qsl(refused.query)) == {
+        "tab": "google",
+        "google": "error",
+        "reason": "access_denied",
+    }
     garbage = redirect("state=garbage&code=abc")
     assert dict(urllib.parse.parse_qsl(garbage.query))["reason"] == "invalid_state"
     assert "abc" not in garbage.geturl()
@@ -172,8 +195,9 @@ def test_callback_returns_the_browser_to_the_crm_page(
     success = redirect(query)
     assert dict(urllib.parse.parse_qsl(success.query)) == {"tab": "google"}
     handoff = dict(urllib.parse.parse_qsl(success.fragment))
-    finished = api.call("oauth_callback", "user-a",
-                        json_body={"code": handoff["google_code"], "state": handoff["google_state"]})
+    finished = api.call(
+        "oauth_callback", "user-a", json_body={"code": handoff["google_code"], "state": handoff["google_state"]}
+    )
     assert finished.status_code == 200, finished.text
     assert app_context.store.get_integration("user-a").status == "connected"
 

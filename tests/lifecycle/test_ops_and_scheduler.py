@@ -29,8 +29,12 @@ def _ops(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
 def test_job_definition_is_the_single_source() -> None:
     raw = json.loads(JOB_FILE.read_text())
     job = load_job()
-    proto = job_proto(project="p", location="europe-west1", target_url="https://renew.example",
-                      service_account="sched@p.iam.gserviceaccount.com")
+    proto = job_proto(
+        project="p",
+        location="europe-west1",
+        target_url="https://renew.example",
+        service_account="sched@p.iam.gserviceaccount.com",
+    )
     assert proto.name == f"projects/p/locations/europe-west1/jobs/{raw['name']}"
     assert proto.schedule == raw["schedule"] == job.schedule
     assert proto.time_zone == raw["time_zone"]
@@ -44,14 +48,26 @@ def test_job_definition_is_the_single_source() -> None:
 
 
 def test_scheduler_sync_dry_run_prints_the_job(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = _ops(capsys, "scheduler-sync", "--project", "p", "--location", "europe-west1", "--url",
-                     "https://renew.example", "--service-account", "sched@p.iam.gserviceaccount.com", "--dry-run")
+    code, out = _ops(
+        capsys,
+        "scheduler-sync",
+        "--project",
+        "p",
+        "--location",
+        "europe-west1",
+        "--url",
+        "https://renew.example",
+        "--service-account",
+        "sched@p.iam.gserviceaccount.com",
+        "--dry-run",
+    )
     assert code == 0
     assert 'schedule: "7 * * * *"' in out and "oidc_token" in out and "sched@p.iam.gserviceaccount.com" in out
 
 
-def test_ops_commands(api: Api, app_context: AppContext, google, clock: SkewClock,
-                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_ops_commands(
+    api: Api, app_context: AppContext, google, clock: SkewClock, capsys: pytest.CaptureFixture[str]
+) -> None:
     setup_user(app_context, google, "user-a", ALICE)
     assert api.enable("user-a").status_code == 200
     [first] = live_channels(google)
@@ -89,10 +105,12 @@ def test_ops_commands(api: Api, app_context: AppContext, google, clock: SkewCloc
 
 def test_local_scheduler_posts_with_a_verifiable_oidc_token(api: Api, app_context: AppContext, google) -> None:
     url = api.served["renew"].url + "/"
-    app_context.settings = app_context.settings.model_copy(update={
-        "scheduler_oidc_audience": url,
-        "scheduler_invoker_email": "local-scheduler@crm-gcal-sync-local.iam.gserviceaccount.com",
-    })
+    app_context.settings = app_context.settings.model_copy(
+        update={
+            "scheduler_oidc_audience": url,
+            "scheduler_invoker_email": "local-scheduler@crm-gcal-sync-local.iam.gserviceaccount.com",
+        }
+    )
     provider = StandinTokenProvider(audience=url, base_url=google.base_url)
     scheduler = LocalScheduler(url, load_job(), 0.05, provider)
     report = scheduler.fire()

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from shared import channels, lifecycle
+from shared.account import channels, renewal
 from shared.context import AppContext
 from shared.models import ChannelRoute, calendar_key
+from shared.sync import coalesce
 from tests.lifecycle.conftest import Api, SkewClock
 from tests.lifecycle.helpers import calendar, live_channels, refresh_token_of, route, setup_user
 
@@ -102,13 +103,13 @@ def test_expired_channel_is_rewatched_and_caught_up(
     _enable(api, "user-a")
     [old] = live_channels(google)
     pulls: list[tuple[str, str]] = []
-    real_pull = lifecycle.request_pull
+    real_pull = coalesce.request_pull
 
     def spy(ctx: AppContext, user_id: str, calendar_id: str, *, reason: str, full: bool = False) -> object:
         pulls.append((calendar_id, reason))
         return real_pull(ctx, user_id, calendar_id, reason=reason, full=full)
 
-    monkeypatch.setattr(lifecycle, "request_pull", spy)
+    monkeypatch.setattr(coalesce, "request_pull", spy)
     clock.advance(8 * DAY)  # the service was down: the channel expired at Google
     assert live_channels(google) == []
     report = api.renew().json()
@@ -144,8 +145,13 @@ def test_changes_made_while_no_channel_existed_all_arrive(
 
     report = api.renew().json()
     assert report["rewatched"] == 1, report
-    events = {e.id: e for e in (app_context.store.get_event(crm_event_id_for_google(ALICE, g["id"]))
-                                for g in (keep, edit, gone, added)) if e is not None}
+    events = {
+        e.id: e
+        for e in (
+            app_context.store.get_event(crm_event_id_for_google(ALICE, g["id"])) for g in (keep, edit, gone, added)
+        )
+        if e is not None
+    }
     assert events[crm_event_id_for_google(ALICE, keep["id"])].title == "Kept"
     assert events[crm_event_id_for_google(ALICE, edit["id"])].title == "After edit"
     assert events[crm_event_id_for_google(ALICE, added["id"])].title == "Added in downtime"
@@ -189,14 +195,20 @@ def test_revoked_token_is_needs_reauth_and_reported(
     assert cal.pull_due_at <= clock()
 
 
-def test_stale_calendar_is_pulled(api: Api, app_context: AppContext, google, clock: SkewClock,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stale_calendar_is_pulled(
+    api: Api, app_context: AppContext, google, clock: SkewClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     setup_user(app_context, google, "user-a", ALICE)
     _enable(api, "user-a")
     pulls: list[str] = []
-    real_pull = lifecycle.request_pull
-    monkeypatch.setattr(lifecycle, "request_pull", lambda ctx, uid, cid, *, reason, full=False: pulls.append(reason)
-                        or real_pull(ctx, uid, cid, reason=reason, full=full))
+    real_pull = coalesce.request_pull
+    monkeypatch.setattr(
+        coalesce,
+        "request_pull",
+        lambda ctx, uid, cid, *, reason, full=False: (
+            pulls.append(reason) or real_pull(ctx, uid, cid, reason=reason, full=full)
+        ),
+    )
     clock.advance(app_context.settings.stale_sync_seconds * 1.3)  # past the (jittered) stale-sync time
     report = api.renew().json()
     assert report["pulled"] == 1 and report["renewed"] == 0, report
@@ -207,13 +219,19 @@ def test_stale_calendar_is_pulled(api: Api, app_context: AppContext, google, clo
 def test_due_pushes_are_retried(api: Api, app_context: AppContext, google, clock: SkewClock) -> None:
     """A CRM edit that failed transiently (Google 503 storm) is pushed by the cron once its backoff has passed."""
     from shared.models import CrmEvent, EventTime, google_event_id_for_crm
-    from shared.push import push_event
+    from shared.sync.crm_to_google_run import push_event
 
     setup_user(app_context, google, "user-a", ALICE)
-    app_context.store.save_event(CrmEvent(
-        id="crm-retry", owner_id="user-a", title="Retried", updated_at=clock(),
-        start=EventTime(date_time="2031-08-01T10:00:00+00:00"), end=EventTime(date_time="2031-08-01T11:00:00+00:00"),
-    ))
+    app_context.store.save_event(
+        CrmEvent(
+            id="crm-retry",
+            owner_id="user-a",
+            title="Retried",
+            updated_at=clock(),
+            start=EventTime(date_time="2031-08-01T10:00:00+00:00"),
+            end=EventTime(date_time="2031-08-01T11:00:00+00:00"),
+        )
+    )
     google.control.inject_fault("calendar.events.insert", 503, "backendError", count=50)
     assert push_event(app_context, "crm-retry").outcome == "failed"
     parked = app_context.store.get_event("crm-retry")
@@ -247,12 +265,19 @@ def test_orphaned_channel_is_stopped(api: Api, app_context: AppContext, google, 
 
 def test_expired_routes_are_closed_without_google_calls(app_context: AppContext, google, clock: SkewClock) -> None:
     now = clock()
-    app_context.store.save_channel_route(ChannelRoute(
-        channel_id="dead-channel", user_id="user-x", calendar_id="x@example.com",
-        calendar_key=calendar_key("x@example.com"), resource_id="r", token_digest="d",
-        expiration=now - dt.timedelta(hours=1), created_at=now - dt.timedelta(days=8),
-    ))
-    report = lifecycle.run_renewal(app_context)
+    app_context.store.save_channel_route(
+        ChannelRoute(
+            channel_id="dead-channel",
+            user_id="user-x",
+            calendar_id="x@example.com",
+            calendar_key=calendar_key("x@example.com"),
+            resource_id="r",
+            token_digest="d",
+            expiration=now - dt.timedelta(hours=1),
+            created_at=now - dt.timedelta(days=8),
+        )
+    )
+    report = renewal.run_renewal(app_context)
     assert report["counts"]["routes_expired"] == 1
     assert report["google_calls"] == 0
     assert route(app_context, "dead-channel").state == "stopped"
@@ -262,10 +287,10 @@ def test_run_stops_at_its_deadline(api: Api, app_context: AppContext, google, cl
     work, home = setup_user(app_context, google, "user-a", ALICE, secondary=("Work", "Home"))
     _enable(api, "user-a", {"calendar_ids": ["primary", work, home]})
     clock.advance(INTO_RENEW_WINDOW)
-    report = lifecycle.run_renewal(app_context, deadline_seconds=1e-6)
+    report = renewal.run_renewal(app_context, deadline_seconds=1e-6)
     assert report["renewed"] == 0 and report["deferred"] >= 3
     # Everything is still due for the next run.
-    assert lifecycle.run_renewal(app_context)["renewed"] == 3
+    assert renewal.run_renewal(app_context)["renewed"] == 3
 
 
 def test_cost_grows_with_due_work_not_with_calendars(app_context: AppContext, google, clock: SkewClock) -> None:
@@ -276,27 +301,31 @@ def test_cost_grows_with_due_work_not_with_calendars(app_context: AppContext, go
     with app_context.store.batch() as batch:
         for index in range(60):
             cal = SyncedCalendar(
-                user_id=f"idle-{index}", calendar_id=f"idle-{index}@example.com", enabled=True,
-                channel=ChannelInfo(id=f"c{index}", resource_id="r", token_digest="d",
-                                    expiration=now + dt.timedelta(days=5)),
-                renew_due_at=now + dt.timedelta(days=4), pull_due_at=now + dt.timedelta(hours=3),
+                user_id=f"idle-{index}",
+                calendar_id=f"idle-{index}@example.com",
+                enabled=True,
+                channel=ChannelInfo(
+                    id=f"c{index}", resource_id="r", token_digest="d", expiration=now + dt.timedelta(days=5)
+                ),
+                renew_due_at=now + dt.timedelta(days=4),
+                pull_due_at=now + dt.timedelta(hours=3),
             )
             batch.set(app_context.store.calendar_ref(cal.user_id, cal.key), cal.model_dump())
-    report = lifecycle.run_renewal(app_context)
+    report = renewal.run_renewal(app_context)
     assert report["counts"]["renew_due"] == 0
     assert report["firestore"].get("reads", 0) <= 2
 
 
-def test_renew_function_checks_method_and_scheduler_token(
-    api: Api, app_context: AppContext, google
-) -> None:
+def test_renew_function_checks_method_and_scheduler_token(api: Api, app_context: AppContext, google) -> None:
     assert api.call("renew", None, method="GET").status_code == 405
     assert api.renew({"unexpected": 1}).status_code == 400
     renew_url = api.served["renew"].url + "/"
-    app_context.settings = app_context.settings.model_copy(update={
-        "scheduler_oidc_audience": renew_url,
-        "scheduler_invoker_email": "scheduler@proj.iam.gserviceaccount.com",
-    })
+    app_context.settings = app_context.settings.model_copy(
+        update={
+            "scheduler_oidc_audience": renew_url,
+            "scheduler_invoker_email": "scheduler@proj.iam.gserviceaccount.com",
+        }
+    )
     assert api.renew().status_code == 401
     import time
 
@@ -306,8 +335,12 @@ def test_renew_function_checks_method_and_scheduler_token(
         )
 
     assert api.call("renew", None, token=token("someone@else.com"), json_body={}).status_code == 401
-    assert api.call("renew", None, token=token("scheduler@proj.iam.gserviceaccount.com", "https://x"),
-                    json_body={}).status_code == 401
+    assert (
+        api.call(
+            "renew", None, token=token("scheduler@proj.iam.gserviceaccount.com", "https://x"), json_body={}
+        ).status_code
+        == 401
+    )
     ok = api.call("renew", None, token=token("scheduler@proj.iam.gserviceaccount.com"), json_body={})
     assert ok.status_code == 200, ok.text
     assert ok.json()["ok"] is True
@@ -322,11 +355,16 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
     too_fresh = now - dt.timedelta(seconds=30)  # its trigger may still be on its way: left to it
 
     def write(event_id: str, title: str, updated_at: dt.datetime) -> None:
-        app_context.store.save_event(CrmEvent(
-            id=event_id, owner_id="user-a", title=title, updated_at=updated_at,
-            start=EventTime(date_time="2031-07-01T10:00:00+00:00"),
-            end=EventTime(date_time="2031-07-01T11:00:00+00:00"),
-        ))
+        app_context.store.save_event(
+            CrmEvent(
+                id=event_id,
+                owner_id="user-a",
+                title=title,
+                updated_at=updated_at,
+                start=EventTime(date_time="2031-07-01T10:00:00+00:00"),
+                end=EventTime(date_time="2031-07-01T11:00:00+00:00"),
+            )
+        )
 
     def in_google(event_id: str) -> dict[str, Any] | None:
         gid = google_event_id_for_crm(event_id)
@@ -334,7 +372,7 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
 
     write("lost-create", "Never triggered", old_enough)
     write("fresh-create", "Trigger on its way", too_fresh)
-    report = lifecycle.run_renewal(app_context, now=now)
+    report = renewal.run_renewal(app_context, now=now)
     assert report["swept"]["pushed"] == 1
     assert in_google("lost-create")["summary"] == "Never triggered"
     assert in_google("fresh-create") is None
@@ -345,7 +383,7 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
     )
     google.control.reset_counters()
     later = now + dt.timedelta(minutes=10)
-    report = lifecycle.run_renewal(app_context, now=later)
+    report = renewal.run_renewal(app_context, now=later)
     assert in_google("lost-create")["summary"] == "Edited, trigger lost"
     assert in_google("fresh-create")["summary"] == "Trigger on its way"
     by_method = google.control.counters()["by_method"]
@@ -354,23 +392,30 @@ def test_cron_pushes_crm_edits_whose_trigger_never_ran(api: Api, app_context: Ap
 
     # Nothing left: a third run writes nothing to Google.
     google.control.reset_counters()
-    lifecycle.run_renewal(app_context, now=later + dt.timedelta(minutes=10))
-    writes = {m: n for m, n in google.control.counters()["by_method"].items() if m.split(".")[-1] in
-              ("insert", "patch", "update", "delete")}
+    renewal.run_renewal(app_context, now=later + dt.timedelta(minutes=10))
+    writes = {
+        m: n
+        for m, n in google.control.counters()["by_method"].items()
+        if m.split(".")[-1] in ("insert", "patch", "update", "delete")
+    }
     assert writes == {}
 
 
 def test_sweep_pages_through_every_recent_edit(app_context: AppContext, google) -> None:
     from shared.models import CrmEvent, EventTime
-    from shared.push import sweep_unpushed_edits
+    from shared.sync.crm_to_google_sweeps import sweep_unpushed_edits
 
     setup_user(app_context, google, "user-a", ALICE)
     now = app_context.clock()
     with app_context.store.batch() as batch:
         for n in range(7):
             event = CrmEvent(
-                id=f"lost-{n}", owner_id="user-a", title=f"Lost {n}", updated_at=now - dt.timedelta(minutes=30 - n),
-                start=EventTime(date="2031-09-01"), end=EventTime(date="2031-09-02"),
+                id=f"lost-{n}",
+                owner_id="user-a",
+                title=f"Lost {n}",
+                updated_at=now - dt.timedelta(minutes=30 - n),
+                start=EventTime(date="2031-09-01"),
+                end=EventTime(date="2031-09-02"),
             )
             data = event.model_dump(mode="python")
             data.pop("id")

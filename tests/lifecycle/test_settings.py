@@ -43,8 +43,11 @@ def test_enable_twice_creates_one_channel(api: Api, app_context: AppContext, goo
     # Only the digest of the channel's secret token is stored.
     assert the_route.token_digest == stored.channel.token_digest == secret_digest(channel["token"])
     raw = json.dumps(
-        [app_context.store.channel_ref(channel["id"]).get().to_dict(),
-         app_context.store.calendar_ref("user-a", stored.key).get().to_dict()], default=str,
+        [
+            app_context.store.channel_ref(channel["id"]).get().to_dict(),
+            app_context.store.calendar_ref("user-a", stored.key).get().to_dict(),
+        ],
+        default=str,
     )
     assert channel["token"] not in raw
 
@@ -128,11 +131,19 @@ def test_disable_stops_channel_and_ignores_late_notifications(
     # A late notification on the stopped channel (as Google would send it): rejected, no Google call, no change.
     google.control.reset_counters()
     before = app_context.store.calendar_ref("user-a", stored.key).get().to_dict()
-    late = requests.post(served["webhook"].url + "/", data=b"", timeout=30, headers={
-        "X-Goog-Channel-ID": channel["id"], "X-Goog-Message-Number": "99",
-        "X-Goog-Resource-ID": channel["resourceId"], "X-Goog-Resource-State": "exists",
-        "X-Goog-Resource-URI": channel["resourceUri"], "X-Goog-Channel-Token": channel["token"],
-    })
+    late = requests.post(
+        served["webhook"].url + "/",
+        data=b"",
+        timeout=30,
+        headers={
+            "X-Goog-Channel-ID": channel["id"],
+            "X-Goog-Message-Number": "99",
+            "X-Goog-Resource-ID": channel["resourceId"],
+            "X-Goog-Resource-State": "exists",
+            "X-Goog-Resource-URI": channel["resourceUri"],
+            "X-Goog-Channel-Token": channel["token"],
+        },
+    )
     assert 400 <= late.status_code < 500, late.text
     assert google.control.counters()["total"] == 0
     assert app_context.store.calendar_ref("user-a", stored.key).get().to_dict() == before
@@ -151,19 +162,40 @@ def test_status_shows_what_a_settings_page_needs(api: Api, app_context: AppConte
     setup_user(app_context, google, "user-a", ALICE)
     assert api.enable("user-a").status_code == 200
     for index, state in enumerate([SyncState.PENDING, SyncState.PENDING, SyncState.ERROR, SyncState.CONFLICT]):
-        app_context.store.save_event(CrmEvent(
-            id=f"ev{index}", owner_id="user-a", title="x",
-            start=EventTime(date_time="2030-01-01T10:00:00Z"), end=EventTime(date_time="2030-01-01T11:00:00Z"),
-            sync=SyncInfo(state=state),
-        ))
-    app_context.store.save_event(CrmEvent(
-        id="other", owner_id="user-b", title="x", start=EventTime(date="2030-01-01"), end=EventTime(date="2030-01-02"),
-    ))
+        app_context.store.save_event(
+            CrmEvent(
+                id=f"ev{index}",
+                owner_id="user-a",
+                title="x",
+                start=EventTime(date_time="2030-01-01T10:00:00Z"),
+                end=EventTime(date_time="2030-01-01T11:00:00Z"),
+                sync=SyncInfo(state=state),
+            )
+        )
+    app_context.store.save_event(
+        CrmEvent(
+            id="other",
+            owner_id="user-b",
+            title="x",
+            start=EventTime(date="2030-01-01"),
+            end=EventTime(date="2030-01-02"),
+        )
+    )
     body = api.status("user-a").json()
     assert body["events"] == {"pending": 2, "error": 1, "conflict": 1}
     [cal] = body["calendars"]
-    for key in ("enabled", "channel", "webhook_expiration", "last_notification_at", "last_sync_at", "last_error",
-                "import_progress", "importing", "notices", "is_target"):
+    for key in (
+        "enabled",
+        "channel",
+        "webhook_expiration",
+        "last_notification_at",
+        "last_sync_at",
+        "last_error",
+        "import_progress",
+        "importing",
+        "notices",
+        "is_target",
+    ):
         assert key in cal
     assert cal["channel"]["expires_in_seconds"] > 6 * 86400
     assert cal["last_sync_at"] is not None

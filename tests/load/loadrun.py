@@ -116,8 +116,9 @@ def start_stack(project: str | None = None, wrap_app: Any = None) -> Stack:
     set_default_context(None)
     threading.Thread(target=server.serve_forever, name="load-functions", daemon=True).start()
     cleanups.append(server.shutdown)
-    trigger = start_local_trigger(project, f"{functions_url}/push_event", workers=8,
-                                  token_provider=doors.trigger_token())
+    trigger = start_local_trigger(
+        project, f"{functions_url}/push_event", workers=8, token_provider=doors.trigger_token()
+    )
     cleanups.append(trigger.stop)
     return Stack(functions_url, standin.control, project, trigger, cleanups, doors)
 
@@ -180,14 +181,28 @@ def setup_users(stack: Stack, model: Model, users: int, calendars: int) -> None:
         secondary = [control.create_calendar(email, f"Team {k}")["id"] for k in range(calendars - 1)]
         token = control.issue_refresh_token(email, settings.oauth_client_id, list(GOOGLE_SCOPES))
         ciphertext, key_id = ctx.cipher.encrypt(token, owner=uid)
-        ctx.store.save_integration(Integration(
-            user_id=uid, status=IntegrationStatus.CONNECTED, account_email=email, scopes=list(GOOGLE_SCOPES),
-            refresh_token_ciphertext=ciphertext, key_id=key_id, target_calendar_id=email, connected_at=utcnow(),
-            updated_at=utcnow()))
-        id_token = control.mint_id_token(uid, settings.id_token_audience, issuer=settings.id_token_issuer,
-                                         issued_at=time.time())
-        answer = requests.post(stack.doors.route_url("sync_enable"), json={"calendar_ids": [email, *secondary]},
-                               headers={"Authorization": f"Bearer {id_token}"}, timeout=120)
+        ctx.store.save_integration(
+            Integration(
+                user_id=uid,
+                status=IntegrationStatus.CONNECTED,
+                account_email=email,
+                scopes=list(GOOGLE_SCOPES),
+                refresh_token_ciphertext=ciphertext,
+                key_id=key_id,
+                target_calendar_id=email,
+                connected_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+        id_token = control.mint_id_token(
+            uid, settings.id_token_audience, issuer=settings.id_token_issuer, issued_at=time.time()
+        )
+        answer = requests.post(
+            stack.doors.route_url("sync_enable"),
+            json={"calendar_ids": [email, *secondary]},
+            headers={"Authorization": f"Bearer {id_token}"},
+            timeout=120,
+        )
         if answer.status_code not in (200, 202):
             raise RuntimeError(f"enable failed for {uid}: {answer.status_code} {answer.text[:300]}")
         return uid, email, [email, *secondary]
@@ -214,8 +229,9 @@ def google_change(stack: Stack, model: Model, rng: random.Random) -> None:
         result = stack.control.edit_event(cal, event_id, {"summary": f"edited {rng.random():.6f}"})
     else:
         start, end = _times(rng)
-        result = stack.control.create_event(cal, {"summary": "load", "start": {"dateTime": start},
-                                                  "end": {"dateTime": end}})
+        result = stack.control.create_event(
+            cal, {"summary": "load", "start": {"dateTime": start}, "end": {"dateTime": end}}
+        )
         with model.lock:
             model.google_events[cal].append(result["id"])
     with model.lock:
@@ -231,15 +247,25 @@ def crm_change(stack: Stack, model: Model, rng: random.Random, db: Any) -> None:
         mine = [cid for cid, owner in model.crm_events.items() if owner == uid]
     if mine and rng.random() < 0.6:
         crm_id = rng.choice(mine)
-        db.collection("events").document(crm_id).update({"title": f"crm edit {rng.random():.6f}",
-                                                         "updated_at": utcnow()})
+        db.collection("events").document(crm_id).update(
+            {"title": f"crm edit {rng.random():.6f}", "updated_at": utcnow()}
+        )
     else:
         crm_id = f"load-{uuid.uuid4().hex[:16]}"
         start, end = _times(rng)
         meta = {"deal_id": f"deal-{crm_id[-6:]}", "company_id": "acme", "quote_id": None, "kind": "demo"}
-        event = CrmEvent.model_validate({"id": crm_id, "owner_id": uid, "title": "crm meeting",
-                                         "start": {"date_time": start}, "end": {"date_time": end}, "meta": meta,
-                                         "created_at": utcnow(), "updated_at": utcnow()})
+        event = CrmEvent.model_validate(
+            {
+                "id": crm_id,
+                "owner_id": uid,
+                "title": "crm meeting",
+                "start": {"date_time": start},
+                "end": {"date_time": end},
+                "meta": meta,
+                "created_at": utcnow(),
+                "updated_at": utcnow(),
+            }
+        )
         from shared.models import dump_for_firestore
 
         data = dump_for_firestore(event)
@@ -314,8 +340,8 @@ def drain(stack: Stack, budget: float) -> bool:
 
 def quiesce(stack: Stack, budget: float = 600) -> dict[str, Any]:
     """Faults off, backlog drained, one cron run 8 h later (in-process), drained again."""
+    from shared.account.renewal import run_renewal
     from shared.context import default_context
-    from shared.lifecycle import run_renewal
     from shared.models import utcnow
 
     stack.control.clear_faults()
@@ -325,8 +351,9 @@ def quiesce(stack: Stack, budget: float = 600) -> dict[str, Any]:
     report = run_renewal(default_context(), now=utcnow() + dt.timedelta(hours=8), deadline_seconds=600)
     after = stack.control.counters().get("by_method", {})
     # The final reconcile's own calls: 8 h on, every calendar is stale and pulled once (a harness step, not load).
-    report["reconcile_calls_by_method"] = {k: after.get(k, 0) - before.get(k, 0) for k in after
-                                           if after.get(k, 0) != before.get(k, 0)}
+    report["reconcile_calls_by_method"] = {
+        k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)
+    }
     second = drain(stack, budget)
     report["drained"] = first and second
     report["quiesce_seconds"] = round(time.monotonic() - started, 1)
@@ -343,8 +370,14 @@ def check(stack: Stack, model: Model) -> list[str]:
     class _Google:
         control = stack.control
 
-    return check_convergence(default_context(), _Google(), calendars, crm_meta=model.crm_meta,
-                             must_live_crm=set(model.crm_events), must_live_google=must_google)
+    return check_convergence(
+        default_context(),
+        _Google(),
+        calendars,
+        crm_meta=model.crm_meta,
+        must_live_crm=set(model.crm_events),
+        must_live_google=must_google,
+    )
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -354,8 +387,17 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run(*, users: int = 50, calendars: int = 3, seconds: float = 120, fault_rate: float = 0.05, rate: float = 10.0,
-        workers: int = 8, seed: int = 7, stack: Stack | None = None) -> dict[str, Any]:
+def run(
+    *,
+    users: int = 50,
+    calendars: int = 3,
+    seconds: float = 120,
+    fault_rate: float = 0.05,
+    rate: float = 10.0,
+    workers: int = 8,
+    seed: int = 7,
+    stack: Stack | None = None,
+) -> dict[str, Any]:
     own = stack is None
     stack = stack or start_stack()
     versions = None
@@ -420,7 +462,8 @@ def run(*, users: int = 50, calendars: int = 3, seconds: float = 120, fault_rate
             },
             "google_api_calls": api_calls,
             "google_api_calls_during_load": sum(
-                v for k, v in counters_load.get("by_method", {}).items() if k.startswith("calendar.")),
+                v for k, v in counters_load.get("by_method", {}).items() if k.startswith("calendar.")
+            ),
             "google_writes": writes,
             "google_calls_per_change": round(workload_calls / changes, 3) if changes else 0,
             "naive_google_calls_per_change": round(naive_calls / changes, 3) if changes else 0,
@@ -460,8 +503,15 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging()
     logging.getLogger().setLevel(logging.WARNING)  # the report is the output; warnings and errors still show
-    report = run(users=args.users, calendars=args.calendars, seconds=args.seconds, fault_rate=args.fault_rate,
-                 rate=args.rate, workers=args.workers, seed=args.seed)
+    report = run(
+        users=args.users,
+        calendars=args.calendars,
+        seconds=args.seconds,
+        fault_rate=args.fault_rate,
+        rate=args.rate,
+        workers=args.workers,
+        seed=args.seed,
+    )
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0 if report["divergences"] == 0 else 1
 

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import requests
 
-from shared.coalesce import PullOutcome, request_pull
 from shared.context import AppContext
 from shared.crypto import secret_digest
 from shared.models import (
@@ -26,6 +25,7 @@ from shared.models import (
     calendar_key,
     dump_for_firestore,
 )
+from shared.sync.coalesce import PullOutcome, request_pull
 from tests.fixtures.functions import ServedFunction, serve_function
 from tests.fixtures.sync import connect_user
 
@@ -105,8 +105,12 @@ class SyncedUser:
             "User-Agent": "APIs-Google",
         }
         for key, value in overrides.items():
-            name = {"channel_id": "X-Goog-Channel-ID", "resource_id": "X-Goog-Resource-ID",
-                    "token": "X-Goog-Channel-Token", "state": "X-Goog-Resource-State"}.get(key, key)
+            name = {
+                "channel_id": "X-Goog-Channel-ID",
+                "resource_id": "X-Goog-Resource-ID",
+                "token": "X-Goog-Channel-Token",
+                "state": "X-Goog-Resource-State",
+            }.get(key, key)
             if value is None:
                 headers.pop(name, None)
             else:
@@ -119,12 +123,9 @@ class SyncedUser:
         return [e for e in found if include_deleted or not e.deleted]
 
     def all_events(self) -> list[CrmEvent]:
-        from shared.models import EVENTS
+        from shared.store import EVENTS
 
-        return [
-            self.ctx.store.event_from(s)
-            for s in self.ctx.store.db.collection(EVENTS).stream()
-        ]
+        return [self.ctx.store.event_from(s) for s in self.ctx.store.db.collection(EVENTS).stream()]
 
     def by_google_id(self, google_id: str) -> CrmEvent:
         matches = [e for e in self.all_events() if e.google is not None and e.google.event_id == google_id]
@@ -138,7 +139,12 @@ class SyncedUser:
 
 
 def make_synced_user(
-    ctx: AppContext, google: Any, webhook_url: str, *, user_id: str = "user-1", email: str = "alice@example.com",
+    ctx: AppContext,
+    google: Any,
+    webhook_url: str,
+    *,
+    user_id: str = "user-1",
+    email: str = "alice@example.com",
     initial_pull: bool = True,
 ) -> SyncedUser:
     connect_user(ctx, google, user_id, email, enable_calendars=(email,))

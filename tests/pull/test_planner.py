@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.mapping import content_hash, has_unpushed_change, new_crm_event_from_google
+from shared.gcal.wire import content_hash, has_unpushed_change, new_crm_event_from_google
 from shared.models import CrmEvent, CrmMeta, EventTime, GoogleLink, SyncInfo, crm_event_id_for_google
-from shared.pull import (
+from shared.sync.google_to_crm_plan import (
     CreateFromGoogle,
     KeepLocal,
     RemoveMissing,

@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 import requests
 
-import shared.pull as pull_module
-from shared.coalesce import SYNC_DIRTY, SYNC_LEASES, lease_id
-from shared.google_api import CalendarClient
-from shared.mapping import content_hash, crm_to_google, has_unpushed_change, link_from_google
+import shared.sync.google_to_crm_run as pull_module
+from shared.gcal.client import CalendarClient
+from shared.gcal.wire import content_hash, crm_to_google, has_unpushed_change, link_from_google
 from shared.models import (
     CrmEvent,
     EventTime,
@@ -27,6 +26,8 @@ from shared.models import (
     google_event_id_for_crm,
     utcnow,
 )
+from shared.store import SYNC_DIRTY, SYNC_LEASES, FirestoreStore
+from shared.sync.coalesce import lease_id
 from tests.pull.conftest import SyncedUser
 
 LIST = "calendar.events.list"
@@ -231,9 +232,7 @@ def test_stopped_and_expired_channels_are_gone(synced: SyncedUser, google: Any) 
     store.update_channel_route(synced.channel_id, {"state": "stopped"})
     google.control.reset_counters()
     assert synced.notify().status_code == 410
-    store.update_channel_route(
-        synced.channel_id, {"state": "active", "expiration": utcnow() - dt.timedelta(minutes=1)}
-    )
+    store.update_channel_route(synced.channel_id, {"state": "active", "expiration": utcnow() - dt.timedelta(minutes=1)})
     writes = store.ops["writes"]
     assert synced.notify().status_code == 410
     assert store.ops["writes"] == writes
@@ -335,7 +334,7 @@ def test_worker_killed_mid_sync_is_completed_by_the_next_notification(
     # Die on page 3, after committing pages 1-2 (half-applied), leaving the lease behind like a killed process.
     monkeypatch.setattr(CalendarClient, "list_events_page", dying_list)
     monkeypatch.setattr(pull_module, "MAX_BATCH_WRITES", 2)
-    monkeypatch.setattr(pull_module, "_release", lambda ctx, lease: None)
+    monkeypatch.setattr(FirestoreStore, "release_lease", lambda self, lease: None)
     with pytest.raises(WorkerKilled):
         synced.pull(reason="webhook")
     monkeypatch.undo()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.mapping import has_unpushed_change
+from shared.gcal.wire import has_unpushed_change
 from shared.models import CrmMeta
 from tests.pull.conftest import SyncedUser
 
@@ -39,8 +39,9 @@ def test_create_edit_delete_in_google_lands_in_crm(synced: SyncedUser, google: A
     assert event.sync.origin == "google"
     assert not has_unpushed_change(event)  # the push trigger sees nothing to push (no echo)
 
-    edited = google.control.edit_event(synced.email, created["id"], {"summary": "Quarterly review (moved)",
-                                                                      "location": "Room 9"})
+    edited = google.control.edit_event(
+        synced.email, created["id"], {"summary": "Quarterly review (moved)", "location": "Room 9"}
+    )
     synced.flush()
     event = synced.by_google_id(created["id"])
     assert event.title == "Quarterly review (moved)"

@@ -1,4 +1,4 @@
-"""No echo in either direction, with the real pull engine (shared.pull) next to the push trigger."""
+"""No echo in either direction, with the real pull engine (shared.sync.google_to_crm_run) next to the push trigger."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from shared.models import google_event_id_for_crm
 from tests.fixtures.sync import connect_user
 from tests.push.helpers import EMAIL, OWNER, crm_event, edit, google_writes, save, stored_google_event, trigger
 
-pull = pytest.importorskip("shared.pull")
+pull = pytest.importorskip("shared.sync.google_to_crm_run")
 GID = google_event_id_for_crm("crm-1")
 
 

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from shared.mapping import content_hash, crm_to_google
+from shared.gcal.wire import content_hash, crm_to_google
 from shared.models import GoogleLink, Integration, IntegrationStatus, SeriesLink, SyncState, google_event_id_for_crm
-from shared.push import (
+from shared.sync.crm_to_google_plan import (
     STAMP_KEY,
     Defer,
     Delete,

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from shared.mapping import content_hash
+from shared.gcal.wire import content_hash
 from shared.models import GoogleLink, IntegrationStatus, SyncState, google_event_id_for_crm
-from shared.push import STAMP_KEY, push_due_events
+from shared.sync.crm_to_google_plan import STAMP_KEY
+from shared.sync.crm_to_google_sweeps import push_due_events
 from tests.push.helpers import (
     EMAIL,
     OWNER,
@@ -285,7 +286,7 @@ def test_retried_insert_is_adopted_never_duplicated(app_context, google, push_fn
 
 def test_concurrent_crm_edit_during_push_is_not_clobbered(app_context, google, push_fn, owner) -> None:
     """The write-back precondition: a CRM edit landing while we talk to Google survives, and gets pushed."""
-    from shared.push import push_event
+    from shared.sync.crm_to_google_run import push_event
 
     push_new(app_context, push_fn, google)
     edit(app_context, "crm-1", title="v2")

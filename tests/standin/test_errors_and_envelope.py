@@ -176,8 +176,10 @@ def test_datetime_rendered_in_the_calendar_offset(google) -> None:
 def test_values_already_in_the_calendar_offset_switch(google, service) -> None:
     body = {"start": {"dateTime": "2024-05-01T12:00:00+02:00"}, "end": {"dateTime": "2024-05-01T10:00:00+00:00"}}
     created = service.events().insert(calendarId="primary", body=body).execute()
-    assert (created["start"], created["end"]) == ({"dateTime": "2024-05-01T10:00:00Z"},
-                                                  {"dateTime": "2024-05-01T10:00:00+00:00"})
+    assert (created["start"], created["end"]) == (
+        {"dateTime": "2024-05-01T10:00:00Z"},
+        {"dateTime": "2024-05-01T10:00:00+00:00"},
+    )
     google.control.set_options(rerender_matching_offsets=True)
     fetched = service.events().get(calendarId="primary", eventId=created["id"]).execute()
     assert fetched["end"] == {"dateTime": "2024-05-01T10:00:00Z"}

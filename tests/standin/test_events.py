@@ -35,8 +35,11 @@ def test_unknown_query_parameter_is_400(google) -> None:
     assert raw("GET", "calendars/primary/events", params={"singleEvents": "maybe"}).status_code == 400
     assert raw("GET", "calendars/primary/events", params={"orderBy": "summary"}).status_code == 400
     assert raw("GET", "calendars/primary/events", params={"timeMin": "yesterday"}).status_code == 400
-    ok = raw("GET", "calendars/primary/events", params={"maxResults": "5", "prettyPrint": "false", "alt": "json",
-                                                         "quotaUser": "u1"})
+    ok = raw(
+        "GET",
+        "calendars/primary/events",
+        params={"maxResults": "5", "prettyPrint": "false", "alt": "json", "quotaUser": "u1"},
+    )
     assert ok.status_code == 200, ok.text
 
 
@@ -44,16 +47,23 @@ def test_unknown_body_field_is_400_recursively(google) -> None:
     raw = Raw(google)
     top = raw("POST", "calendars/primary/events", json=timed(START, END, colour="red"))
     assert top.status_code == 400 and reason_of(top.json()) == "badRequest"
-    nested = raw("POST", "calendars/primary/events",
-                 json={"summary": "x", "start": {"dateTime": START, "tz": "x"}, "end": {"dateTime": END}})
+    nested = raw(
+        "POST",
+        "calendars/primary/events",
+        json={"summary": "x", "start": {"dateTime": START, "tz": "x"}, "end": {"dateTime": END}},
+    )
     assert nested.status_code == 400
-    in_array = raw("POST", "calendars/primary/events", json=timed(START, END, attendees=[{"email": "b@x.com",
-                                                                                          "rsvp": True}]))
+    in_array = raw(
+        "POST", "calendars/primary/events", json=timed(START, END, attendees=[{"email": "b@x.com", "rsvp": True}])
+    )
     assert in_array.status_code == 400
     wrong_type = raw("POST", "calendars/primary/events", json=timed(START, END, guestsCanModify="yes"))
     assert wrong_type.status_code == 400
-    channel = raw("POST", "calendars/primary/events/watch", json={"id": "c1", "type": "web_hook",
-                                                                    "address": "https://x", "bogus": 1})
+    channel = raw(
+        "POST",
+        "calendars/primary/events/watch",
+        json={"id": "c1", "type": "web_hook", "address": "https://x", "bogus": 1},
+    )
     assert channel.status_code == 400
 
 
@@ -112,19 +122,40 @@ def test_if_match_and_if_none_match(google, service) -> None:
 
 
 def test_update_replaces_and_patch_merges(service) -> None:
-    body = timed(START, END, location="Room 1", extendedProperties={"private": {"a": "1", "b": "2"}},
-                 attendees=[{"email": "bob@example.com"}, {"email": ALICE}])
+    body = timed(
+        START,
+        END,
+        location="Room 1",
+        extendedProperties={"private": {"a": "1", "b": "2"}},
+        attendees=[{"email": "bob@example.com"}, {"email": ALICE}],
+    )
     event = service.events().insert(calendarId="primary", body=body).execute()
     assert [a["responseStatus"] for a in event["attendees"]] == ["needsAction", "needsAction"]
     assert event["attendees"][1].get("self") is True and event["attendees"][1].get("organizer") is True
-    patched = service.events().patch(calendarId="primary", eventId=event["id"], body={
-        "extendedProperties": {"private": {"b": None, "c": "3"}}, "attendees": [{"email": "carol@example.com"}],
-    }).execute()
+    patched = (
+        service.events()
+        .patch(
+            calendarId="primary",
+            eventId=event["id"],
+            body={
+                "extendedProperties": {"private": {"b": None, "c": "3"}},
+                "attendees": [{"email": "carol@example.com"}],
+            },
+        )
+        .execute()
+    )
     assert patched["extendedProperties"]["private"] == {"a": "1", "c": "3"}
     assert [a["email"] for a in patched["attendees"]] == ["carol@example.com"]
     assert patched["location"] == "Room 1" and patched["summary"] == "Meeting"
-    updated = service.events().update(calendarId="primary", eventId=event["id"], body=timed(
-        START, END, extendedProperties={"private": {"a": "1"}})).execute()
+    updated = (
+        service.events()
+        .update(
+            calendarId="primary",
+            eventId=event["id"],
+            body=timed(START, END, extendedProperties={"private": {"a": "1"}}),
+        )
+        .execute()
+    )
     assert updated["extendedProperties"]["private"] == {"a": "1"}
     assert "location" not in updated and "attendees" not in updated
     assert updated["created"] == event["created"] and updated["id"] == event["id"]
@@ -135,34 +166,51 @@ def test_sequence_bumps_on_time_change_only(service) -> None:
     event = service.events().insert(calendarId="primary", body=timed(START, END)).execute()
     renamed = service.events().patch(calendarId="primary", eventId=event["id"], body={"summary": "x"}).execute()
     assert renamed["sequence"] == 0
-    moved = service.events().patch(calendarId="primary", eventId=event["id"], body={
-        "start": {"dateTime": "2024-05-02T10:00:00Z"}, "end": {"dateTime": "2024-05-02T11:00:00Z"}}).execute()
+    moved = (
+        service.events()
+        .patch(
+            calendarId="primary",
+            eventId=event["id"],
+            body={"start": {"dateTime": "2024-05-02T10:00:00Z"}, "end": {"dateTime": "2024-05-02T11:00:00Z"}},
+        )
+        .execute()
+    )
     assert moved["sequence"] == 1
 
 
 def test_reminder_only_change_keeps_updated(google, service) -> None:
     event = service.events().insert(calendarId="primary", body=timed(START, END)).execute()
     google.control.advance_clock(5)
-    changed = service.events().patch(calendarId="primary", eventId=event["id"], body={
-        "reminders": {"useDefault": False, "overrides": [{"method": "popup", "minutes": 5}]}}).execute()
+    changed = (
+        service.events()
+        .patch(
+            calendarId="primary",
+            eventId=event["id"],
+            body={"reminders": {"useDefault": False, "overrides": [{"method": "popup", "minutes": 5}]}},
+        )
+        .execute()
+    )
     assert changed["updated"] == event["updated"] and changed["etag"] != event["etag"]
 
 
-@pytest.mark.parametrize("body", [
-    timed(END, START),
-    {"summary": "no times"},
-    {"start": {"dateTime": "2024-05-01T10:00:00"}, "end": {"dateTime": "2024-05-01T11:00:00"}},
-    {"start": {"date": "2024-05-01", "dateTime": START}, "end": {"date": "2024-05-02"}},
-    {"start": {"date": "2024-05-01"}, "end": {"dateTime": END}},
-    {"start": {"dateTime": START, "timeZone": "Mars/Olympus"}, "end": {"dateTime": END}},
-    timed(START, END, recurrence=["RRULE:FREQ=DAILY;COUNT=2"]),
-    timed(START, END, reminders={"useDefault": False, "overrides": [{"method": "popup", "minutes": 1}] * 6}),
-    timed(START, END, reminders={"useDefault": False, "overrides": [{"method": "sms", "minutes": 1}]}),
-    timed(START, END, reminders={"useDefault": False, "overrides": [{"method": "popup", "minutes": 40321}]}),
-    timed(START, END, reminders={"useDefault": True, "overrides": [{"method": "popup", "minutes": 5}]}),
-    timed(START, END, attendees=[{"displayName": "nobody"}]),
-    timed(START, END, status="maybe"),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        timed(END, START),
+        {"summary": "no times"},
+        {"start": {"dateTime": "2024-05-01T10:00:00"}, "end": {"dateTime": "2024-05-01T11:00:00"}},
+        {"start": {"date": "2024-05-01", "dateTime": START}, "end": {"date": "2024-05-02"}},
+        {"start": {"date": "2024-05-01"}, "end": {"dateTime": END}},
+        {"start": {"dateTime": START, "timeZone": "Mars/Olympus"}, "end": {"dateTime": END}},
+        timed(START, END, recurrence=["RRULE:FREQ=DAILY;COUNT=2"]),
+        timed(START, END, reminders={"useDefault": False, "overrides": [{"method": "popup", "minutes": 1}] * 6}),
+        timed(START, END, reminders={"useDefault": False, "overrides": [{"method": "sms", "minutes": 1}]}),
+        timed(START, END, reminders={"useDefault": False, "overrides": [{"method": "popup", "minutes": 40321}]}),
+        timed(START, END, reminders={"useDefault": True, "overrides": [{"method": "popup", "minutes": 5}]}),
+        timed(START, END, attendees=[{"displayName": "nobody"}]),
+        timed(START, END, status="maybe"),
+    ],
+)
 def test_invalid_event_bodies_are_400(service, body) -> None:
     with pytest.raises(HttpError) as excinfo:
         service.events().insert(calendarId="primary", body=body).execute()
@@ -176,12 +224,23 @@ def test_time_range_empty_reason(service) -> None:
 
 
 def test_time_zone_without_offset_and_all_day(service) -> None:
-    zoned = service.events().insert(calendarId="primary", body={
-        "start": {"dateTime": "2024-05-01T10:00:00", "timeZone": "Europe/Berlin"},
-        "end": {"dateTime": "2024-05-01T11:00:00", "timeZone": "Europe/Berlin"}}).execute()
+    zoned = (
+        service.events()
+        .insert(
+            calendarId="primary",
+            body={
+                "start": {"dateTime": "2024-05-01T10:00:00", "timeZone": "Europe/Berlin"},
+                "end": {"dateTime": "2024-05-01T11:00:00", "timeZone": "Europe/Berlin"},
+            },
+        )
+        .execute()
+    )
     assert zoned["start"]["timeZone"] == "Europe/Berlin"
-    all_day = service.events().insert(calendarId="primary", body={
-        "start": {"date": "2024-05-01"}, "end": {"date": "2024-05-02"}}).execute()
+    all_day = (
+        service.events()
+        .insert(calendarId="primary", body={"start": {"date": "2024-05-01"}, "end": {"date": "2024-05-02"}})
+        .execute()
+    )
     assert all_day["start"] == {"date": "2024-05-01"}
 
 
@@ -189,32 +248,48 @@ def test_attachments_need_supports_attachments(service) -> None:
     attachment = {"fileUrl": "https://drive.google.com/file/d/1", "title": "doc"}
     dropped = service.events().insert(calendarId="primary", body=timed(START, END, attachments=[attachment])).execute()
     assert "attachments" not in dropped
-    kept = service.events().insert(calendarId="primary", supportsAttachments=True,
-                                   body=timed(START, END, attachments=[attachment])).execute()
+    kept = (
+        service.events()
+        .insert(calendarId="primary", supportsAttachments=True, body=timed(START, END, attachments=[attachment]))
+        .execute()
+    )
     assert kept["attachments"] == [attachment]
     unchanged = service.events().patch(calendarId="primary", eventId=kept["id"], body={"attachments": []}).execute()
     assert unchanged["attachments"] == [attachment]
     with pytest.raises(HttpError) as excinfo:
-        service.events().insert(calendarId="primary", supportsAttachments=True,
-                                body=timed(START, END, attachments=[{"title": "no url"}])).execute()
+        service.events().insert(
+            calendarId="primary", supportsAttachments=True, body=timed(START, END, attachments=[{"title": "no url"}])
+        ).execute()
     assert error_of(excinfo)[0] == 400
     with pytest.raises(HttpError):
-        service.events().insert(calendarId="primary", supportsAttachments=True,
-                                body=timed(START, END, attachments=[attachment] * 26)).execute()
+        service.events().insert(
+            calendarId="primary", supportsAttachments=True, body=timed(START, END, attachments=[attachment] * 26)
+        ).execute()
 
 
 def test_conference_data_needs_version_1(service) -> None:
     conference = {"conferenceId": "abc-defg-hij", "conferenceSolution": {"key": {"type": "hangoutsMeet"}}}
     dropped = service.events().insert(calendarId="primary", body=timed(START, END, conferenceData=conference)).execute()
     assert "conferenceData" not in dropped
-    kept = service.events().insert(calendarId="primary", conferenceDataVersion=1,
-                                   body=timed(START, END, conferenceData=conference)).execute()
+    kept = (
+        service.events()
+        .insert(calendarId="primary", conferenceDataVersion=1, body=timed(START, END, conferenceData=conference))
+        .execute()
+    )
     assert kept["conferenceData"]["conferenceId"] == "abc-defg-hij"
 
 
 def test_extended_property_silent_limits(service) -> None:
-    event = service.events().insert(calendarId="primary", body=timed(START, END, extendedProperties={"private": {
-        "k" * 44: "ok", "k" * 45: "dropped", "long": "v" * 2000}})).execute()
+    event = (
+        service.events()
+        .insert(
+            calendarId="primary",
+            body=timed(
+                START, END, extendedProperties={"private": {"k" * 44: "ok", "k" * 45: "dropped", "long": "v" * 2000}}
+            ),
+        )
+        .execute()
+    )
     private = event["extendedProperties"]["private"]
     assert "k" * 45 not in private and private["k" * 44] == "ok" and len(private["long"]) == 1024
 
@@ -223,8 +298,9 @@ def test_extended_property_silent_limits(service) -> None:
 def test_extended_property_count_limit_is_configurable(google, service, mode) -> None:
     google.control.set_options(xprops_over_limit=mode)
     many = {f"key{i}": "v" for i in range(301)}
-    request = service.events().insert(calendarId="primary", body=timed(START, END,
-                                                                       extendedProperties={"private": many}))
+    request = service.events().insert(
+        calendarId="primary", body=timed(START, END, extendedProperties={"private": many})
+    )
     if mode == "reject":
         with pytest.raises(HttpError) as excinfo:
             request.execute()
@@ -235,12 +311,17 @@ def test_extended_property_count_limit_is_configurable(google, service, mode) ->
 
 def test_send_updates_are_counted(google, service) -> None:
     attendees = [{"email": "bob@other.com"}, {"email": "carol@example.com"}, {"email": ALICE}]
-    event = service.events().insert(calendarId="primary", sendUpdates="all",
-                                    body=timed(START, END, attendees=attendees)).execute()
-    service.events().patch(calendarId="primary", eventId=event["id"], sendUpdates="externalOnly",
-                           body={"summary": "x"}).execute()
-    service.events().patch(calendarId="primary", eventId=event["id"], sendUpdates="none",
-                           body={"summary": "y"}).execute()
+    event = (
+        service.events()
+        .insert(calendarId="primary", sendUpdates="all", body=timed(START, END, attendees=attendees))
+        .execute()
+    )
+    service.events().patch(
+        calendarId="primary", eventId=event["id"], sendUpdates="externalOnly", body={"summary": "x"}
+    ).execute()
+    service.events().patch(
+        calendarId="primary", eventId=event["id"], sendUpdates="none", body={"summary": "y"}
+    ).execute()
     mails = google.control.emails(ALICE, event["id"])
     assert [m["sendUpdates"] for m in mails["emails"]] == ["all", "externalOnly"]
     assert mails["emails"][0]["recipients"] == ["bob@other.com", "carol@example.com"]

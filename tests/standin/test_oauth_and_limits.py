@@ -22,9 +22,16 @@ REDIRECT = "http://127.0.0.1:9/callback"
 
 
 def _authorize(google, **extra) -> dict:
-    params = {"client_id": google.client_id, "redirect_uri": REDIRECT, "response_type": "code",
-              "scope": "https://www.googleapis.com/auth/calendar.events openid", "state": "st-1",
-              "access_type": "offline", "prompt": "consent", **extra}
+    params = {
+        "client_id": google.client_id,
+        "redirect_uri": REDIRECT,
+        "response_type": "code",
+        "scope": "https://www.googleapis.com/auth/calendar.events openid",
+        "state": "st-1",
+        "access_type": "offline",
+        "prompt": "consent",
+        **extra,
+    }
     response = requests.get(google.auth_uri, params=params, allow_redirects=False, timeout=10)
     assert response.status_code == 302, response.text
     location = urllib.parse.urlsplit(response.headers["Location"])
@@ -42,8 +49,13 @@ def test_authorization_code_flow_with_pkce(google) -> None:
     verifier, challenge = _pkce()
     redirect = _authorize(google, login_hint=ALICE, code_challenge=challenge, code_challenge_method="S256")
     assert redirect["state"] == "st-1"
-    form = {"code": redirect["code"], "client_id": google.client_id, "client_secret": google.client_secret,
-            "redirect_uri": REDIRECT, "grant_type": "authorization_code"}
+    form = {
+        "code": redirect["code"],
+        "client_id": google.client_id,
+        "client_secret": google.client_secret,
+        "redirect_uri": REDIRECT,
+        "grant_type": "authorization_code",
+    }
     missing = requests.post(google.token_uri, data=form, timeout=10)
     assert missing.status_code == 400 and missing.json()["error"] == "invalid_grant"
     wrong = requests.post(google.token_uri, data={**form, "code_verifier": "wrong" * 10}, timeout=10)
@@ -57,21 +69,41 @@ def test_authorization_code_flow_with_pkce(google) -> None:
     assert reused.status_code == 400
     bad_secret = requests.post(google.token_uri, data={**form, "client_secret": "nope"}, timeout=10)
     assert bad_secret.status_code == 401 and bad_secret.json()["error"] == "invalid_client"
-    listed = requests.get(google.api_endpoint + "calendars/primary/events", timeout=10,
-                          headers={"Authorization": f"Bearer {body['access_token']}"})
+    listed = requests.get(
+        google.api_endpoint + "calendars/primary/events",
+        timeout=10,
+        headers={"Authorization": f"Bearer {body['access_token']}"},
+    )
     assert listed.status_code == 200
 
 
 def test_current_user_consent_and_redirect_mismatch(google) -> None:
     google.control.set_current_user("bob@example.com")
     redirect = _authorize(google)
-    token = requests.post(google.token_uri, timeout=10, data={
-        "code": redirect["code"], "client_id": google.client_id, "client_secret": google.client_secret,
-        "redirect_uri": "http://127.0.0.1:9/other", "grant_type": "authorization_code"})
+    token = requests.post(
+        google.token_uri,
+        timeout=10,
+        data={
+            "code": redirect["code"],
+            "client_id": google.client_id,
+            "client_secret": google.client_secret,
+            "redirect_uri": "http://127.0.0.1:9/other",
+            "grant_type": "authorization_code",
+        },
+    )
     assert token.status_code == 400
     google.control.register_client("strict-client", "s3cret", [REDIRECT])
-    response = requests.get(google.auth_uri, allow_redirects=False, timeout=10, params={
-        "client_id": "strict-client", "redirect_uri": "http://evil/", "response_type": "code", "scope": "calendar"})
+    response = requests.get(
+        google.auth_uri,
+        allow_redirects=False,
+        timeout=10,
+        params={
+            "client_id": "strict-client",
+            "redirect_uri": "http://evil/",
+            "response_type": "code",
+            "scope": "calendar",
+        },
+    )
     assert response.status_code == 400
 
 
@@ -87,16 +119,24 @@ def test_refresh_revoke_and_expiry_with_google_auth(google) -> None:
     requests.post(google.revoke_uri, params={"token": credentials.refresh_token}, timeout=10).raise_for_status()
     with pytest.raises(auth_exceptions.RefreshError):
         credentials.refresh(Request())
-    response = requests.post(google.token_uri, timeout=10, data={
-        "grant_type": "refresh_token", "refresh_token": credentials.refresh_token,
-        "client_id": google.client_id, "client_secret": google.client_secret})
+    response = requests.post(
+        google.token_uri,
+        timeout=10,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": credentials.refresh_token,
+            "client_id": google.client_id,
+            "client_secret": google.client_secret,
+        },
+    )
     assert response.status_code == 400
     assert response.json() == {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
 
 
 def test_bad_bearer_is_401_auth_error(google) -> None:
-    response = requests.get(google.api_endpoint + "calendars/primary/events", timeout=10,
-                            headers={"Authorization": "Bearer nonsense"})
+    response = requests.get(
+        google.api_endpoint + "calendars/primary/events", timeout=10, headers={"Authorization": "Bearer nonsense"}
+    )
     assert response.status_code == 401
     error = response.json()["error"]
     assert error["code"] == 401 and error["errors"][0]["reason"] == "authError"
@@ -109,8 +149,9 @@ def test_bad_bearer_is_401_auth_error(google) -> None:
 def test_scopes(google) -> None:
     raw = Raw(google, scopes=[READONLY])
     assert raw("GET", "calendars/primary/events").status_code == 200
-    insert = raw("POST", "calendars/primary/events", json={"start": {"date": "2024-01-01"},
-                                                           "end": {"date": "2024-01-02"}})
+    insert = raw(
+        "POST", "calendars/primary/events", json={"start": {"date": "2024-01-01"}, "end": {"date": "2024-01-02"}}
+    )
     assert insert.status_code == 403 and reason_of(insert.json()) == "insufficientPermissions"
     email_only = Raw(google, scopes=["email"])
     assert email_only("GET", "users/me/calendarList").status_code == 403
@@ -156,8 +197,9 @@ def test_fault_injection_counters_and_latency(google) -> None:
     assert raw("GET", "calendars/primary/events").status_code == 200
     google.control.inject_fault("calendar.events.insert", 500, rate=1.0, seed=7)
     with pytest.raises(HttpError) as excinfo:
-        service.events().insert(calendarId="primary", body={"start": {"date": "2024-01-01"},
-                                                            "end": {"date": "2024-01-02"}}).execute()
+        service.events().insert(
+            calendarId="primary", body={"start": {"date": "2024-01-01"}, "end": {"date": "2024-01-02"}}
+        ).execute()
     assert error_of(excinfo)[0] == 500
     google.control.clear_faults()
     counters = google.control.counters()
@@ -175,8 +217,14 @@ def test_build_against_standin_with_explicit_credentials(google) -> None:
     from google.oauth2.credentials import Credentials
 
     refresh = google.control.issue_refresh_token(ALICE)
-    creds = Credentials(token=None, refresh_token=refresh, client_id=google.client_id,
-                        client_secret=google.client_secret, token_uri=google.token_uri)
-    service = build("calendar", "v3", credentials=creds, client_options={"api_endpoint": google.api_endpoint},
-                    cache_discovery=False)
+    creds = Credentials(
+        token=None,
+        refresh_token=refresh,
+        client_id=google.client_id,
+        client_secret=google.client_secret,
+        token_uri=google.token_uri,
+    )
+    service = build(
+        "calendar", "v3", credentials=creds, client_options={"api_endpoint": google.api_endpoint}, cache_discovery=False
+    )
     assert service.calendarList().get(calendarId="primary").execute()["primary"] is True

@@ -30,8 +30,11 @@ def watch(service, receiver: Receiver, channel_id: str = "chan-1", **extra):
 
 
 def change(service, summary: str = "x") -> dict:
-    return service.events().insert(calendarId="primary", body=timed(
-        "2024-05-01T10:00:00Z", "2024-05-01T11:00:00Z", summary=summary)).execute()
+    return (
+        service.events()
+        .insert(calendarId="primary", body=timed("2024-05-01T10:00:00Z", "2024-05-01T11:00:00Z", summary=summary))
+        .execute()
+    )
 
 
 def test_watch_response_and_sync_before_response(google, service, receiver) -> None:

@@ -17,8 +17,9 @@ FAR = datetime(2030, 1, 1, tzinfo=UTC)
 
 def test_expander_weekly_byday_count_exdate() -> None:
     start = datetime(2024, 3, 25, 10, tzinfo=BERLIN)
-    got = expand(start, BERLIN, ["RRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=5",
-                                 "EXDATE;TZID=Europe/Berlin:20240327T100000"], FAR)
+    got = expand(
+        start, BERLIN, ["RRULE:FREQ=WEEKLY;BYDAY=MO,WE;COUNT=5", "EXDATE;TZID=Europe/Berlin:20240327T100000"], FAR
+    )
     assert [d.day for d in got] == [25, 1, 3, 8]
     assert all(d.hour == 10 for d in got)  # wall-clock kept across the DST switch on 31 March
 
@@ -38,17 +39,21 @@ def test_expander_until_interval_monthly_yearly_rdate() -> None:
     assert len(unbounded) == 50
 
 
-@pytest.mark.parametrize("line", ["RRULE:FREQ=HOURLY", "RRULE:FREQ=DAILY;COUNT=2;UNTIL=20240101", "FOO:BAR",
-                                  "RRULE:FREQ=DAILY;BYHOUR=3"])
+@pytest.mark.parametrize(
+    "line", ["RRULE:FREQ=HOURLY", "RRULE:FREQ=DAILY;COUNT=2;UNTIL=20240101", "FOO:BAR", "RRULE:FREQ=DAILY;BYHOUR=3"]
+)
 def test_expander_rejects_unsupported(line) -> None:
     with pytest.raises(RecurrenceError):
         validate([line], UTC)
 
 
 def series_body(rule: str = "RRULE:FREQ=DAILY;COUNT=5") -> dict:
-    return {"summary": "Standup", "recurrence": [rule],
-            "start": {"dateTime": "2024-05-06T09:00:00", "timeZone": "Europe/Berlin"},
-            "end": {"dateTime": "2024-05-06T09:15:00", "timeZone": "Europe/Berlin"}}
+    return {
+        "summary": "Standup",
+        "recurrence": [rule],
+        "start": {"dateTime": "2024-05-06T09:00:00", "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": "2024-05-06T09:15:00", "timeZone": "Europe/Berlin"},
+    }
 
 
 @pytest.fixture
@@ -73,9 +78,19 @@ def test_instances_ids_and_fields(service) -> None:
 
 
 def test_all_day_instance_ids(service) -> None:
-    series = service.events().insert(calendarId="primary", body={
-        "summary": "Holiday", "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=2"],
-        "start": {"date": "2024-05-06"}, "end": {"date": "2024-05-07"}}).execute()
+    series = (
+        service.events()
+        .insert(
+            calendarId="primary",
+            body={
+                "summary": "Holiday",
+                "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=2"],
+                "start": {"date": "2024-05-06"},
+                "end": {"date": "2024-05-07"},
+            },
+        )
+        .execute()
+    )
     items = service.events().instances(calendarId="primary", eventId=series["id"]).execute()["items"]
     assert [i["id"] for i in items] == [f"{series['id']}_20240506", f"{series['id']}_20240513"]
 
@@ -83,9 +98,19 @@ def test_all_day_instance_ids(service) -> None:
 def test_exceptions_in_lists(service) -> None:
     series = service.events().insert(calendarId="primary", body=series_body()).execute()
     instances = service.events().instances(calendarId="primary", eventId=series["id"]).execute()["items"]
-    moved = service.events().patch(calendarId="primary", eventId=instances[1]["id"], body={
-        "start": {"dateTime": "2024-05-07T10:00:00+02:00"}, "end": {"dateTime": "2024-05-07T10:30:00+02:00"},
-        "summary": "Late standup"}).execute()
+    moved = (
+        service.events()
+        .patch(
+            calendarId="primary",
+            eventId=instances[1]["id"],
+            body={
+                "start": {"dateTime": "2024-05-07T10:00:00+02:00"},
+                "end": {"dateTime": "2024-05-07T10:30:00+02:00"},
+                "summary": "Late standup",
+            },
+        )
+        .execute()
+    )
     assert moved["recurringEventId"] == series["id"]
     assert moved["originalStartTime"] == instances[1]["originalStartTime"]
     service.events().delete(calendarId="primary", eventId=instances[3]["id"]).execute()
@@ -95,8 +120,17 @@ def test_exceptions_in_lists(service) -> None:
     cancelled = by_id[instances[3]["id"]]
     assert cancelled["status"] == "cancelled" and cancelled["recurringEventId"] == series["id"]
     assert "originalStartTime" in cancelled
-    single = service.events().list(calendarId="primary", singleEvents=True, orderBy="startTime",
-                                   timeMin="2024-05-01T00:00:00Z", timeMax="2024-06-01T00:00:00Z").execute()["items"]
+    single = (
+        service.events()
+        .list(
+            calendarId="primary",
+            singleEvents=True,
+            orderBy="startTime",
+            timeMin="2024-05-01T00:00:00Z",
+            timeMax="2024-06-01T00:00:00Z",
+        )
+        .execute()["items"]
+    )
     assert len(single) == 4
     assert [i["summary"] for i in single][1] == "Late standup"
     assert instances[3]["id"] not in {i["id"] for i in single}
@@ -131,12 +165,15 @@ def test_unbounded_series_is_capped(google, service) -> None:
 
 
 def test_control_user_series_and_instance_edits(google, service) -> None:
-    series = google.control.create_recurring_event(ALICE, {k: v for k, v in series_body().items()
-                                                           if k != "recurrence"}, "FREQ=WEEKLY;COUNT=3")
+    series = google.control.create_recurring_event(
+        ALICE, {k: v for k, v in series_body().items() if k != "recurrence"}, "FREQ=WEEKLY;COUNT=3"
+    )
     token = service.events().list(calendarId="primary").execute()["nextSyncToken"]
     instance_id = f"{series['id']}_20240513T070000Z"
     google.control.modify_instance(ALICE, instance_id, {"summary": "moved by user"})
     google.control.cancel_instance(ALICE, f"{series['id']}_20240520T070000Z")
     changes = service.events().list(calendarId="primary", syncToken=token).execute()["items"]
-    assert {c["id"]: c["status"] for c in changes} == {instance_id: "confirmed",
-                                                       f"{series['id']}_20240520T070000Z": "cancelled"}
+    assert {c["id"]: c["status"] for c in changes} == {
+        instance_id: "confirmed",
+        f"{series['id']}_20240520T070000Z": "cancelled",
+    }

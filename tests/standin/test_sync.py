@@ -15,9 +15,17 @@ def service(google):
 
 
 def _insert(service, n: int, **extra) -> list[dict]:
-    return [service.events().insert(calendarId="primary", body=timed(
-        f"2024-05-{n_ + 1:02d}T10:00:00Z", f"2024-05-{n_ + 1:02d}T11:00:00Z", summary=f"event {n_}", **extra)
-    ).execute() for n_ in range(n)]
+    return [
+        service.events()
+        .insert(
+            calendarId="primary",
+            body=timed(
+                f"2024-05-{n_ + 1:02d}T10:00:00Z", f"2024-05-{n_ + 1:02d}T11:00:00Z", summary=f"event {n_}", **extra
+            ),
+        )
+        .execute()
+        for n_ in range(n)
+    ]
 
 
 def _list_all(service, **params) -> tuple[list[dict], str, int]:
@@ -91,11 +99,20 @@ def test_write_during_paging_is_not_lost(service) -> None:
     assert [c["summary"] for c in changes["items"]] == ["late edit"]
 
 
-@pytest.mark.parametrize("param", [
-    {"iCalUID": "x@google.com"}, {"orderBy": "updated"}, {"privateExtendedProperty": "a=b"}, {"q": "x"},
-    {"sharedExtendedProperty": "a=b"}, {"timeMin": "2024-01-01T00:00:00Z"}, {"timeMax": "2024-01-01T00:00:00Z"},
-    {"updatedMin": "2024-01-01T00:00:00Z"}, {"showDeleted": False},
-])
+@pytest.mark.parametrize(
+    "param",
+    [
+        {"iCalUID": "x@google.com"},
+        {"orderBy": "updated"},
+        {"privateExtendedProperty": "a=b"},
+        {"q": "x"},
+        {"sharedExtendedProperty": "a=b"},
+        {"timeMin": "2024-01-01T00:00:00Z"},
+        {"timeMax": "2024-01-01T00:00:00Z"},
+        {"updatedMin": "2024-01-01T00:00:00Z"},
+        {"showDeleted": False},
+    ],
+)
 def test_forbidden_sync_token_combinations(service, param) -> None:
     _, token, _ = _list_all(service)
     with pytest.raises(HttpError) as excinfo:
@@ -133,8 +150,11 @@ def test_sync_token_lifetime_option(google, service, ttl) -> None:
 
 def test_filters(google, service) -> None:
     a, b, c = _insert(service, 3)
-    service.events().patch(calendarId="primary", eventId=a["id"], body={
-        "extendedProperties": {"private": {"crmId": "42"}}, "description": "Quarterly review"}).execute()
+    service.events().patch(
+        calendarId="primary",
+        eventId=a["id"],
+        body={"extendedProperties": {"private": {"crmId": "42"}}, "description": "Quarterly review"},
+    ).execute()
     assert [i["id"] for i in _list_all(service, privateExtendedProperty="crmId=42")[0]] == [a["id"]]
     assert [i["id"] for i in _list_all(service, q="quarterly")[0]] == [a["id"]]
     assert [i["id"] for i in _list_all(service, iCalUID=b["iCalUID"])[0]] == [b["id"]]

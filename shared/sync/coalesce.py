@@ -1,4 +1,4 @@
-"""Burst coalescing for pulls (invariant 5): a create-if-absent lease plus a blindly written "dirty" marker.
+"""Google → CRM burst coalescing (README, invariant 5): a create-if-absent lease plus a blindly written "dirty" marker.
 
     sync_leases/{userId}_{calKey}  {holder, user_id, calendar_id, reason, acquired_at, expires_at}   (TTL: expires_at)
     sync_dirty/{userId}_{calKey}   {requested_at, expires_at, full?}                                 (TTL: expires_at)
@@ -11,7 +11,8 @@
      not hammer one document: 2 RPCs per coalesced notification);
    - lease live, no marker -> blind-write the marker, then read the lease once more: if it vanished meanwhile (the
      holder finished between our looks) take it ourselves; otherwise `queued` (the webhook answers 202).
-2. The runner pulls (shared.pull.pull_calendar); the lease is deleted in the pull's final commit (no extra write).
+2. The runner pulls (shared.sync.google_to_crm_run.pull_calendar); the lease is deleted in the pull's final
+   commit (no extra write).
 3. After releasing, the runner reads the marker. Present -> create the lease again (if someone else holds it, leave
    the marker to them), THEN delete the marker (precondition on its update time) and pull once more.
 Why nothing is stranded: a marker is deleted only by a runner that holds the lease and pulls right after, so a
@@ -31,21 +32,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.logs import log_event
 from shared.models import calendar_key
-from shared.pull import LeaseHandle, PullReport, pull_calendar
+from shared.store import Lease, lease_is_live
+from shared.sync.google_to_crm_run import GoogleToCrmReport, pull_calendar
 
 if TYPE_CHECKING:
     from shared.context import AppContext
 
 logger = logging.getLogger(__name__)
 
-SYNC_LEASES = "sync_leases"
-SYNC_DIRTY = "sync_dirty"
 MAX_RUNS = 3  # one run plus re-runs for markers written meanwhile; a later notification / the cron does the rest
 DIRTY_TTL = dt.timedelta(days=1)
 
@@ -59,9 +58,14 @@ class PullOutcome:
     ran: bool = False
     queued: bool = False
     runs: int = 0
-    report: PullReport | None = None  # the last run's report
-    reports: list[PullReport] = field(default_factory=list)
+    report: GoogleToCrmReport | None = None  # the last run's report
+    reports: list[GoogleToCrmReport] = field(default_factory=list)
     took_over: bool = False  # an expired lease (dead holder) was taken over
+
+    @property
+    def succeeded(self) -> bool:
+        """Ran without error, or coalesced into a running pull (which covers this request)."""
+        return self.queued or self.report is None or self.report.outcome == "ok"
 
     @property
     def outcome(self) -> str:
@@ -76,44 +80,25 @@ def lease_id(user_id: str, calendar_id: str) -> str:
 
 def _refs(ctx: AppContext, user_id: str, calendar_id: str) -> tuple[Any, Any]:
     doc_id = lease_id(user_id, calendar_id)
-    db = ctx.store.db
-    return db.collection(SYNC_LEASES).document(doc_id), db.collection(SYNC_DIRTY).document(doc_id)
+    return ctx.store.sync_lease_ref(doc_id), ctx.store.sync_dirty_ref(doc_id)
 
 
-def _lease_data(ctx: AppContext, user_id: str, calendar_id: str, reason: str) -> tuple[dict[str, Any], str]:
-    holder = uuid.uuid4().hex
-    now = ctx.clock()
-    return {
-        "holder": holder,
-        "user_id": user_id,
-        "calendar_id": calendar_id,
-        "reason": reason[:100],
-        "acquired_at": now,
-        "expires_at": now + dt.timedelta(seconds=ctx.settings.sync_lease_seconds),
-    }, holder
+def _lease_fields(user_id: str, calendar_id: str, reason: str) -> dict[str, Any]:
+    return {"user_id": user_id, "calendar_id": calendar_id, "reason": reason[:100]}
 
 
-def _live(ctx: AppContext, snapshot: Any) -> bool:
-    expires_at = (snapshot.to_dict() or {}).get("expires_at") if snapshot.exists else None
-    return isinstance(expires_at, dt.datetime) and expires_at > ctx.clock()
+def _create(ctx: AppContext, ref: Any, user_id: str, calendar_id: str, reason: str) -> Lease | None:
+    fields = _lease_fields(user_id, calendar_id, reason)
+    return ctx.store.create_lease(ref, fields, ctx.settings.sync_lease_seconds, ctx.clock())
 
 
-def _create(ctx: AppContext, ref: Any, user_id: str, calendar_id: str, reason: str) -> LeaseHandle | None:
-    data, holder = _lease_data(ctx, user_id, calendar_id, reason)
-    if ctx.store.create_if_absent(ref, data):
-        return LeaseHandle(ref, holder, ctx.settings.sync_lease_seconds)
-    return None
-
-
-def _take_over(
-    ctx: AppContext, ref: Any, snapshot: Any, user_id: str, calendar_id: str, reason: str
-) -> LeaseHandle | None:
+def _take_over(ctx: AppContext, ref: Any, snapshot: Any, user_id: str, calendar_id: str, reason: str) -> Lease | None:
     """The lease is absent or expired (its holder died): replace it; of several contenders one wins."""
-    if snapshot.exists:
-        if not ctx.store.delete_document(ref, last_update_time=snapshot.update_time):
-            return None  # another contender took it over first
+    fields = _lease_fields(user_id, calendar_id, reason)
+    lease = ctx.store.take_over_lease(ref, snapshot, fields, ctx.settings.sync_lease_seconds, ctx.clock())
+    if lease is not None and snapshot.exists:
         log_event(logger, "expired pull lease taken over", user_id=user_id, calendar_id=calendar_id, reason=reason)
-    return _create(ctx, ref, user_id, calendar_id, reason)
+    return lease
 
 
 def _get_both(ctx: AppContext, lease_ref: Any, dirty_ref: Any) -> tuple[Any, Any]:
@@ -132,13 +117,13 @@ def _mark_dirty(ctx: AppContext, ref: Any, full: bool) -> None:
 
 def _acquire_or_queue(
     ctx: AppContext, lease_ref: Any, dirty_ref: Any, user_id: str, calendar_id: str, reason: str, full: bool
-) -> tuple[LeaseHandle | None, bool]:
+) -> tuple[Lease | None, bool]:
     """(our lease, took_over) or (None, False) when the request was queued behind a live holder."""
     lease = _create(ctx, lease_ref, user_id, calendar_id, reason)
     if lease is not None:
         return lease, False
     lease_snapshot, dirty_snapshot = _get_both(ctx, lease_ref, dirty_ref)
-    if not _live(ctx, lease_snapshot):
+    if not lease_is_live(lease_snapshot, ctx.clock()):
         lease = _take_over(ctx, lease_ref, lease_snapshot, user_id, calendar_id, reason)
         if lease is not None:
             return lease, lease_snapshot.exists
@@ -149,7 +134,7 @@ def _acquire_or_queue(
     _mark_dirty(ctx, dirty_ref, full)
     # The holder may have finished (and checked the marker) between our two looks: look again, never strand it.
     lease_snapshot = ctx.store.get_document(lease_ref)
-    if _live(ctx, lease_snapshot):
+    if lease_is_live(lease_snapshot, ctx.clock()):
         return None, False
     lease = _take_over(ctx, lease_ref, lease_snapshot, user_id, calendar_id, reason)
     return lease, lease is not None and lease_snapshot.exists

@@ -1,12 +1,12 @@
-"""Push channels: open (events.watch), route, switch, retire (channels.stop), and the per-calendar lease.
+"""Google's notification channels: open (events.watch), route, switch, retire (channels.stop), the per-calendar lease.
 
 Why this shape:
-- A channel cannot be renewed in place (facts §1): renewal opens a new channel first, writes its route, switches the
-  calendar to it, and only then stops the old one. Between the route write and the stop both routes are ACTIVE, so a
-  notification on either is accepted: there is an overlap, never a gap.
+- Google has no call that extends a channel: renewal opens a new channel first (events.watch), writes its route,
+  switches the calendar to it, and only then stops the old one (channels.stop). Between the route write and the stop
+  both routes are ACTIVE, so a notification on either is accepted: there is an overlap, never a gap.
 - The channel's secret token is `secrets.token_urlsafe(32)`; only `secret_digest(token)` is stored (on the calendar's
   ChannelInfo and on the route). The webhook compares in constant time.
-- Concurrency: one create-if-absent lease document per calendar (`channel_leases/{userId}_{calKey}`) guards every
+- Concurrency: one create-if-absent lease (shared/store.py, `channel_leases/{userId}_{calKey}`) guards every
   channel change (enable, renewal, re-watch), so concurrent cron runs or double clicks create one channel.
   No transactions on hot documents. A crashed holder's lease expires and is taken over (guarded delete).
 - `renew_due_at` = expiration - min(renew_before, half the lifetime) minus a little jitter: the cron queries only that.
@@ -20,21 +20,20 @@ import logging
 import random
 import secrets
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.crypto import secret_digest
-from shared.errors import GoogleApiError, NeedsReauth, SyncError
+from shared.errors import DocumentMissing, GoogleApiError, NeedsReauth, SyncError
 from shared.logs import log_event
 from shared.models import ChannelInfo, ChannelRoute, ChannelState, SyncedCalendar, calendar_key, dump_for_firestore
 
 if TYPE_CHECKING:
     from shared.context import AppContext
-    from shared.google_api import CalendarClient
+    from shared.gcal.client import CalendarClient
+    from shared.store import Lease
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_LEASES = "channel_leases"
 LEASE_SECONDS = 120
 RENEW_JITTER_FRACTION = 0.1  # renew up to 10% of renew_before earlier, to spread a cohort created together
 _rng = random.Random()
@@ -57,57 +56,18 @@ def pull_due_at(ctx: AppContext, last_sync: dt.datetime) -> dt.datetime:
     return last_sync + dt.timedelta(seconds=jittered_seconds(ctx.settings.stale_sync_seconds, rng=_rng))
 
 
-# --- leases -----------------------------------------------------------------------------------------------------------
-@dataclass
-class Lease:
-    ref: Any
-    owner: str
-    acquired: bool
-
-    def release(self, ctx: AppContext) -> None:
-        if not self.acquired:
-            return
-        try:
-            self.ref.delete()
-            ctx.store.count_commit()
-        except Exception:  # an unreleased lease only delays the next holder until it expires
-            logger.warning("lease release failed", extra={"fields": {"lease": self.ref.id}})
-        self.acquired = False
-
-
-def lease_id(user_id: str, cal_key: str) -> str:
-    return f"{user_id}_{cal_key}"
-
-
-def acquire_lease(ctx: AppContext, user_id: str, cal_key: str, *, purpose: str, seconds: int = LEASE_SECONDS) -> Lease:
-    """Create-if-absent lease on one calendar's channel; takes over an expired one. `acquired` False = busy."""
-    from google.api_core import exceptions as gexc
-
-    ref = ctx.store.db.collection(CHANNEL_LEASES).document(lease_id(user_id, cal_key))
-    owner = uuid.uuid4().hex
-    now = ctx.clock()
-    data = {
-        "owner": owner,
-        "user_id": user_id,
-        "calendar_key": cal_key,
-        "purpose": purpose,
-        "acquired_at": now,
-        "expires_at": now + dt.timedelta(seconds=seconds),
-    }
-    if ctx.store.create_if_absent(ref, data):
-        return Lease(ref, owner, True)
-    snapshot = ctx.store.get_document(ref)
-    current = snapshot.to_dict() if snapshot.exists else None
-    expires_at = (current or {}).get("expires_at")
-    if current is not None and isinstance(expires_at, dt.datetime) and expires_at > now:
-        return Lease(ref, owner, False)
-    if current is not None:
-        try:
-            ref.delete(option=ctx.store.db.write_option(last_update_time=snapshot.update_time))
-        except (gexc.FailedPrecondition, gexc.NotFound):
-            return Lease(ref, owner, False)  # someone else took it over first
+# --- the calendar's channel lease ------------------------------------------------------------------------------------
+def calendar_lease(
+    ctx: AppContext, user_id: str, cal_key: str, *, purpose: str, seconds: int = LEASE_SECONDS
+) -> Lease | None:
+    """The lease on one calendar's channel (taking over an expired one); None = another holder is busy with it.
+    Release with `ctx.store.release_lease`."""
+    ref = ctx.store.channel_lease_ref(f"{user_id}_{cal_key}")
+    fields = {"user_id": user_id, "calendar_key": cal_key, "purpose": purpose}
+    lease, took_over = ctx.store.acquire_lease(ref, fields, seconds, ctx.clock())
+    if lease is not None and took_over:
         log_event(logger, "expired lease taken over", user_id=user_id, calendar_key=cal_key, purpose=purpose)
-    return Lease(ref, owner, ctx.store.create_if_absent(ref, data))
+    return lease
 
 
 # --- channels ---------------------------------------------------------------------------------------------------------
@@ -203,13 +163,11 @@ def switch_calendar_to(ctx: AppContext, calendar: SyncedCalendar, info: ChannelI
 
 def stop_route(ctx: AppContext, channel_id: str, *, reason: str) -> bool:
     """Mark a route STOPPED (the webhook then ignores the channel). False when there was no route."""
-    from google.api_core import exceptions as gexc
-
     try:
         ctx.store.update_channel_route(
             channel_id, {"state": ChannelState.STOPPED.value, "stopped_at": ctx.clock(), "stop_reason": reason}
         )
-    except gexc.NotFound:
+    except DocumentMissing:
         return False
     return True
 

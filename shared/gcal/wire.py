@@ -1,6 +1,6 @@
 """Mapping between Google Calendar events (API dicts) and CRM events, and the content hash both directions share.
 
-Why pure functions: the planner and the push engine decide from these alone; the content hash is the echo guard
+Why pure functions: both directions' planners decide from these alone; the content hash is the echo guard
 (a CRM document whose content hashes to `sync.content_hash` has nothing new to push), so it must be computed the same
 way whichever side the content came from. CRM metadata travels in `extendedProperties.private` and is read back only to
 recognise our own events, never to overwrite the CRM's values.
@@ -152,9 +152,14 @@ def google_organizer(google_event: dict[str, Any]) -> Person | None:
     )
 
 
+def google_private(google_event: dict[str, Any]) -> dict[str, Any]:
+    """A Google event's `extendedProperties.private` (where the CRM id, metadata and our content stamp travel)."""
+    return (google_event.get("extendedProperties") or {}).get("private") or {}
+
+
 def meta_from_google(google_event: dict[str, Any]) -> CrmMeta:
     """CRM metadata found in a Google event (ours if it carries crmEventId)."""
-    private = (google_event.get("extendedProperties") or {}).get("private") or {}
+    private = google_private(google_event)
     return CrmMeta(**{field: private.get(key) for field, key in META_KEYS.items()})
 
 
@@ -207,7 +212,7 @@ def apply_google_event(event: CrmEvent, google_event: dict[str, Any], calendar_i
 def mark_synced_from_google(
     event: CrmEvent, now: dt.datetime, decisions: list[ConflictDecision] | None = None
 ) -> CrmEvent:
-    """The event marked in sync with its own content: the echo guard that keeps the push trigger from resending it."""
+    """The event marked in sync with its own content: the echo guard that keeps the CRM trigger from resending it."""
     update: dict[str, Any] = {
         "state": SyncState.SYNCED,
         "content_hash": content_hash(event),

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-OAUTH_STATES = "oauth_states"
 STATE_TTL_SECONDS = 600
 STATE_VERSION = "v1"
 TOKEN_HTTP_TIMEOUT = 15
@@ -143,7 +142,7 @@ def verify_state(ctx: AppContext, state: str | None) -> StateClaims:
 
 
 def _state_ref(ctx: AppContext, nonce: str) -> Any:
-    return ctx.store.db.collection(OAUTH_STATES).document(nonce)
+    return ctx.store.oauth_state_ref(nonce)
 
 
 def build_authorization_url(ctx: AppContext, user_id: str, *, login_hint: str | None = None) -> str:
@@ -182,18 +181,13 @@ def build_authorization_url(ctx: AppContext, user_id: str, *, login_hint: str | 
 
 def consume_state(ctx: AppContext, claims: StateClaims) -> str:
     """Read and delete `oauth_states/{nonce}` exactly once; returns the PKCE verifier. A second use is a 400."""
-    from google.api_core import exceptions as gexc
-
     ref = _state_ref(ctx, claims.nonce)
     snapshot = ctx.store.get_document(ref)
     data = snapshot.to_dict() if snapshot.exists else None
     if not data or data.get("user_id") != claims.user_id:
         raise InvalidState("the OAuth state was already used or is unknown")
-    try:
-        ref.delete(option=ctx.store.db.write_option(last_update_time=snapshot.update_time))
-    except (gexc.FailedPrecondition, gexc.NotFound) as exc:
-        raise InvalidState("the OAuth state was already used") from exc
-    ctx.store.count_commit()
+    if not ctx.store.delete_document(ref, last_update_time=snapshot.update_time):
+        raise InvalidState("the OAuth state was already used")
     expires_at = data.get("expires_at")
     if isinstance(expires_at, dt.datetime) and expires_at <= ctx.clock():
         raise InvalidState("the OAuth state has expired; start again")
@@ -264,7 +258,7 @@ def missing_capabilities(scopes: list[str]) -> list[str]:
 
 def primary_calendar_id(ctx: AppContext, refresh_token: str, access_token: str, scopes: list[str]) -> str:
     """The account's primary calendar id, which is its email address."""
-    from shared.google_api import CalendarClient, build_credentials
+    from shared.gcal.client import CalendarClient, build_credentials
 
     credentials = build_credentials(refresh_token, ctx.settings, scopes)
     credentials.token = access_token
@@ -353,7 +347,7 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
         revoke_token(ctx, refresh_token)
         raise
 
-    from shared import lifecycle
+    from shared.account import enablement
 
     now = ctx.clock()
     existing = ctx.store.get_integration(user_id)
@@ -379,7 +373,7 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
         )
         if existing is not None and account_changed:
             # Another Google account: the old account's calendars and channels no longer apply.
-            lifecycle.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
+            enablement.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
             if previous_subject:
                 ctx.store.release_google_account(previous_subject, user_id)
         ciphertext, key_id = ctx.cipher.encrypt(refresh_token, owner=user_id)
@@ -408,8 +402,8 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
     previous_revoked = _revoke_replaced_token(ctx, existing, user_id)
     reconnected = existing is not None
     if existing is not None and not account_changed:
-        lifecycle.mark_calendars_due(ctx, user_id)
-    from shared.push import release_held_pushes
+        enablement.mark_calendars_due(ctx, user_id)
+    from shared.sync.crm_to_google_run import release_held_pushes
 
     release_held_pushes(ctx, user_id, now=now)
     log_event(
@@ -428,12 +422,12 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
 
 def disconnect(ctx: AppContext, user_id: str) -> dict[str, Any]:
     """Stop every channel, disable sync, revoke the refresh token and forget it. CRM data is kept."""
-    from shared import lifecycle
+    from shared.account import enablement
 
     integration = ctx.store.get_integration(user_id)
     if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
         return {"disconnected": True, "revoked": False, "calendars_disabled": 0}
-    disabled = lifecycle.disable_all(ctx, user_id, reason="disconnect")
+    disabled = enablement.disable_all(ctx, user_id, reason="disconnect")
     revoked = False
     if integration.refresh_token_ciphertext:
         try:

@@ -1,26 +1,14 @@
-"""CRM -> Google push: a pure planner (`plan_push`) and an executor (`push_event`, `push_due_events`).
+"""CRM → Google, the runner: `push_event` runs what crm_to_google_plan.py decides for one CRM write.
 
-How one CRM write reaches Google exactly once (DESIGN.md invariants 1-4):
-- The trigger re-reads the current document; what it carried is used only for a hard-deleted document (oldValue).
-- `plan_push` decides from the document alone: content hash equal to `sync.content_hash` -> nothing (this is the echo
-  guard for the pull engine's writes AND for our own bookkeeping write, which re-triggers us); otherwise insert (with
-  the client-supplied id derived from the CRM id, so a retried insert is a 409 we adopt), patch with `If-Match: etag`,
-  patch/cancel an instance of a series, or delete.
-- The executor runs the action and writes back ONE update of only `google` and `sync` (plus `purge_at` for
-  tombstones) with a `last_update_time` precondition, so a concurrent CRM edit is never clobbered: on
-  FailedPrecondition it re-reads, re-plans (carrying the link Google just gave us) and tries again.
-- Conflicts (412 on patch/delete, 409 on insert): the current Google event is fetched. If it already holds exactly
-  our content we adopt it; if it holds a version *we* pushed earlier (stamp `crmContentHash` in
-  extendedProperties.private matches its content) we re-apply without calling it a conflict; otherwise last write
-  wins by timestamp (Google's `updated` vs the CRM edit time `updated_at`, ties to the CRM) and the decision is
-  recorded in `sync.decisions` either way. A Google deletion (of the event, or of the whole series of an occurrence)
-  always wins, as in the pull: the CRM event becomes a tombstone that keeps its link.
-
-sendUpdates (who gets invitation / update / cancellation mails): `"none"` for events imported from Google
-(`sync.origin == "google"`: Google already told the guests) and when the CRM wrote `send_updates="none"` on the event
-(bulk imports must); else the owner's `Integration.send_updates`, else `settings.send_updates` (env SEND_UPDATES,
-default `"all"`, right for interactive CRM edits). Cron re-pushes (`push_due_events`) are delayed retries of an
-interactive edit whose mails were never sent, so they use the same rule; adopt-after-409 and conflict re-applies too.
+How one CRM write reaches Google exactly once (README, invariants 1-4):
+- The trigger (functions/crm_trigger.py) re-reads the current document; what it carried is used only for a
+  hard-deleted document (oldValue).
+- The runner calls Google and writes back ONE update of only `google` and `sync` (plus `purge_at` for tombstones) with
+  a `last_update_time` precondition, so a concurrent CRM edit is never clobbered: when it loses, it re-reads, re-plans
+  (carrying the link Google just gave it) and tries again (shared/store.py `retry_if_changed`).
+- Conflicts (412 on patch/delete, 409 on insert): the current Google event is fetched and `resolve_conflict` says what
+  to do; decisions are recorded in `sync.decisions` either way. A Google deletion (of the event, or of the whole series
+  of an occurrence) always wins, as in Google → CRM: the CRM event becomes a tombstone that keeps its link.
 
 Failures: the Google client already retried transient errors (bounded, jittered). What survives is *recorded* and the
 function returns success, the cron re-pushes when due (Eventarc retries are not used for Google errors: one place
@@ -29,7 +17,7 @@ controls backoff, no double work):
   `next_attempt_at`, `last_error`;
 - permanent 4xx -> `sync.state = error` with the reason (visible in status), retried rarely by the cron and at once by
   the next CRM edit;
-- dead refresh token -> the integration is marked `needs_reauth`, the event stays `pending`.
+- dead refresh token -> the integration is marked `needs_reauth` (AppContext.reauth_guard), the event stays `pending`.
 `sync.attempted_hash` + `next_attempt_at` stop our own failure bookkeeping write from re-triggering a retry storm.
 Firestore errors (StoreUnavailable) propagate: the CloudEvent function fails and Eventarc redelivers.
 """
@@ -39,132 +27,69 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from shared.errors import (
+    DocumentChanged,
+    DocumentMissing,
     DuplicateId,
     GoogleApiError,
     GoogleNotFound,
     GooglePermanentError,
     GoogleTransientError,
+    KeptChanging,
     NeedsReauth,
     PreconditionFailed,
 )
+from shared.gcal.wire import content_hash, format_rfc3339, google_private, link_from_google, parse_rfc3339
 from shared.logs import log_event
-from shared.mapping import (
-    apply_google_event,
-    content_hash,
-    crm_to_google,
-    format_rfc3339,
-    link_from_google,
-    parse_rfc3339,
-)
 from shared.models import (
-    EVENTS,
     ConflictDecision,
     CrmEvent,
     GoogleLink,
     Integration,
-    IntegrationStatus,
     SyncInfo,
     SyncState,
     crm_event_id_for_google,
     dump_for_firestore,
     google_event_id_for_crm,
 )
+from shared.store import retry_if_changed
+from shared.sync.conflict import TOMBSTONE_RETENTION, tombstone, with_decision
+from shared.sync.crm_to_google_plan import (
+    REAUTH_RECHECK_SECONDS,
+    Defer,
+    Delete,
+    Finalize,
+    Insert,
+    Nothing,
+    Patch,
+    PatchInstance,
+    PushAction,
+    SendUpdates,
+    decide,
+    google_body,
+    google_view,
+    plan_push,
+    resolve_conflict,
+    retry_delay,
+)
 
 if TYPE_CHECKING:
     from shared.context import AppContext
-    from shared.google_api import CalendarClient
+    from shared.gcal.client import CalendarClient
 
 logger = logging.getLogger(__name__)
 
-STAMP_KEY = "crmContentHash"  # extendedProperties.private: hash of the content we pushed (<= 44 chars key)
-MAX_DECISIONS = 10
-MAX_REPLANS = 4  # re-reads after a FailedPrecondition (a concurrent CRM edit) before giving up to the next trigger
 MAX_CONFLICT_ROUNDS = 2  # 412 -> decide -> re-apply -> 412 again ... then treat as transient
-RETRY_BASE_SECONDS = 30.0
-RETRY_MAX_SECONDS = 3600.0
 ERROR_RETRY_SECONDS = 6 * 3600.0  # permanent errors: the cron tries again rarely (a new CRM edit retries at once)
-REAUTH_RECHECK_SECONDS = 3600.0
-TOMBSTONE_RETENTION = dt.timedelta(days=30)
-SendUpdates = str  # "all" | "externalOnly" | "none"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Actions (what the planner decides)
-
-
-@dataclass(frozen=True)
-class Insert:
-    calendar_id: str  # the owner's target calendar ("primary" only if the account email is unknown)
-    event_id: str  # client-supplied, derived from the CRM id (base32hex)
-    send_updates: SendUpdates
-    kind: str = "insert"
-
-
-@dataclass(frozen=True)
-class Patch:
-    calendar_id: str
-    event_id: str
-    etag: str | None
-    send_updates: SendUpdates
-    kind: str = "patch"
-
-
-@dataclass(frozen=True)
-class PatchInstance:
-    """A CRM-made exception of a recurring series not linked yet: find the instance, then patch (or cancel) it."""
-
-    calendar_id: str
-    recurring_event_id: str
-    cancel: bool
-    send_updates: SendUpdates
-    kind: str = "patch_instance"
-
-
-@dataclass(frozen=True)
-class Delete:
-    calendar_id: str
-    event_id: str
-    etag: str | None  # None: unconditional (hard-deleted CRM document, or the CRM deletion won a conflict)
-    send_updates: SendUpdates
-    hard: bool = False  # the CRM document itself is gone: nothing to write back
-    kind: str = "delete"
-
-
-@dataclass(frozen=True)
-class Finalize:
-    """A tombstone that never reached Google: no Google call, just mark it synced and schedule its purge."""
-
-    reason: str
-    kind: str = "finalize"
-
-
-@dataclass(frozen=True)
-class Defer:
-    """Cannot push now without calling Google (no or broken connection): keep the event pending."""
-
-    reason: str
-    retry_after: float | None  # seconds until the cron may retry; None: only a reconnect / new edit helps
-    kind: str = "defer"
-
-
-@dataclass(frozen=True)
-class Nothing:
-    reason: str  # "in sync (echo)", "backoff", "document gone", ...
-    kind: str = "nothing"
-
-
-PushAction = Insert | Patch | PatchInstance | Delete | Finalize | Defer | Nothing
 
 
 @dataclass
-class PushResult:
+class CrmToGoogleReport:
     """What one push did, for logs, the adapter and the cron's counts."""
 
     event_id: str
@@ -174,184 +99,6 @@ class PushResult:
     google_writes: int = 0
     wrote_back: bool = False
     decisions: list[ConflictDecision] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Pure planning
-
-
-def resolve_calendar_id(integration: Integration) -> str:
-    """The owner's chosen target calendar, with "primary" resolved to the account email (the primary calendar's id)."""
-    target = integration.target_calendar_id or "primary"
-    if target == "primary" and integration.account_email:
-        return integration.account_email.lower()
-    return target
-
-
-def resolve_send_updates(
-    event: CrmEvent, integration: Integration | None, default: SendUpdates = "all", override: SendUpdates | None = None
-) -> SendUpdates:
-    """sendUpdates for pushing this event (module docstring: "none" for Google-origin events and bulk imports)."""
-    if event.sync.origin == "google":
-        return "none"
-    if override is not None:
-        return override
-    if event.send_updates is not None:
-        return event.send_updates
-    if integration is not None and integration.send_updates is not None:
-        return integration.send_updates
-    return default
-
-
-def wire_event(event: CrmEvent) -> CrmEvent:
-    """The CRM event as it goes over the wire: a recurring series needs a timeZone on date-time start/end ("UTC")."""
-    if not event.recurrence or event.series is not None:
-        return event
-    update: dict[str, Any] = {}
-    for name in ("start", "end"):
-        time_value = getattr(event, name)
-        if time_value.date_time is not None and not time_value.time_zone:
-            update[name] = time_value.model_copy(update={"time_zone": "UTC"})
-    return event.model_copy(update=update) if update else event
-
-
-def google_body(event: CrmEvent, *, for_patch: bool) -> dict[str, Any]:
-    """The request body: every synced field, the CRM metadata and our content stamp in extendedProperties.private."""
-    wire = wire_event(event)
-    body = crm_to_google(wire)
-    body["extendedProperties"]["private"][STAMP_KEY] = content_hash(wire)
-    if for_patch and event.series is None and not event.recurrence:
-        body["recurrence"] = None  # patch keeps omitted fields: clear a recurrence the CRM removed
-    return body
-
-
-def in_backoff(event: CrmEvent, now: dt.datetime) -> bool:
-    """A failed push of exactly this content is waiting for its retry time (our failure write must not retry)."""
-    sync = event.sync
-    return (
-        sync.state in (SyncState.PENDING, SyncState.ERROR)
-        and sync.attempted_hash is not None
-        and sync.attempted_hash == content_hash(event)
-        and sync.next_attempt_at is not None
-        and sync.next_attempt_at > now
-    )
-
-
-def plan_push(
-    event: CrmEvent | None,
-    old_value_link: GoogleLink | None,
-    integration: Integration | None,
-    now: dt.datetime,
-    *,
-    default_send_updates: SendUpdates = "all",
-    send_updates_override: SendUpdates | None = None,
-    old_event: CrmEvent | None = None,
-) -> PushAction:
-    """Decide what one trigger must do, from the current document alone (None: the document was hard-deleted)."""
-    if event is None:
-        if old_value_link is None:
-            return Nothing("document gone and it was never linked to Google")
-        if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
-            return Nothing("document gone; the owner has no Google connection")
-        send = (
-            resolve_send_updates(old_event, integration, default_send_updates, send_updates_override)
-            if old_event is not None
-            else (send_updates_override or integration.send_updates or default_send_updates)
-        )
-        return Delete(old_value_link.calendar_id, old_value_link.event_id, None, send, hard=True)
-    if event.sync.content_hash == content_hash(event):
-        return Nothing("in sync (echo of a sync write)")
-    if in_backoff(event, now):
-        return Nothing("backoff: a failed push of this content is waiting for the cron")
-    if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
-        if event.deleted and event.google is None:
-            return Finalize("tombstone of an event that never reached Google")
-        return Defer("the owner has no Google connection", None)
-    if integration.status == IntegrationStatus.NEEDS_REAUTH:
-        return Defer("needs_reauth: the owner must reconnect Google", REAUTH_RECHECK_SECONDS)
-    send = resolve_send_updates(event, integration, default_send_updates, send_updates_override)
-    link = event.google
-    if event.deleted:
-        if link is None:
-            return Finalize("tombstone of an event that never reached Google")
-        return Delete(link.calendar_id, link.event_id, link.etag, send)
-    if event.series is not None and event.status == "cancelled":
-        if link is not None:
-            return Delete(link.calendar_id, link.event_id, link.etag, send)
-        return PatchInstance(resolve_calendar_id(integration), event.series.recurring_event_id, True, send)
-    if link is not None:
-        return Patch(link.calendar_id, link.event_id, link.etag, send)
-    if event.series is not None:
-        return PatchInstance(resolve_calendar_id(integration), event.series.recurring_event_id, False, send)
-    return Insert(resolve_calendar_id(integration), google_event_id_for_crm(event.id), send)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Conflict helpers (pure)
-
-
-def _private(google_event: dict[str, Any]) -> dict[str, Any]:
-    return (google_event.get("extendedProperties") or {}).get("private") or {}
-
-
-def google_view(event: CrmEvent, google_event: dict[str, Any], calendar_id: str, now: dt.datetime) -> CrmEvent:
-    """The CRM event with Google's content (CRM metadata and the CRM's own series link kept)."""
-    viewed = apply_google_event(event, google_event, calendar_id, now)
-    if (
-        event.series is not None
-        and viewed.series is not None
-        and viewed.series.recurring_event_id == event.series.recurring_event_id
-    ):
-        viewed = viewed.model_copy(update={"series": event.series})
-    return viewed
-
-
-def google_has_our_content(event: CrmEvent, google_event: dict[str, Any], calendar_id: str, now: dt.datetime) -> bool:
-    """Google already holds exactly the content we want to push (a retried insert, a push that raced ours)."""
-    if google_event.get("status") == "cancelled":
-        return False
-    return content_hash(google_view(event, google_event, calendar_id, now)) == content_hash(wire_event(event))
-
-
-def google_is_our_version(event: CrmEvent, google_event: dict[str, Any], calendar_id: str, now: dt.datetime) -> bool:
-    """Google holds a version we pushed, unchanged since (its content still hashes to our stamp): not a user edit."""
-    stamp = _private(google_event).get(STAMP_KEY)
-    if not stamp or google_event.get("status") == "cancelled":
-        return False
-    return content_hash(google_view(event, google_event, calendar_id, now)) == stamp
-
-
-def crm_edit_time(event: CrmEvent, now: dt.datetime) -> dt.datetime:
-    """The CRM side's clock for last-write-wins: the deletion or edit time (unknown -> the trigger time)."""
-    if event.deleted and event.deleted_at is not None:
-        return event.deleted_at
-    return event.updated_at or event.created_at or now
-
-
-def decide(event: CrmEvent, google_event: dict[str, Any], now: dt.datetime, reason: str) -> ConflictDecision:
-    """Last write wins by timestamp; ties go to the CRM (the edit being pushed is the newest intention)."""
-    crm_time = crm_edit_time(event, now)
-    google_time = parse_rfc3339(google_event.get("updated"))
-    winner = "crm" if google_time is None or crm_time >= google_time else "google"
-    return ConflictDecision(at=now, winner=winner, reason=reason, crm_updated_at=crm_time, google_updated=google_time)
-
-
-def deletion_wins(event: CrmEvent, google_event: dict[str, Any], now: dt.datetime, reason: str) -> ConflictDecision:
-    """A Google deletion wins over any CRM edit, as in the pull: the outcome must not depend on which function sees
-    the deletion first, and a deleted event (or an occurrence of a deleted series) has nothing to push the edit into."""
-    return ConflictDecision(
-        at=now,
-        winner="google",
-        reason=f"{reason}; deleted in Google (a deletion wins)",
-        crm_updated_at=crm_edit_time(event, now),
-        google_updated=parse_rfc3339(google_event.get("updated")),
-    )
-
-
-def retry_delay(attempts: int, rng: random.Random) -> float:
-    """Truncated exponential backoff with jitter (between half and all of the step)."""
-    step = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1))
-    return rng.uniform(step / 2, step)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -377,7 +124,7 @@ class _Done:
     decisions: list[ConflictDecision] = field(default_factory=list)
 
 
-class _Executor:
+class _CrmToGoogleRun:
     def __init__(self, ctx: AppContext, event: CrmEvent, integration: Integration, now: dt.datetime) -> None:
         self.ctx = ctx
         self.event = event
@@ -436,14 +183,7 @@ class _Executor:
                 link = link.model_copy(update={"etag": google_event.get("etag") or link.etag})
             else:
                 link = link_from_google(google_event, calendar_id)
-            replaced = self.event.model_copy(
-                update={
-                    "deleted": True,
-                    "deleted_at": parse_rfc3339(google_event.get("updated")) or self.now,
-                    "google": link,
-                    "purge_at": self.now + TOMBSTONE_RETENTION,
-                }
-            )
+            replaced = tombstone(self.event, self.now, link=link, deleted_at=parse_rfc3339(google_event.get("updated")))
         else:
             replaced = google_view(self.event, google_event, calendar_id, self.now)
         replaced.sync = replaced.sync.model_copy(
@@ -482,7 +222,7 @@ class _Executor:
         except DuplicateId:
             # A retried insert (or one whose write-back was lost): the id is ours by construction; adopt it.
             existing = self.client.get_event(calendar_id, action.event_id)
-            owner = _private(existing).get("crmEventId")
+            owner = google_private(existing).get("crmEventId")
             if owner not in (None, self.event.id, self.event.meta.crm_event_id):
                 raise GooglePermanentError(
                     "the derived Google id belongs to another CRM event", status=409, reason="duplicate"
@@ -514,24 +254,18 @@ class _Executor:
     def _resolve(
         self, current: dict[str, Any], calendar_id: str, send_updates: str, reason: str, rounds: int = 1
     ) -> None:
-        """Google's current version vs ours: adopt, re-apply, or decide by last write wins."""
-        if google_has_our_content(self.event, current, calendar_id, self.now):
+        """Google's current version vs ours: crm_to_google_plan.resolve_conflict decides, this carries it out."""
+        deleted = self._deleted_in_google(current, calendar_id)
+        resolution = resolve_conflict(self.event, current, calendar_id, self.now, reason, deleted_in_google=deleted)
+        if resolution.decision is not None:
+            self._record(resolution.decision, calendar_id)
+        if resolution.kind == "adopt":
             self.done.link = link_from_google(current, calendar_id)
             self.done.pushed = True
-            return
-        if google_is_our_version(self.event, current, calendar_id, self.now):
-            self._patch(calendar_id, current["id"], current.get("etag"), send_updates, rounds)
-            return
-        if self._deleted_in_google(current, calendar_id):
-            self._record(deletion_wins(self.event, current, self.now, reason), calendar_id)
-            self._take_google(current, calendar_id, deleted=True)
-            return
-        decision = decide(self.event, current, self.now, reason)
-        self._record(decision, calendar_id)
-        if decision.winner == "crm":
-            self._patch(calendar_id, current["id"], current.get("etag"), send_updates, rounds)
+        elif resolution.kind == "take_google":
+            self._take_google(current, calendar_id, deleted=resolution.deleted)
         else:
-            self._take_google(current, calendar_id)
+            self._patch(calendar_id, current["id"], current.get("etag"), send_updates, rounds)
 
     def _find_instance(self, calendar_id: str, recurring_event_id: str) -> dict[str, Any]:
         assert self.event.series is not None
@@ -640,7 +374,7 @@ def _success_sync(event: CrmEvent, done: _Done, now: dt.datetime) -> SyncInfo:
             "next_attempt_at": None,
             "attempted_hash": None,
             "pushed_at": now if done.google_writes else event.sync.pushed_at,
-            "decisions": [*event.sync.decisions, *done.decisions][-MAX_DECISIONS:],
+            "decisions": with_decision(event.sync.decisions, *done.decisions),
         }
     )
 
@@ -682,17 +416,18 @@ def push_event(
     old_event: CrmEvent | None = None,
     send_updates: SendUpdates | None = None,
     now: dt.datetime | None = None,
-) -> PushResult:
+) -> CrmToGoogleReport:
     """Push the current state of `events/{event_id}` to Google: idempotent, order-independent, echo-free.
 
     `old_event` / `old_google_link` (the trigger's oldValue) are used only when the document no longer exists.
     """
-    from google.api_core import exceptions as gexc
-
     now = now or ctx.clock()
     carried: tuple[GoogleLink | None, bool, str] | None = None
-    result = PushResult(event_id=event_id, outcome="nothing", action="nothing")
-    for _ in range(MAX_REPLANS):
+    result = CrmToGoogleReport(event_id=event_id, outcome="nothing", action="nothing")
+
+    def attempt() -> CrmToGoogleReport:
+        """Read, plan, run, write back if the document is unchanged (DocumentChanged: run again on a fresh read)."""
+        nonlocal carried
         try:
             stored, update_time = ctx.store.get_event_snapshot(event_id)
         except ValidationError as exc:
@@ -723,26 +458,30 @@ def push_event(
             return result
         try:
             ctx.store.update_event(event_id, fields, last_update_time=update_time)
-        except gexc.FailedPrecondition:
+        except DocumentMissing:
+            return result  # hard-deleted meanwhile: its own trigger deletes in Google
+        except DocumentChanged:
             # A concurrent write (usually a newer CRM edit) landed meanwhile: re-read and re-plan.
             if done is not None and done.pushed and done.replaced is None:
                 carried = (done.link, done.clear_link, content_hash(event))
             log_event(
                 logger, "push write-back raced a newer write; re-planning", user_id=event.owner_id, event_id=event_id
             )
-            continue
-        except gexc.NotFound:
-            return result  # hard-deleted meanwhile: its own trigger deletes in Google
+            raise
         result.wrote_back = True
         return result
-    result.outcome = "pending"
-    result.reason = "the document kept changing; its newest write triggers its own push"
-    return result
+
+    try:
+        return retry_if_changed(attempt, sleep=ctx.sleep, what="push write-back")
+    except KeptChanging:
+        result.outcome = "pending"
+        result.reason = "the document kept changing; its newest write triggers its own push"
+        return result
 
 
 def _record_invalid_document(
-    ctx: AppContext, event_id: str, exc: ValidationError, now: dt.datetime, result: PushResult
-) -> PushResult:
+    ctx: AppContext, event_id: str, exc: ValidationError, now: dt.datetime, result: CrmToGoogleReport
+) -> CrmToGoogleReport:
     """A CRM document the sync cannot read: say why on the document (`sync.state = error`) and make no Google call.
 
     Not raised: a failing trigger makes Eventarc redeliver the same poison event for a day. Our own bookkeeping write
@@ -750,8 +489,6 @@ def _record_invalid_document(
     """
     import hashlib
     import json
-
-    from google.api_core import exceptions as gexc
 
     ref = ctx.store.event_ref(event_id)
     snapshot = ctx.store.get_document(ref)
@@ -774,7 +511,7 @@ def _record_invalid_document(
     }
     try:
         ctx.store.update_event(event_id, fields, last_update_time=snapshot.update_time)
-    except (gexc.FailedPrecondition, gexc.NotFound):
+    except DocumentChanged:
         return result  # rewritten or deleted meanwhile: that write triggers its own push
     result.wrote_back = True
     owner = raw.get("owner_id") if isinstance(raw.get("owner_id"), str) else None
@@ -796,7 +533,7 @@ def _execute(
     integration: Integration | None,
     action: PushAction,
     now: dt.datetime,
-    result: PushResult,
+    result: CrmToGoogleReport,
 ) -> tuple[dict[str, Any], _Done | None]:
     """Run one action planned on `event` (= `stored` plus any carried Google state); return the write-back fields
     (a diff against `stored`; empty: nothing to write) and the execution outcome."""
@@ -820,10 +557,9 @@ def _execute(
     assert integration is not None
     rng = random.Random()
     try:
-        executor = _Executor(ctx, event, integration, now)
-        done = executor.run(action)
+        with ctx.reauth_guard(integration.user_id):
+            done = _CrmToGoogleRun(ctx, event, integration, now).run(action)
     except NeedsReauth as exc:
-        ctx.mark_needs_reauth(integration.user_id, exc.message)
         result.outcome, result.reason = "deferred", f"needs_reauth: {exc.message}"
         sync = _failure_sync(event, SyncState.PENDING, result.reason, now, REAUTH_RECHECK_SECONDS, attempted=True)
         return _write_fields(stored, google=event.google, sync=sync, extra={}), None
@@ -863,7 +599,9 @@ def _execute(
     result.decisions = list(done.decisions)
     if done.replaced is not None:
         replaced = done.replaced
-        replaced.sync = replaced.sync.model_copy(update={"decisions": with_decision_list(event.sync, done.decisions)})
+        replaced.sync = replaced.sync.model_copy(
+            update={"decisions": with_decision(event.sync.decisions, *done.decisions)}
+        )
         result.outcome, result.reason = "conflict", "Google's version won"
         data = dump_for_firestore(replaced)
         data.pop("id", None)
@@ -887,10 +625,6 @@ def _execute(
     return _write_fields(stored, google=google, sync=sync, extra=extra), done
 
 
-def with_decision_list(sync: SyncInfo, decisions: list[ConflictDecision]) -> list[ConflictDecision]:
-    return [*sync.decisions, *decisions][-MAX_DECISIONS:]
-
-
 def owns_google_event(event_id: str, link: GoogleLink) -> bool:
     """True when the Google event's id derives from this CRM id, or this CRM id from the Google event (invariant 1)."""
     return link.event_id == google_event_id_for_crm(event_id) or event_id == crm_event_id_for_google(
@@ -904,7 +638,7 @@ def _google_event_names(client: Any, link: GoogleLink, event_id: str) -> bool:
         google_event = client.get_event(link.calendar_id, link.event_id)
     except GoogleNotFound:
         return False
-    return _private(google_event).get("crmEventId") == event_id
+    return google_private(google_event).get("crmEventId") == event_id
 
 
 def _push_hard_delete(
@@ -914,8 +648,8 @@ def _push_hard_delete(
     old_google_link: GoogleLink | None,
     send_updates: SendUpdates | None,
     now: dt.datetime,
-    result: PushResult,
-) -> PushResult:
+    result: CrmToGoogleReport,
+) -> CrmToGoogleReport:
     """The CRM document is gone (not a tombstone): delete, from the old value, the Google event it owned.
 
     The old value is only trusted so far: a Google event whose id does not derive from this CRM id (or the reverse) and
@@ -939,22 +673,22 @@ def _push_hard_delete(
     assert integration is not None
     assert link is not None
     try:
-        client = ctx.calendar_client(integration)
-        if not owns_google_event(event_id, link) and not _google_event_names(client, link, event_id):
-            log_event(
-                logger,
-                "hard delete refused: the Google event is not this CRM document's",
-                level=logging.WARNING,
-                user_id=owner,
-                event_id=event_id,
-                calendar_id=link.calendar_id,
-                google_event_id=link.event_id,
-            )
-            result.outcome, result.reason = "nothing", "the old value's Google event is not this CRM document's"
-            return result
-        client.delete_event(action.calendar_id, action.event_id, etag=None, send_updates=action.send_updates)
-    except NeedsReauth as exc:
-        ctx.mark_needs_reauth(integration.user_id, exc.message)
+        with ctx.reauth_guard(integration.user_id):
+            client = ctx.calendar_client(integration)
+            if not owns_google_event(event_id, link) and not _google_event_names(client, link, event_id):
+                log_event(
+                    logger,
+                    "hard delete refused: the Google event is not this CRM document's",
+                    level=logging.WARNING,
+                    user_id=owner,
+                    event_id=event_id,
+                    calendar_id=link.calendar_id,
+                    google_event_id=link.event_id,
+                )
+                result.outcome, result.reason = "nothing", "the old value's Google event is not this CRM document's"
+                return result
+            client.delete_event(action.calendar_id, action.event_id, etag=None, send_updates=action.send_updates)
+    except NeedsReauth:
         result.outcome, result.reason = "failed", "needs_reauth; the deletion could not reach Google"
         return result
     except GoogleApiError as exc:
@@ -981,138 +715,12 @@ def _push_hard_delete(
     return result
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Cron entry point (shared/lifecycle.py)
-
-
-def due_events_query(ctx: AppContext, now: dt.datetime, limit: int) -> Any:
-    """pending/error events whose retry time has come (composite index: sync.state, sync.next_attempt_at)."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    return (
-        ctx.store.db.collection(EVENTS)
-        .where(filter=FieldFilter("sync.state", "in", [SyncState.PENDING.value, SyncState.ERROR.value]))
-        .where(filter=FieldFilter("sync.next_attempt_at", "<=", now))
-        .order_by("sync.next_attempt_at")
-        .limit(limit)
-    )
-
-
-def push_due_events(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: float) -> dict[str, int]:
-    """Re-push pending/error events whose `sync.next_attempt_at` <= now, oldest first, until `deadline`.
-
-    `deadline` is a `time.monotonic()` instant (the repo's convention). Returns counts:
-    {"due", "pushed", "failed", "deferred", "skipped"} (skipped: nothing left to do, or not reached before deadline).
-    """
-    counts = {"due": 0, "pushed": 0, "failed": 0, "deferred": 0, "skipped": 0}
-    ids = [snapshot.id for snapshot in ctx.store.query(due_events_query(ctx, now, limit))]
-    counts["due"] = len(ids)
-    for index, event_id in enumerate(ids):
-        if time.monotonic() >= deadline:
-            counts["skipped"] += len(ids) - index
-            break
-        try:
-            outcome = push_event(ctx, event_id, now=now)
-        except GoogleApiError:
-            counts["failed"] += 1
-            continue
-        if outcome.outcome in ("pushed", "conflict"):
-            counts["pushed"] += 1
-        elif outcome.outcome == "failed":
-            counts["failed"] += 1
-        elif outcome.outcome == "deferred":
-            counts["deferred"] += 1
-        else:
-            counts["skipped"] += 1
-    log_event(logger, "due pushes done", **counts)
-    return counts
-
-
 def release_held_pushes(ctx: AppContext, user_id: str, *, now: dt.datetime) -> int:
     """Make a user's pending events due now (after a reconnect): they were held back while the connection was dead.
 
     Uses the (owner_id, sync.state) index; one batched write per 500 events; the next cron run pushes them.
     """
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    query = (
-        ctx.store.db.collection(EVENTS)
-        .where(filter=FieldFilter("owner_id", "==", user_id))
-        .where(filter=FieldFilter("sync.state", "==", SyncState.PENDING.value))
-    )
-    released = 0
-    with ctx.store.batch() as batch:
-        for snapshot in ctx.store.query(query):
-            batch.update(snapshot.reference, {"sync.next_attempt_at": now})
-            released += 1
+    released = ctx.store.make_pending_events_due(user_id, now)
     if released:
         log_event(logger, "held pushes released", user_id=user_id, events=released)
     return released
-
-
-SWEEP_STATE = ("sync_meta", "push_sweep")  # the sweep's watermark document
-SWEEP_OVERLAP = dt.timedelta(minutes=10)  # re-read a little before the watermark: late commits, client clocks
-SWEEP_FIRST_WINDOW = dt.timedelta(days=1)
-
-
-def sweep_unpushed_edits(ctx: AppContext, *, now: dt.datetime, limit: int, deadline: float) -> dict[str, int]:
-    """Push CRM edits whose trigger never ran: nothing a CRM user writes is lost if one CloudEvent is.
-
-    Reads only events edited since the last sweep (`updated_at` between the watermark and now − grace, a single-field
-    range, no composite index), in pages of `limit`, until done or the deadline: the cost follows the volume of recent
-    edits, not the number of events. An edit is pushed when its content differs from what was last synced and that
-    content was not already tried (a failed try belongs to the retry queue, `push_due_events`). The watermark moves
-    only over what was examined. Concurrent sweeps are harmless: every push is idempotent.
-    """
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    counts = {"swept": 0, "pushed": 0, "failed": 0, "skipped": 0}
-    state_ref = ctx.store.db.collection(SWEEP_STATE[0]).document(SWEEP_STATE[1])
-    state = ctx.store.get_document(state_ref)
-    watermark = (state.to_dict() or {}).get("watermark") if state.exists else None
-    since = watermark - SWEEP_OVERLAP if isinstance(watermark, dt.datetime) else now - SWEEP_FIRST_WINDOW
-    until = now - dt.timedelta(seconds=ctx.settings.push_sweep_grace_seconds)
-    if until <= since:
-        return counts
-    base = (
-        ctx.store.db.collection(EVENTS)
-        .where(filter=FieldFilter("updated_at", ">=", since))
-        .where(filter=FieldFilter("updated_at", "<=", until))
-        .order_by("updated_at")
-    )
-    reached, cursor, complete = since, None, False
-    while not complete:
-        page = list(ctx.store.query((base.start_after(cursor) if cursor is not None else base).limit(limit)))
-        for snapshot in page:
-            if time.monotonic() >= deadline:
-                break
-            counts["swept"] += 1
-            _sweep_one(ctx, snapshot, now, counts)
-            reached = max(reached, (snapshot.to_dict() or {}).get("updated_at") or reached)
-            cursor = snapshot
-        else:
-            complete = len(page) < limit
-            continue
-        break  # the deadline: the next run goes on from `reached`
-    ctx.store.set_document(state_ref, {"watermark": until if complete else reached, "swept_at": now})
-    if counts["pushed"]:
-        log_event(logger, "unpushed CRM edits swept", **counts)
-    return counts
-
-
-def _sweep_one(ctx: AppContext, snapshot: Any, now: dt.datetime, counts: dict[str, int]) -> None:
-    try:
-        event = ctx.store.event_from(snapshot)
-    except ValidationError:
-        event = None  # push_event records why the document cannot be synced
-    if event is not None:
-        current = content_hash(event)
-        if event.sync.content_hash == current or event.sync.attempted_hash == current:
-            counts["skipped"] += 1
-            return
-    try:
-        outcome = push_event(ctx, snapshot.id, now=now)
-    except GoogleApiError:
-        counts["failed"] += 1
-        return
-    counts["pushed" if outcome.outcome in ("pushed", "conflict") else "skipped"] += 1

@@ -1,4 +1,5 @@
-"""CloudEvent adapter for `push_event`: Firestore `events/{eventId}` written -> shared.push.push_event.
+"""CloudEvent adapter for `push_event`: Firestore `events/{eventId}` written ->
+`shared.sync.crm_to_google_run.push_event`.
 
 Eventarc delivers `google.cloud.firestore.document.v1.written` with `subject: documents/events/{id}`. The payload is a
 `google.events.cloud.firestore.v1.DocumentEventData` — protobuf (`application/protobuf`, production's default) or its
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.logs import configure_logging, log_event
 
-logger = logging.getLogger("functions.push")
+logger = logging.getLogger("functions.crm_trigger")
 
 WRITTEN_TYPES = frozenset(
     {
@@ -204,7 +205,7 @@ def handle_event_written(cloud_event: Any) -> None:
         return
 
     from shared.context import default_context
-    from shared.push import push_event
+    from shared.sync.crm_to_google_run import push_event
 
     result = push_event(default_context(), event_id, old_event=old_event_from(payload, event_id))
     log_event(

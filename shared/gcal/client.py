@@ -58,7 +58,7 @@ def _error_reason(content: bytes | str | None) -> tuple[str, str]:
 
 
 def classify_http_error(status: int, content: bytes | str | None) -> GoogleApiError:
-    """Map one Google error answer to the library's typed exception (facts sheet §5)."""
+    """Map one Google error answer to the library's typed exception (README, Google facts: errors and limits)."""
     reason, message = _error_reason(content)
     message = message or f"Google answered {status}"
     if status == 410 and reason == "fullSyncRequired":
@@ -262,7 +262,7 @@ class CalendarClient:
         except GoogleNotFound:
             return
 
-    # --- push channels and calendars ---------------------------------------------------------------------------------
+    # --- notification channels and calendars ---------------------------------------------------------------------
     def watch_events(self, calendar_id: str, channel: dict[str, Any]) -> dict[str, Any]:
         return self.execute(self._service.events().watch(calendarId=calendar_id, body=channel))
 

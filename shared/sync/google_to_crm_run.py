@@ -1,0 +1,511 @@
+"""Google → CRM, the runner (`pull_calendar`): list Google's changes, plan them (google_to_crm_plan.py), write them.
+
+Where a Google notification goes: functions/webhook.py checks the channel, shared/sync/coalesce.py folds a burst into
+one run, and this module lists and stores the changes.
+
+Executor (`pull_calendar`): one batchGet for the integration + calendar, then `events.list` page by page (2500 per
+page) with the stored sync token (none, or a 410 on the way: a full, reconciling list). Per page one batchGet of the
+candidate CRM ids, then the page's writes are queued into chunks of <= 500 writes per commit: creates use
+`create` (fails if the document exists), updates carry a `last_update_time` precondition (a concurrent CRM edit is
+never clobbered: the chunk is then replayed write by write and the losing events re-planned on a fresh read). The new
+sync token, `last_sync_at`, `pull_due_at`, counters and (optionally) the lease release go into the LAST commit, after
+every change it covers (README, invariant 2). Full syncs also refresh the lease and `import_progress` between pages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import DocumentChanged, FullSyncRequired, KeptChanging, SyncError
+from shared.gcal.wire import google_private
+from shared.logs import log_event
+from shared.models import CrmEvent, IntegrationStatus, calendar_key, crm_event_id_for_google, dump_for_firestore
+from shared.store import MAX_BATCH_WRITES, Lease, Write, is_valid_document_id, retry_if_changed
+from shared.sync.google_to_crm_plan import (
+    Action,
+    CreateFromGoogle,
+    SkipEcho,
+    StoredIndex,
+    TombstoneFromGoogle,
+    WriteAction,
+    deleted_series_ids,
+    linked_here,
+    plan_one,
+    plan_removals,
+    plan_series_removal,
+)
+
+if TYPE_CHECKING:
+    from shared.context import AppContext
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Executor
+
+
+@dataclass
+class GoogleToCrmReport:
+    """What one pull run did (for logs, the webhook answer, benchmarks and the cron)."""
+
+    user_id: str
+    calendar_id: str
+    full: bool = False
+    outcome: str = "ok"  # ok | needs_reauth | not_enabled | not_connected
+    pages: int = 0
+    events_seen: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+    replanned: int = 0
+    resynced_after_410: bool = False
+    list_calls: int = 0
+    duration_ms: float = 0.0
+
+    def count(self, kind: str, n: int = 1) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + n
+
+
+@dataclass
+class _Queued:
+    """A store write queued by the run, with what it stores (to re-plan it if a concurrent write beats it)."""
+
+    write: Write
+    action: WriteAction | None = None
+    google_event: dict[str, Any] | None = None
+    final: bool = False  # the calendar write carrying the new sync token
+
+
+def _valid_doc_id(value: Any) -> bool:
+    """A CRM id read from Google is untrusted input: only look up plausible Firestore document ids."""
+    return isinstance(value, str) and len(value) <= 512 and is_valid_document_id(value)
+
+
+def _event_data(event: CrmEvent) -> dict[str, Any]:
+    data = dump_for_firestore(event)
+    data.pop("id", None)
+    return data
+
+
+def _diff(before: CrmEvent, after: CrmEvent) -> dict[str, Any]:
+    old, new = _event_data(before), _event_data(after)
+    return {key: value for key, value in new.items() if old.get(key) != value}
+
+
+class _Writer:
+    """Queues writes and commits them in chunks of <= 500; a chunk that fails a precondition is replayed one by one."""
+
+    def __init__(self, ctx: AppContext, report: GoogleToCrmReport, replan: Callable[[_Queued], bool]) -> None:
+        self.ctx = ctx
+        self.report = report
+        self.replan = replan
+        self.pending: list[_Queued] = []
+        self.pending_ids: set[str] = set()
+        self.update_times: dict[str, dt.datetime] = {}
+        self.abandoned = 0  # events whose Google change could not be stored: the sync token must not advance
+
+    def add(self, queued: _Queued) -> None:
+        self.pending.append(queued)
+        if queued.action is not None:
+            self.pending_ids.add(queued.action.crm_id)
+        if len(self.pending) >= MAX_BATCH_WRITES:
+            self.flush()
+
+    def flush(self) -> None:
+        while self.pending:
+            chunk, self.pending = self.pending[:MAX_BATCH_WRITES], self.pending[MAX_BATCH_WRITES:]
+            self._commit(chunk)
+        self.pending_ids.clear()
+
+    def _commit(self, chunk: list[_Queued]) -> None:
+        try:
+            times = self.ctx.store.commit_writes([queued.write for queued in chunk])
+        except DocumentChanged:
+            log_event(logger, "pull chunk hit a concurrent write; replaying one by one", writes=len(chunk))
+            for queued in chunk:
+                self._one(queued)
+            return
+        for queued, update_time in zip(chunk, times, strict=False):
+            self._remember(queued, update_time)
+
+    def _remember(self, queued: _Queued, update_time: dt.datetime | None) -> None:
+        if queued.action is not None and update_time is not None:
+            self.update_times[queued.action.crm_id] = update_time
+
+    def _one(self, queued: _Queued) -> None:
+        write = queued.write
+        if queued.final and self.abandoned and write.data is not None:
+            write.data.pop("sync_token", None)  # re-list these changes next time rather than lose them
+        try:
+            [update_time] = self.ctx.store.commit_writes([write])
+        except DocumentChanged:
+            if queued.action is not None:
+                self.report.replanned += 1
+                if queued.google_event is None or not self.replan(queued):
+                    self.abandoned += 1
+            return
+        self._remember(queued, update_time)
+
+
+def _action_write(ctx: AppContext, action: WriteAction, update_time: dt.datetime | None) -> _Queued | None:
+    ref = ctx.store.event_ref(action.crm_id)
+    if isinstance(action, CreateFromGoogle):
+        return _Queued(Write("create", ref, _event_data(action.after)), action=action)
+    data = _diff(action.before, action.after)
+    if not data:
+        return None
+    return _Queued(Write("update", ref, data, last_update_time=update_time), action=action)
+
+
+def pull_calendar(
+    ctx: AppContext,
+    user_id: str,
+    calendar_id: str,
+    *,
+    full: bool = False,
+    lease: Lease | None = None,
+    reason: str = "",
+) -> GoogleToCrmReport:
+    """Pull one calendar's Google changes into the CRM (non-coalesced). Raises typed errors; see module docstring.
+
+    `lease` (from shared.sync.coalesce): refreshed between pages of a full list, deleted in the final commit (or on
+    error).
+    """
+    started = time.perf_counter()
+    report = GoogleToCrmReport(user_id=user_id, calendar_id=calendar_id, full=full)
+    store = ctx.store
+    cal_key = calendar_key(calendar_id)
+    cal_ref = store.calendar_ref(user_id, cal_key)
+    lease_released = False
+    try:
+        integration, calendar = store.get_integration_and_calendar(user_id, cal_key)
+        if integration is None or integration.status != IntegrationStatus.CONNECTED:
+            report.outcome = (
+                "needs_reauth"
+                if integration is not None and integration.status == IntegrationStatus.NEEDS_REAUTH
+                else "not_connected"
+            )
+            return report
+        if calendar is None or not calendar.enabled:
+            report.outcome = "not_enabled"
+            return report
+        sync_token = None if full else calendar.sync_token
+        with ctx.reauth_guard(user_id):
+            client = ctx.calendar_client(integration)
+            run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
+            try:
+                run.run(client, sync_token)
+            except FullSyncRequired:
+                if sync_token is None:
+                    raise
+                log_event(
+                    logger,
+                    "sync token rejected (410); full resync",
+                    level=logging.WARNING,
+                    user_id=user_id,
+                    calendar_id=calendar_id,
+                )
+                report.resynced_after_410 = True
+                run.writer.flush()
+                run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
+                run.run(client, None)
+        lease_released = lease is not None
+        return report
+    except SyncError as exc:
+        _record_failure(ctx, cal_ref, exc, report, lease)
+        lease_released = lease is not None
+        raise
+    finally:
+        report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        if lease is not None and not lease_released:
+            ctx.store.release_lease(lease)
+
+
+def _record_failure(
+    ctx: AppContext, cal_ref: Any, exc: SyncError, report: GoogleToCrmReport, lease: Lease | None
+) -> None:
+    """One write: the calendar's last_error (and a failed import), plus the lease release."""
+    now = ctx.clock()
+    fields: dict[str, Any] = {"last_error": f"{exc.code}: {exc.message}"[:500], "last_error_at": now}
+    if report.full:
+        fields["import_progress.state"] = "failed"
+        fields["import_progress.finished_at"] = now
+    writes = [Write("update", cal_ref, fields)] + ([lease.release_write()] if lease is not None else [])
+    try:
+        ctx.store.commit_writes(writes)
+    except SyncError:
+        logger.warning("could not record the pull failure", extra={"fields": {"user_id": report.user_id}})
+        if lease is not None:
+            ctx.store.release_lease(lease)
+    log_event(
+        logger,
+        "pull failed",
+        level=logging.WARNING,
+        user_id=report.user_id,
+        calendar_id=report.calendar_id,
+        code=exc.code,
+        reason=exc.message,
+    )
+
+
+class _GoogleToCrmRun:
+    """One list run (incremental or full) with its writer."""
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        report: GoogleToCrmReport,
+        user_id: str,
+        calendar_id: str,
+        cal_ref: Any,
+        lease: Lease | None,
+        reason: str,
+    ) -> None:
+        self.ctx = ctx
+        self.report = report
+        self.user_id = user_id
+        self.calendar_id = calendar_id
+        self.cal_ref = cal_ref
+        self.lease = lease
+        self.reason = reason
+        self.now = ctx.clock()
+        self.writer = _Writer(ctx, report, self._replan)
+        self.linked: dict[str, CrmEvent] = {}
+        self.linked_times: dict[str, dt.datetime] = {}
+        self.seen: set[str] = set()
+        self.deleted_series: set[str] = set()
+
+    # -- helpers ------------------------------------------------------------------------------------------------------
+    def _candidate_ids(self, items: list[dict[str, Any]]) -> set[str]:
+        ids: set[str] = set()
+        for item in items:
+            if not item.get("id"):
+                continue
+            ids.add(crm_event_id_for_google(self.calendar_id, item["id"]))
+            crm_id = google_private(item).get("crmEventId")
+            if _valid_doc_id(crm_id):
+                ids.add(crm_id)
+            if item.get("recurringEventId"):
+                ids.add(crm_event_id_for_google(self.calendar_id, item["recurringEventId"]))
+        return ids
+
+    def _by_link(
+        self, items: list[dict[str, Any]], found: dict[str, tuple[CrmEvent, dt.datetime]]
+    ) -> dict[str, tuple[CrmEvent, dt.datetime]]:
+        """Stored events matched by their Google link, for changes nothing else identifies.
+
+        Only cancelled items without a CRM id whose derived document does not exist need it (a deletion of an event
+        the CRM created): one indexed query per page that has such items, none in the steady state. A full sync already
+        loaded every linked event.
+        """
+        if self.report.full:
+            return {}
+        linked_ids = {
+            event.google.event_id
+            for event, _ in found.values()
+            if linked_here(event, self.calendar_id) and event.google
+        }
+        unmatched = [
+            item["id"]
+            for item in items
+            if item.get("id")
+            and item.get("status") == "cancelled"
+            and not google_private(item).get("crmEventId")
+            and item["id"] not in linked_ids
+            and crm_event_id_for_google(self.calendar_id, item["id"]) not in found
+        ]
+        if not unmatched:
+            return {}
+        return self.ctx.store.events_by_google_ids(self.user_id, self.calendar_id, unmatched)
+
+    def _queue(self, action: Action, google_event: dict[str, Any] | None, update_time: dt.datetime | None) -> None:
+        self.report.count(action.kind)
+        if isinstance(action, SkipEcho):
+            return
+        if getattr(action, "decision", None) is not None:
+            self.report.conflicts += 1
+        write = _action_write(self.ctx, action, update_time)
+        if write is None:
+            return
+        write.google_event = google_event
+        self.writer.add(write)
+        if action.crm_id in self.linked:
+            self.linked[action.crm_id] = action.after
+
+    def _replan(self, queued: _Queued) -> bool:
+        """A concurrent write beat ours: re-read that event and plan it again (store.retry_if_changed). False = not
+        stored (left to the next run)."""
+        assert queued.action is not None
+        assert queued.google_event is not None
+        crm_id = queued.action.crm_id
+        google_event = queued.google_event
+
+        def attempt() -> bool:
+            found = self.ctx.store.get_event_snapshots([crm_id])
+            stored = {crm_id: found[crm_id][0]} if crm_id in found else {}
+            action = plan_one(
+                google_event,
+                StoredIndex(stored, self.calendar_id),
+                owner_id=self.user_id,
+                now=self.now,
+                deleted_series=frozenset(self.deleted_series),
+            )
+            if isinstance(action, SkipEcho):
+                return True
+            if action.crm_id != crm_id:
+                return False  # it matches a different document now: re-list it next time from fresh state
+            retry = _action_write(self.ctx, action, found[crm_id][1] if crm_id in found else None)
+            if retry is not None:
+                self.ctx.store.commit_writes([retry.write])
+            return True
+
+        try:
+            return retry_if_changed(attempt, sleep=self.ctx.sleep, what="pull write")
+        except KeptChanging:
+            log_event(
+                logger,
+                "pull left an event to the next run (kept changing)",
+                level=logging.WARNING,
+                user_id=self.user_id,
+                calendar_id=self.calendar_id,
+                event_id=crm_id,
+            )
+            return False
+
+    # -- the run -----------------------------------------------------------------------------------------------------
+    def run(self, client: Any, sync_token: str | None) -> None:
+        report = self.report
+        full = sync_token is None
+        report.full = full
+        store = self.ctx.store
+        if full:
+            # Loaded BEFORE the first list call: anything linked later was inserted in Google after it, so it is
+            # either listed or not in this map; removals then never race a concurrent push.
+            for event, update_time in store.linked_event_snapshots(self.user_id, self.calendar_id):
+                self.linked[event.id] = event
+                self.linked_times[event.id] = update_time
+        page_token: str | None = None
+        next_sync_token: str | None = None
+        while True:
+            page = client.list_events_page(self.calendar_id, sync_token=sync_token, page_token=page_token)
+            report.list_calls += 1
+            report.pages += 1
+            items = [i for i in page.get("items", []) or [] if i.get("id")]
+            report.events_seen += len(items)
+            self._apply_page(items)
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                next_sync_token = page.get("nextSyncToken")
+                break
+            if full:
+                self._between_pages()
+        if full:
+            removals = plan_removals(list(self.linked.items()), self.seen, calendar_id=self.calendar_id, now=self.now)
+            for removal in removals:
+                self._queue(
+                    removal, None, self.writer.update_times.get(removal.crm_id) or self.linked_times.get(removal.crm_id)
+                )
+        self._finish(next_sync_token)
+
+    def _apply_page(self, items: list[dict[str, Any]]) -> None:
+        if not items:
+            return
+        ids = self._candidate_ids(items)
+        if ids & self.writer.pending_ids:
+            self.writer.flush()
+        lookup = ids - set(self.linked)
+        found = self.ctx.store.get_event_snapshots(lookup) if lookup else {}
+        found.update(self._by_link(items, found))
+        stored: dict[str, CrmEvent] = {crm_id: event for crm_id, (event, _) in found.items()}
+        stored.update(self.linked)
+        # Freshest known update time per document: the full sync's initial read < our own commits < this page's read.
+        times: dict[str, dt.datetime] = dict(self.linked_times)
+        times.update(self.writer.update_times)
+        times.update({crm_id: t for crm_id, (_, t) in found.items()})
+        index = StoredIndex(stored, self.calendar_id)
+        self.deleted_series |= deleted_series_ids(items)
+        for item in items:
+            self.seen.add(item["id"])
+            action = plan_one(
+                item, index, owner_id=self.user_id, now=self.now, deleted_series=frozenset(self.deleted_series)
+            )
+            if not isinstance(action, SkipEcho):
+                index.put(action.crm_id, action.after)
+            self._queue(action, item, times.get(action.crm_id) if action.crm_id else None)
+            if isinstance(action, TombstoneFromGoogle) and action.before.recurrence:
+                self._remove_exceptions(action.crm_id, index)
+
+    def _remove_exceptions(self, master_id: str, index: StoredIndex) -> None:
+        """One query per deleted series (rare): its exceptions stored in the CRM become tombstones too."""
+        found = dict(self.ctx.store.series_exception_snapshots(self.user_id, master_id))
+        exceptions = [(crm_id, index.by_id.get(crm_id, event)) for crm_id, (event, _) in found.items()]
+        for action in plan_series_removal(master_id, exceptions, calendar_id=self.calendar_id, now=self.now):
+            index.put(action.crm_id, action.after)
+            if self.report.full:
+                self.seen.add(action.google_id)
+            update_time = self.writer.update_times.get(action.crm_id) or found[action.crm_id][1]
+            self._queue(action, None, update_time)
+
+    def _between_pages(self) -> None:
+        """Full lists: show progress and keep the lease alive (queued with the page's writes, no extra commit)."""
+        now = self.ctx.clock()
+        progress = {
+            "import_progress.state": "running",
+            "import_progress.pages": self.report.pages,
+            "import_progress.events_seen": self.report.events_seen,
+            "import_progress.started_at": self.now,
+            "import_progress.finished_at": None,
+        }
+        self.writer.add(_Queued(Write("update", self.cal_ref, progress)))
+        if self.lease is not None:
+            self.writer.add(_Queued(self.lease.refresh_write(now)))
+
+    def _finish(self, next_sync_token: str | None) -> None:
+        from google.cloud import firestore
+
+        report = self.report
+        now = self.ctx.clock()
+        fields: dict[str, Any] = {
+            "last_sync_at": now,
+            "pull_due_at": now + dt.timedelta(seconds=self.ctx.settings.stale_sync_seconds),
+            "last_error": None,
+            "last_error_at": None,
+            "counters.pulls": firestore.Increment(1),
+        }
+        if next_sync_token:
+            fields["sync_token"] = next_sync_token
+        if self.reason == "webhook":
+            fields["last_notification_at"] = self.now
+        if report.full:
+            fields["counters.full_syncs"] = firestore.Increment(1)
+            fields["import_progress"] = {
+                "state": "done",
+                "pages": report.pages,
+                "events_seen": report.events_seen,
+                "started_at": self.now,
+                "finished_at": now,
+            }
+        for kind in ("create", "update", "tombstone", "keep_local", "remove_missing"):
+            if report.counts.get(kind):
+                fields[f"counters.{kind}"] = firestore.Increment(report.counts[kind])
+        self.writer.add(_Queued(Write("update", self.cal_ref, fields), final=True))
+        if self.lease is not None:
+            self.writer.add(_Queued(self.lease.release_write()))
+        self.writer.flush()
+        log_event(
+            logger,
+            "pull done",
+            user_id=self.user_id,
+            calendar_id=self.calendar_id,
+            full=report.full,
+            pages=report.pages,
+            events_seen=report.events_seen,
+            counts=report.counts,
+            conflicts=report.conflicts,
+            reason=self.reason,
+        )
