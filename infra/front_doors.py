@@ -97,7 +97,11 @@ class FrontDoors:
     def serve_gateway(self, port: int = 0) -> str:
         from werkzeug.serving import make_server
 
-        server = make_server("127.0.0.1", port, self.gateway(), threaded=True)
+        from infra.access_log import AccessLogRequestHandler
+
+        server = make_server(
+            "127.0.0.1", port, self.gateway(), threaded=True, request_handler=AccessLogRequestHandler
+        )
         threading.Thread(target=server.serve_forever, name="api-gateway", daemon=True).start()
         self._servers.append(server)
         self.gateway_url = f"http://127.0.0.1:{server.server_port}"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from infra.access_log import AccessLogRequestHandler
 from infra.cloud_run_iam import SIGNATURE_REMOVED, CloudRunIam
 from infra.deployment import read_deployment
 from infra.front_doors import FrontDoors
@@ -52,7 +53,9 @@ def open_doors(google: Any, apps: dict[str, Any], terraform_dir: Path = TERRAFOR
 
     deployment = read_deployment(project_id=AUTH_PROJECT, terraform_dir=terraform_dir)
     doors = FrontDoors(deployment, google.control, google.certs_url)
-    server = make_server("127.0.0.1", 0, PathDispatcher(doors.guard(apps)), threaded=True)
+    server = make_server(
+        "127.0.0.1", 0, PathDispatcher(doors.guard(apps)), threaded=True, request_handler=AccessLogRequestHandler
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     doors.functions_url = f"http://127.0.0.1:{server.server_port}"
     doors.serve_gateway()

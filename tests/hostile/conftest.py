@@ -57,6 +57,7 @@ def front_doors(google_standin_server: Any) -> Iterator[Any]:
     from werkzeug.serving import make_server
 
     from infra.deployment import read_deployment
+    from infra.access_log import AccessLogRequestHandler
     from infra.devstack import PathDispatcher, build_function_apps
     from infra.front_doors import FrontDoors
     from infra.google_standin.control import ControlClient
@@ -64,7 +65,13 @@ def front_doors(google_standin_server: Any) -> Iterator[Any]:
 
     google = GoogleStandin(google_standin_server, ControlClient(google_standin_server.base_url))
     doors = FrontDoors(read_deployment(project_id=DOORS_PROJECT), google.control, google.certs_url)
-    server = make_server("127.0.0.1", 0, PathDispatcher(doors.guard(build_function_apps())), threaded=True)
+    server = make_server(
+        "127.0.0.1",
+        0,
+        PathDispatcher(doors.guard(build_function_apps())),
+        threaded=True,
+        request_handler=AccessLogRequestHandler,
+    )
     thread = threading.Thread(target=server.serve_forever, name="hostile-doors", daemon=True)
     thread.start()
     doors.functions_url = f"http://127.0.0.1:{server.server_port}"
