@@ -56,8 +56,8 @@ def front_doors(google_standin_server: Any) -> Iterator[Any]:
     API Gateway on its own port): the harness sends each case the way production's caller would."""
     from werkzeug.serving import make_server
 
-    from infra.deployment import read_deployment
     from infra.access_log import AccessLogRequestHandler
+    from infra.deployment import read_deployment
     from infra.devstack import PathDispatcher, build_function_apps
     from infra.front_doors import FrontDoors
     from infra.google_standin.control import ControlClient
