@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shared.conflict_record import describe as describe_conflict
 from shared.errors import FullSyncRequired, NeedsReauth, SyncError
 from shared.logs import log_event
 from shared.mapping import (
@@ -146,10 +147,13 @@ def _private(google_event: dict[str, Any]) -> dict[str, Any]:
     return (google_event.get("extendedProperties") or {}).get("private") or {}
 
 
-def _with_decision(event: CrmEvent, decision: ConflictDecision | None) -> list[ConflictDecision]:
+def _with_decision(
+    event: CrmEvent, decision: ConflictDecision | None, google: CrmEvent | None = None
+) -> list[ConflictDecision]:
+    """The event's decisions plus this one, described for the conflict center (`google` None: a deletion)."""
     if decision is None:
         return list(event.sync.decisions)
-    return [*event.sync.decisions, decision][-MAX_DECISIONS:]
+    return [*event.sync.decisions, describe_conflict(decision, crm=event, google=google)][-MAX_DECISIONS:]
 
 
 def _crm_time(event: CrmEvent) -> dt.datetime | None:
@@ -360,7 +364,9 @@ def _plan_one(
             after = stored.model_copy(
                 update={
                     "google": link,
-                    "sync": stored.sync.model_copy(update={"decisions": _with_decision(stored, decision)}),
+                    "sync": stored.sync.model_copy(
+                        update={"decisions": _with_decision(stored, decision, google_version)}
+                    ),
                 }
             )
             return KeepLocal(crm_id, google_id, stored, after, decision)
@@ -371,7 +377,7 @@ def _plan_one(
             crm_updated_at=crm_time,
             google_updated=google_time,
         )
-        after = mark_synced_from_google(google_version, now, _with_decision(stored, decision))
+        after = mark_synced_from_google(google_version, now, _with_decision(stored, decision, google_version))
         return UpdateFromGoogle(crm_id, google_id, stored, after, True, decision)
 
     if same_content:

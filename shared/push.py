@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from shared.conflict_record import describe as describe_conflict
 from shared.errors import (
     DuplicateId,
     GoogleApiError,
@@ -395,7 +396,10 @@ class _Executor:
         entry = self.client.execute(self.client.service.calendars().get(calendarId="primary"))
         return str(entry["id"])
 
-    def _record(self, decision: ConflictDecision, calendar_id: str) -> None:
+    def _record(self, decision: ConflictDecision, calendar_id: str, google_event: dict[str, Any] | None) -> None:
+        """Keep the decision, described for the conflict center (`google_event` None: Google deleted the event)."""
+        google = None if google_event is None else google_view(self.event, google_event, calendar_id, self.now)
+        decision = describe_conflict(decision, crm=self.event, google=google)
         self.done.decisions.append(decision)
         self._log(
             "push conflict decided",
@@ -522,11 +526,11 @@ class _Executor:
             self._patch(calendar_id, current["id"], current.get("etag"), send_updates, rounds)
             return
         if self._deleted_in_google(current, calendar_id):
-            self._record(deletion_wins(self.event, current, self.now, reason), calendar_id)
+            self._record(deletion_wins(self.event, current, self.now, reason), calendar_id, None)
             self._take_google(current, calendar_id, deleted=True)
             return
         decision = decide(self.event, current, self.now, reason)
-        self._record(decision, calendar_id)
+        self._record(decision, calendar_id, current)
         if decision.winner == "crm":
             self._patch(calendar_id, current["id"], current.get("etag"), send_updates, rounds)
         else:
@@ -590,7 +594,7 @@ class _Executor:
             current = self.client.get_event(action.calendar_id, action.event_id)
             if current.get("status") != "cancelled":
                 decision = decide(self.event, current, self.now, "delete etag stale (412)")
-                self._record(decision, action.calendar_id)
+                self._record(decision, action.calendar_id, current)
                 if decision.winner == "google":
                     self._take_google(current, action.calendar_id)
                     return
