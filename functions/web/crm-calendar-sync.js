@@ -16,6 +16,7 @@ const ROUTES = {
 };
 const POLL_FAST_MS = 1500;
 const POLL_MAX_MS = 30000;
+const POLL_BUSY_MAX_MS = 3000; // while the user waits for an action (an import runs inside enable)
 const FIELD_LABELS = {
   title: "Title",
   description: "Description",
@@ -51,7 +52,7 @@ function h(tag, attrs = {}, ...children) {
     else if (name in element && typeof value !== "string") element[name] = value;
     else element.setAttribute(name, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     element.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -107,8 +108,8 @@ class CrmCalendarSync extends HTMLElement {
   constructor() {
     super();
     this.attachShadow({ mode: "open" });
-    this.getIdToken = null;
-    this.idToken = null;
+    this._getIdToken = null;
+    this._idToken = null;
     this._status = null;
     this._conflicts = [];
     this._nextConflictPage = null;
@@ -124,7 +125,40 @@ class CrmCalendarSync extends HTMLElement {
     };
   }
 
+  // The host may set the token source before this module loads (an un-upgraded element keeps it as an own property).
+  _upgradeProperty(name) {
+    if (Object.prototype.hasOwnProperty.call(this, name)) {
+      const value = this[name];
+      delete this[name];
+      this[name] = value;
+    }
+  }
+
+  get getIdToken() {
+    return this._getIdToken;
+  }
+
+  set getIdToken(callback) {
+    this._getIdToken = typeof callback === "function" ? callback : null;
+    if (this._connected && this._getIdToken) this.refresh({ calendars: true });
+  }
+
+  get idToken() {
+    return this._idToken;
+  }
+
+  set idToken(token) {
+    this._idToken = token || null;
+    if (this._connected && this._idToken && !this._getIdToken) this.refresh({ calendars: true });
+  }
+
+  _hasTokenSource() {
+    return Boolean(this._getIdToken || this._idToken);
+  }
+
   connectedCallback() {
+    this._upgradeProperty("getIdToken");
+    this._upgradeProperty("idToken");
     this._connected = true;
     const link = h("link", { rel: "stylesheet", href: new URL("./crm-calendar-sync.css", import.meta.url).href });
     this._root = h("div", { class: "root" });
@@ -132,7 +166,7 @@ class CrmCalendarSync extends HTMLElement {
     document.addEventListener("visibilitychange", this._onVisibility);
     this._readReturnFromGoogle();
     this._render();
-    this.refresh({ calendars: true });
+    if (this._hasTokenSource()) this.refresh({ calendars: true });
   }
 
   disconnectedCallback() {
@@ -143,7 +177,7 @@ class CrmCalendarSync extends HTMLElement {
   }
 
   attributeChangedCallback() {
-    if (this._connected) this.refresh({ calendars: true });
+    if (this._connected && this._hasTokenSource()) this.refresh({ calendars: true });
   }
 
   // --- API -----------------------------------------------------------------------------------------------------
@@ -152,8 +186,8 @@ class CrmCalendarSync extends HTMLElement {
   }
 
   async _token() {
-    if (typeof this.getIdToken === "function") return await this.getIdToken();
-    if (this.idToken) return this.idToken;
+    if (this._getIdToken) return await this._getIdToken();
+    if (this._idToken) return this._idToken;
     throw Object.assign(new Error(ERROR_WORDS.unauthenticated), { code: "unauthenticated" });
   }
 
@@ -232,7 +266,8 @@ class CrmCalendarSync extends HTMLElement {
     );
   }
 
-  // Poll while work is in progress (import, repair, pending pushes), backing off to POLL_MAX_MS, never while hidden.
+  // Poll while work is in progress (import, repair, pending pushes), backing off to POLL_MAX_MS (POLL_BUSY_MAX_MS
+  // while an action of the user is still running), never while the page is hidden.
   _afterRefresh() {
     if (this._needsPolling()) this._schedulePoll(this._pollDelay);
     else this._pollDelay = POLL_FAST_MS;
@@ -243,7 +278,7 @@ class CrmCalendarSync extends HTMLElement {
     this._pollTimer = setTimeout(async () => {
       this._pollTimer = null;
       if (document.hidden || !this._connected) return;
-      this._pollDelay = Math.min(POLL_MAX_MS, Math.round(this._pollDelay * 1.5));
+      this._pollDelay = Math.min(this._busy ? POLL_BUSY_MAX_MS : POLL_MAX_MS, Math.round(this._pollDelay * 1.5));
       await this.refresh();
     }, delay);
   }
