@@ -69,10 +69,8 @@ def test_connect_choose_enable_and_watch_the_import(stack: Stack, browser: Brows
     progress = page.wait_for_selector("#import-progress", timeout=90_000)
     assert "events read from Google" in progress.inner_text()
     browser.screenshot("-importing")
-    page.wait_for_selector("#import-progress", state="detached", timeout=120_000)
-    page.wait_for_function(
-        "() => document.querySelector('crm-calendar-sync').shadowRoot.querySelector('#sync-toggle').checked"
-    )
+    page.locator("#message", has_text="Saved").wait_for(timeout=120_000)
+    page.wait_for_selector("#import-progress", state="detached")
     stack.google.control.set_latency(LIST, 0)
 
     # What the page shows is what is stored: both calendars enabled with live channels, the mode, every event.
@@ -93,9 +91,7 @@ def test_lost_google_access_shows_the_banner_and_reconnect_restores_it(stack: St
     page.goto(stack.page_url)
     connect_through_consent(page, stack, "#connect")
     page.click("#save-calendars")
-    page.wait_for_function(
-        "() => document.querySelector('crm-calendar-sync').shadowRoot.querySelector('#sync-toggle').checked"
-    )
+    page.locator("#message", has_text="Saved").wait_for()
 
     # The user revokes our access in their Google account.
     integration = stack.ctx.store.get_integration(DEMO_USER)
@@ -126,9 +122,7 @@ def test_disconnect_and_phone_width(stack: Stack, phone: BrowserPage) -> None:
     page.goto(stack.page_url)
     connect_through_consent(page, stack, "#connect")
     page.click("#save-calendars")
-    page.wait_for_function(
-        "() => document.querySelector('crm-calendar-sync').shadowRoot.querySelector('#sync-toggle').checked"
-    )
+    page.locator("#message", has_text="Saved").wait_for()
     # Nothing wider than the phone's screen: no horizontal scrolling of the page.
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
     # Every control has an accessible name.
