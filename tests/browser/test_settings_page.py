@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared.models import calendar_key
-from tests.browser.conftest import DEMO_EMAIL, DEMO_USER, BrowserPage, Stack, wait_until
+from tests.browser.conftest import DEMO_EMAIL, DEMO_USER, BrowserPage, Stack
 
 LIST = "calendar.events.list"
 IMPORTED = 1100
