@@ -294,3 +294,13 @@ def test_normaliser_reads_both_hcl2_shapes() -> None:
     parsed = parse_text(snippet)
     assert parsed.locals["m"] == {"a": "x", "b": ["y"]}
     assert parsed.resource("t", "n") == {"s": "v-${var.k}", "blk": [{"c": 1}]}
+
+
+def test_settings_ui_files_ship_in_the_source_archive(cfg: Config) -> None:
+    """Every file settings_ui serves exists under functions/web, which the archive's allow-list (functions/**) ships."""
+    from functions import settings_ui
+
+    assert "functions/**" in policy.archive_patterns(cfg)
+    for name in settings_ui.ASSETS:
+        assert (settings_ui.WEB_DIR / name).is_file(), name
+        assert settings_ui.WEB_DIR.relative_to(REPO).parts[0] == "functions"
