@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,14 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         token = (ROOT / ".run" / "demo-id-token").read_text().strip()
         auth = {"Authorization": f"Bearer {token}"}
 
+        # 0. The walkthrough names the settings page; it is served with its CSP and signs the demo user in.
+        page_url = next(m.group(0) for line in seen if (m := re.search(r"http://\S+/settings/index\.html", line)))
+        page = requests.get(page_url, timeout=30)
+        assert page.status_code == 200 and "crm-calendar-sync" in page.text
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        signed_in = requests.post(f"{functions}/_local/id-token", timeout=30)
+        assert signed_in.status_code == 200 and signed_in.json()["user_id"] == DEMO_USER
+
         # 1. Connect Google through the real OAuth round trip.
         start = requests.get(f"{functions}/oauth_start", headers={**auth, "Accept": "application/json"}, timeout=30)
         assert start.status_code == 200, start.text
@@ -88,6 +97,7 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         assert consent.status_code == 302
         callback = requests.get(consent.headers["Location"], allow_redirects=False, timeout=60)
         assert callback.status_code in (200, 302, 303), callback.text
+        assert callback.headers["Location"] == page_url + "?google=connected"  # back on the settings page
 
         # 2. Enable sync.
         enable = requests.post(f"{functions}/sync_enable", json={}, headers=auth, timeout=60)
