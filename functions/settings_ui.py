@@ -21,6 +21,9 @@ from shared.errors import MethodNotAllowed, NotFound
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 PAGE = "index.html"
+# The gateway route of the page (terraform/locals.tf settings_ui.path): the bare route is redirected to the page's
+# full URL, so the page's relative script and style URLs resolve under /settings/.
+PAGE_URL = "/settings/" + PAGE
 ASSETS: dict[str, str] = {
     PAGE: "text/html; charset=utf-8",
     "host.js": "text/javascript; charset=utf-8",
@@ -61,6 +64,8 @@ def _serve(request: Any) -> Any:
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed("use GET", allowed=["GET", "HEAD"])
     name = asset_name(request.path)
+    if name == PAGE and not request.path.endswith(PAGE):
+        return "", 302, {"Location": PAGE_URL, "Cache-Control": "no-cache"}
     if name not in ASSETS:
         raise NotFound("no such file", files=sorted(ASSETS))
     body, etag = asset(name)

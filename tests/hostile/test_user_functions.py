@@ -376,6 +376,8 @@ def test_stale_conflict_is_refused_and_changes_nothing(world: World) -> None:
 
 
 def test_settings_ui_serves_only_its_files_with_a_strict_csp(world: World) -> None:
+    bare = send(world, "settings_ui", Req("GET"))
+    assert bare.status_code == 302 and bare.headers["Location"] == "/settings/index.html"
     page = send(world, "settings_ui", Req("GET", path="index.html"))
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     csp = page.headers["Content-Security-Policy"]
