@@ -300,7 +300,6 @@ def test_settings_ui_files_ship_in_the_source_archive(cfg: Config) -> None:
     """Every file settings_ui serves exists under functions/web, which the archive's allow-list (functions/**) ships;
     the page's URL agrees between the function, the gateway route and the local stack."""
     from functions import settings_ui
-
     from infra.devstack import SETTINGS_PAGE
 
     assert "functions/**" in policy.archive_patterns(cfg)
