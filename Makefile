@@ -21,7 +21,14 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	@rm -f $(CHECKOV_VENV)/.installed-*
 	@touch $(CHECKOV_STAMP)
 
-install: $(STAMP) $(CHECKOV_STAMP)
+# The browser tests drive Debian's Chromium; installed from the Debian packages when missing (no browser download).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
+
+install: $(STAMP) $(CHECKOV_STAMP) $(CHROMIUM)
 
 lint: install
 	$(BIN)/ruff check .

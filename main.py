@@ -8,6 +8,9 @@ Entry point -> adapter:
 - sync_enable      (HTTP)             enable sync for calendars              functions/settings.py
 - sync_disable     (HTTP)             disable sync                           functions/settings.py
 - sync_status      (HTTP)             status for a settings page             functions/settings.py
+- sync_conflicts   (HTTP)             the conflict center's list (paged)     functions/conflicts.py
+- sync_resolve     (HTTP)             keep one version of a conflict         functions/conflicts.py
+- settings_ui      (HTTP, static)     the settings component's files         functions/settings_ui.py
 - renew            (HTTP, private)    Cloud Scheduler cron                   functions/renew.py
 - push_event       (CloudEvent)       Firestore events/{eventId} written     functions/crm_trigger.py
 """
@@ -69,6 +72,27 @@ def sync_status(request: Any) -> Any:
     from functions.settings import handle_status
 
     return handle_status(request)
+
+
+@functions_framework.http
+def sync_conflicts(request: Any) -> Any:
+    from functions.conflicts import handle_list
+
+    return handle_list(request)
+
+
+@functions_framework.http
+def sync_resolve(request: Any) -> Any:
+    from functions.conflicts import handle_resolve
+
+    return handle_resolve(request)
+
+
+@functions_framework.http
+def settings_ui(request: Any) -> Any:
+    from functions.settings_ui import handle_request
+
+    return handle_request(request)
 
 
 @functions_framework.http

@@ -40,11 +40,16 @@ def _status(request: Any) -> Any:
     require_method(request, "GET")
     ctx = default_context()
     user = authenticate_user(request, ctx.settings)
-    if request.args:
+    include = request.args.getlist("include")
+    if set(request.args) - {"include"} or include not in ([], ["google_calendars"]):
         from shared.errors import BadRequest
 
-        raise BadRequest("status takes no parameters; the user comes from the ID token", fields=sorted(request.args))
-    return json_response(enablement.status(ctx, user.user_id).model_dump(mode="json"))
+        raise BadRequest(
+            "status takes only `include=google_calendars`; the user comes from the ID token",
+            fields=sorted(request.args),
+        )
+    result = enablement.status(ctx, user.user_id, include_google_calendars=bool(include))
+    return json_response(result.model_dump(mode="json"))
 
 
 def handle_enable(request: Any) -> Any:

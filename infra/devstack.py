@@ -17,9 +17,12 @@ import ast
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,9 @@ from shared.logs import configure_logging, log_event
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "main.py"
+TERRAFORM_FUNCTIONS = ROOT / "terraform" / "locals.tf"
+SETTINGS_PAGE = "/settings/index.html"
+LOCAL_SIGN_IN = "/_local/id-token"
 logger = logging.getLogger("infra.devstack")
 DEMO_EMAIL = "demo@example.com"
 DEMO_USER = "demo-user"
@@ -47,22 +53,65 @@ def entry_points() -> dict[str, str]:
     return found
 
 
-class PathDispatcher:
-    """WSGI app routing `/<entry_point>[/...]` to that function's own functions-framework app."""
+def gateway_routes(source: Path = TERRAFORM_FUNCTIONS) -> dict[str, str]:
+    """{gateway path: entry point} of the user-facing functions, read from Terraform's function map (locals.tf), so
+    the page and the component call the same paths locally as through API Gateway."""
+    pattern = re.compile(
+        r'entry_point\s*=\s*"(?P<entry>\w+)",\s*access\s*=\s*"gateway",\s*path\s*=\s*"(?P<path>/[^"]*)"'
+    )
+    return {m.group("path"): m.group("entry") for m in pattern.finditer(source.read_text(encoding="utf-8"))}
 
-    def __init__(self, apps: dict[str, Any]) -> None:
+
+class PathDispatcher:
+    """WSGI app routing `/<entry_point>[/...]` (and each gateway path of Terraform's function map) to that function's
+    own functions-framework app; `local_routes` are extra local-only WSGI apps by exact path (the demo sign-in)."""
+
+    def __init__(self, apps: dict[str, Any], local_routes: dict[str, Callable[..., Any]] | None = None) -> None:
         self.apps = apps
+        self.aliases = {path: name for path, name in gateway_routes().items() if name in apps}
+        self.local_routes = local_routes or {}
+
+    def _route(self, path: str) -> tuple[str, str]:
+        """(entry point, path inside it): a gateway path first (the longest matching prefix), else /<entry point>."""
+        for prefix in sorted(self.aliases, key=len, reverse=True):
+            if path == prefix or path.startswith(prefix + "/"):
+                return self.aliases[prefix], path
+        name, _, rest = path.lstrip("/").partition("/")
+        return name, "/" + rest
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "/")
-        name, _, rest = path.lstrip("/").partition("/")
+        local = self.local_routes.get(path)
+        if local is not None:
+            return local(environ, start_response)
+        name, inner = self._route(path)
         app = self.apps.get(name)
         if app is None:
             body = json.dumps({"error": {"code": "not_found", "functions": sorted(self.apps)}}).encode()
             start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
-        environ = dict(environ, SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + "/" + name, PATH_INFO="/" + rest)
+        if inner != path:
+            environ = dict(environ, SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + "/" + name, PATH_INFO=inner)
         return app(environ, start_response)
+
+
+def demo_sign_in(standin: Any, project: str, user_id: str = DEMO_USER, email: str = DEMO_EMAIL) -> Callable[..., Any]:
+    """Local only: POST answers a fresh 1-hour ID token for the demo user, signed by the stand-in as Firebase would
+    sign it, so the standalone settings page can sign in. Production has no such route: the CRM signs its users in."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            body = json.dumps({"error": {"code": "method_not_allowed", "message": "use POST"}}).encode()
+            start_response("405 Method Not Allowed", [("Content-Type", "application/json"), ("Allow", "POST")])
+            return [body]
+        token = standin.control.mint_id_token(
+            user_id, project, issuer=f"https://securetoken.google.com/{project}", email=email, issued_at=time.time()
+        )
+        body = json.dumps({"id_token": token, "expires_in": 3600, "user_id": user_id, "email": email}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        return [body]
+
+    return app
 
 
 def build_function_apps() -> dict[str, Any]:
@@ -124,6 +173,8 @@ Local stack is up (Ctrl-C stops everything).
                        each behind its Cloud Run IAM stand-in (only the webhook is public)
   API Gateway          {doors.gateway_url}  routes: {", ".join(doors.deployment.openapi["paths"])}
 
+Settings page (signs in '{DEMO_USER}' by itself): {functions_url}{SETTINGS_PAGE}
+
 Walkthrough, as the CRM user '{DEMO_USER}' whose Google account is {DEMO_EMAIL}:
   export DEMO_ID_TOKEN=$(cat {token_file.relative_to(ROOT)})      # a 1-hour ID token the stand-in signed
   1. Connect Google:  curl -s {auth} -H 'Accept: application/json' {doors.route_url("oauth_start")}
@@ -178,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         standin.control.set_current_user(DEMO_EMAIL)
         standin.control.register_client(standin.client_id, standin.client_secret, [os.environ["OAUTH_REDIRECT_URI"]])
 
-        dispatcher = PathDispatcher(doors.guard(build_function_apps()))
+        dispatcher = PathDispatcher(
+            doors.guard(build_function_apps()), {LOCAL_SIGN_IN: demo_sign_in(standin, args.project)}
+        )
         server = make_server(
             "127.0.0.1",
             args.port,

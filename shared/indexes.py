@@ -16,6 +16,8 @@ COMPOSITE_INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("events", (("owner_id", "ASCENDING"), ("series.series_crm_id", "ASCENDING"))),
     # Match by link: Google deletions of events the CRM created (FirestoreStore.events_by_google_ids).
     ("events", (("owner_id", "ASCENDING"), ("google.calendar_id", "ASCENDING"), ("google.event_id", "ASCENDING"))),
+    # The conflict center (shared.account.conflict_center.list_conflicts): an owner's decided events, newest first.
+    ("events", (("owner_id", "ASCENDING"), ("sync.last_decision_at", "DESCENDING"))),
     # Orphan sweep of the renewal run: active routes near expiry (FirestoreStore.routes_near_expiry).
     ("channels", (("state", "ASCENDING"), ("expiration", "ASCENDING"))),
 )

@@ -16,7 +16,7 @@ import hashlib
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -81,6 +81,8 @@ class Integration(Stored):
     reauth_reason: str | None = None
     connected_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    # How conflicts are decided for this user: last write wins (the default) or held for the user ("ask me").
+    conflict_mode: Literal["last_write_wins", "ask_me"] = "last_write_wins"
 
 
 class ChannelInfo(Stored):
@@ -269,14 +271,33 @@ class SyncState(StrEnum):
     CONFLICT = "conflict"
 
 
+class UserResolution(Stored):
+    """What the user chose for a recorded conflict in the conflict center."""
+
+    at: dt.datetime
+    keep: Literal["crm", "google"]
+    user_id: str
+    changed: bool  # False when the user kept the version that had already won
+
+
 class ConflictDecision(Stored):
-    """A recorded last-write-wins decision (README, invariant 4)."""
+    """A recorded last-write-wins decision (invariant 4), with what the conflict center shows and undoes.
+
+    `fields` are the synced fields on which the two versions differed; `winning` / `losing` hold each side's values of
+    those fields (JSON form), so "keep the other version" can re-apply the losing side. A deletion in Google has no
+    losing values to re-apply (`fields` is ["deleted"]). Decisions recorded before these fields existed have them empty.
+    """
 
     at: dt.datetime
     winner: Literal["crm", "google"]
     reason: str
     crm_updated_at: dt.datetime | None = None
     google_updated: dt.datetime | None = None
+    id: str | None = None
+    fields: list[str] = Field(default_factory=list)
+    winning: dict[str, Any] = Field(default_factory=dict)
+    losing: dict[str, Any] = Field(default_factory=dict)
+    resolved_by_user: UserResolution | None = None
     # From the three-way merge (shared/sync/merge.py): the fields one side changed alone, taken without a decision,
     # and the fields both sides changed differently, which this decision settled. Both empty: a deletion's decision.
     fields_merged: list[str] = Field(default_factory=list)
@@ -306,6 +327,12 @@ class SyncInfo(Stored):
     attempted_hash: str | None = None
     # The three-way merge's base, written with every successful push or pull; None for events synced before it.
     base: SyncBase | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def last_decision_at(self) -> dt.datetime | None:
+        """Stored with the decisions so the conflict center can query an owner's decided events, newest first."""
+        return max((d.at for d in self.decisions), default=None)
 
 
 class CrmEvent(Stored):

@@ -461,6 +461,22 @@ class FirestoreStore:
                 found[snapshot.id] = (self.event_from(snapshot), snapshot.update_time)
         return found
 
+    def events_with_decisions(
+        self, owner_id: str, *, limit: int, after: tuple[dt.datetime, str] | None = None
+    ) -> list[CrmEvent]:
+        """One owner's events that recorded conflict decisions, newest decision first (the conflict center's page);
+        `after` is the (last_decision_at, event id) of the previous page's last event."""
+        query = (
+            self.db.collection(EVENTS)
+            .where(filter=_field_filter("owner_id", "==", owner_id))
+            .where(filter=_field_filter("sync.last_decision_at", ">", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)))
+            .order_by("sync.last_decision_at", direction="DESCENDING")
+            .order_by("__name__", direction="DESCENDING")
+        )
+        if after is not None:
+            query = query.start_after({"sync.last_decision_at": after[0], "__name__": self.event_ref(after[1])})
+        return [self.event_from(snapshot) for snapshot in self.query(query.limit(limit))]
+
     def series_exception_snapshots(
         self, owner_id: str, series_crm_id: str
     ) -> Iterator[tuple[str, tuple[CrmEvent, dt.datetime]]]:

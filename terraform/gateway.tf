@@ -19,13 +19,34 @@
 locals {
   gateway_functions = { for k, f in local.functions : k => f if f.access == "gateway" }
 
-  # Routes that carry an end-user ID token; everything else on the gateway has none.
-  unauthenticated_routes = ["oauth_callback"]
+  # Routes that carry no end-user ID token: the OAuth callback (Google's redirect) and the settings component's static
+  # files (no user data; the page gets its token from the CRM's sign-in and sends it on its API calls).
+  unauthenticated_routes = ["oauth_callback", "settings_ui"]
 
-  openapi_paths = {
+  # settings_ui answers GET only, on /settings (the page) and /settings/{asset}; the request path is appended to the
+  # backend address so the function sees which file is asked for. No preflight: browsers load these without one.
+  static_routes = ["settings_ui"]
+  static_paths = {
+    for k in local.static_routes : "${local.functions[k].path}/{asset}" => {
+      get = {
+        operationId = "${k}_asset_get"
+        summary     = local.functions[k].description
+        parameters  = [{ name = "asset", in = "path", required = true, type = "string" }]
+        x-google-backend = {
+          address          = local.function_urls[k]
+          path_translation = "APPEND_PATH_TO_ADDRESS"
+          deadline         = local.sizing[k].timeout
+        }
+        produces  = ["text/html", "text/javascript", "text/css"]
+        responses = { "200" = { description = "OK" } }
+      }
+    }
+  }
+
+  openapi_paths = merge(local.static_paths, {
     for k, f in local.gateway_functions : f.path => merge(
       {
-        for method in ["get", "post"] : method => merge(
+        for method in(contains(local.static_routes, k) ? ["get"] : ["get", "post"]) : method => merge(
           {
             operationId = "${k}_${method}"
             summary     = f.description
@@ -41,7 +62,7 @@ locals {
         )
       },
       {
-        options = {
+        for method in(contains(local.static_routes, k) ? [] : ["options"]) : method => {
           operationId = "${k}_cors"
           summary     = "CORS preflight"
           x-google-backend = {
@@ -53,7 +74,7 @@ locals {
         }
       },
     )
-  }
+  })
 
   openapi = {
     swagger  = "2.0"

@@ -3,7 +3,7 @@
 # access:
 #   public  - the webhook: Google's push notifications carry no Google identity, so its Cloud Run service has the
 #             project's only allUsers invoker binding; it authenticates each call by channel id + channel token.
-#   gateway - user-facing functions. Browsers cannot mint Google-signed tokens for Cloud Run IAM, and allUsers is
+#   gateway - user-facing functions (settings_ui: the settings component's static files, see gateway.tf). Browsers cannot mint Google-signed tokens for Cloud Run IAM, and allUsers is
 #             reserved for the webhook, so these sit behind API Gateway (gateway.tf): the gateway validates the
 #             Firebase / Identity Platform ID token at the edge, calls the function as its own service account (the
 #             only invoker), and the function verifies the user's ID token again (shared/account/identity.py). Firebase Hosting
@@ -48,6 +48,21 @@ locals {
       entry_point = "sync_status", access = "gateway", path = "/sync/status", description = "Sync status for a settings page"
       memory      = "256Mi", timeout = 60, min_instances = 0, max_instances = 5
       secrets     = ["OAUTH_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEYS"]
+    }
+    sync_conflicts = {
+      entry_point = "sync_conflicts", access = "gateway", path = "/sync/conflicts", description = "The conflict center's list"
+      memory      = "256Mi", timeout = 60, min_instances = 0, max_instances = 5
+      secrets     = []
+    }
+    sync_resolve = {
+      entry_point = "sync_resolve", access = "gateway", path = "/sync/resolve", description = "Keep one version of a conflict"
+      memory      = "256Mi", timeout = 60, min_instances = 0, max_instances = 5
+      secrets     = []
+    }
+    settings_ui = {
+      entry_point = "settings_ui", access = "gateway", path = "/settings", description = "The settings component's files"
+      memory      = "256Mi", timeout = 30, min_instances = 0, max_instances = 5
+      secrets     = []
     }
     renew = {
       entry_point = "renew", access = "private", path = "", description = "Scheduled channel renewal and reconciliation"
@@ -196,6 +211,14 @@ locals {
       fields = [
         { field_path = "owner_id", order = "ASCENDING" },
         { field_path = "series.series_crm_id", order = "ASCENDING" },
+      ]
+    }
+    "events--owner_id-asc--sync.last_decision_at-des" = {
+      collection  = "events"
+      query_scope = "COLLECTION"
+      fields = [
+        { field_path = "owner_id", order = "ASCENDING" },
+        { field_path = "sync.last_decision_at", order = "DESCENDING" },
       ]
     }
     "channels--state-asc--expiration-asc" = {

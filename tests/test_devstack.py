@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -122,6 +123,14 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
         )
         token = (ROOT / ".run" / "demo-id-token").read_text().strip()
         auth = {"Authorization": f"Bearer {token}"}
+
+        # 0. The walkthrough names the settings page; it is served with its CSP and signs the demo user in.
+        page_url = next(m.group(0) for line in seen if (m := re.search(r"http://\S+/settings/index\.html", line)))
+        page = requests.get(page_url, timeout=30)
+        assert page.status_code == 200 and "crm-calendar-sync" in page.text
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        signed_in = requests.post(f"{functions}/_local/id-token", timeout=30)
+        assert signed_in.status_code == 200 and signed_in.json()["user_id"] == DEMO_USER
 
         # 1. Connect Google through the real OAuth round trip.
         direct = requests.get(f"{functions}/oauth_start", headers={**auth, "Accept": "application/json"}, timeout=30)

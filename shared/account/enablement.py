@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -51,6 +51,8 @@ class EnableRequest(Strict):
 
     calendar_ids: list[CalendarId] | None = Field(default=None, min_length=1, max_length=MAX_CALENDARS_PER_REQUEST)
     target_calendar_id: CalendarId | None = None
+    # How conflicts are decided from now on (unchanged when absent): last write wins, or held for the user.
+    conflict_mode: Literal["last_write_wins", "ask_me"] | None = None
 
 
 class DisableRequest(Strict):
@@ -98,6 +100,19 @@ class EventCounts(BaseModel):
     conflict: int = 0
 
 
+class GoogleCalendarChoice(BaseModel):
+    """One entry of the account's calendar list, for the settings page's checkboxes."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    calendar_id: str
+    summary: str
+    primary: bool
+    access_role: str
+    syncable: bool
+    writable: bool
+
+
 class StatusResponse(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
@@ -112,6 +127,8 @@ class StatusResponse(BaseModel):
     calendars: list[CalendarStatus]
     events: EventCounts
     generated_at: dt.datetime
+    conflict_mode: str = "last_write_wins"
+    google_calendars: list[GoogleCalendarChoice] | None = None  # only when asked for (one calendarList call)
 
 
 # --- integration helpers ----------------------------------------------------------------------------------------------
@@ -249,6 +266,8 @@ def enable(ctx: AppContext, user_id: str, request: EnableRequest) -> StatusRespo
     target = _choose_target(request, integration, primary, enabled_after)
     if entries.get(target, {}).get("accessRole") not in WRITABLE_ROLES:
         raise BadRequest("the target calendar must be writable", calendar_id=target)
+    if request.conflict_mode is not None and request.conflict_mode != integration.conflict_mode:
+        ctx.store.update_integration(user_id, {"conflict_mode": request.conflict_mode, "updated_at": ctx.clock()})
     outcomes: dict[str, str] = {}
     for calendar_id in wanted:
         outcomes[calendar_id] = _enable_one(ctx, integration, calendar_id, existing.get(calendar_id), target)
@@ -476,7 +495,32 @@ def calendar_status(
     )
 
 
-def status(ctx: AppContext, user_id: str, *, outcomes: dict[str, str] | None = None) -> StatusResponse:
+def google_calendar_choices(ctx: AppContext, integration: Integration) -> list[GoogleCalendarChoice]:
+    """The account's calendar list (one calendarList call); a lost grant marks the integration needs_reauth."""
+    with ctx.reauth_guard(integration.user_id):
+        entries = ctx.calendar_client(integration).list_calendars()
+    choices = [
+        GoogleCalendarChoice(
+            calendar_id=str(entry["id"]),
+            summary=str(entry.get("summaryOverride") or entry.get("summary") or entry["id"]),
+            primary=bool(entry.get("primary")),
+            access_role=str(entry.get("accessRole") or ""),
+            syncable=entry.get("accessRole") in READABLE_ROLES,
+            writable=entry.get("accessRole") in WRITABLE_ROLES,
+        )
+        for entry in entries
+        if not entry.get("deleted")
+    ]
+    return sorted(choices, key=lambda c: (not c.primary, c.summary.lower()))
+
+
+def status(
+    ctx: AppContext,
+    user_id: str,
+    *,
+    outcomes: dict[str, str] | None = None,
+    include_google_calendars: bool = False,
+) -> StatusResponse:
     """Everything a settings page shows, for the calling user only."""
     now = ctx.clock()
     integration = ctx.store.get_integration(user_id)
@@ -488,6 +532,12 @@ def status(ctx: AppContext, user_id: str, *, outcomes: dict[str, str] | None = N
         conflict=ctx.store.count_events(user_id, SyncState.CONFLICT),
     )
     state = integration.status if integration else IntegrationStatus.DISCONNECTED
+    choices = None
+    if include_google_calendars and integration is not None and state == IntegrationStatus.CONNECTED:
+        try:
+            choices = google_calendar_choices(ctx, integration)
+        except NeedsReauth:
+            return status(ctx, user_id, outcomes=outcomes)
     return StatusResponse(
         user_id=user_id,
         connected=state == IntegrationStatus.CONNECTED,
@@ -503,4 +553,6 @@ def status(ctx: AppContext, user_id: str, *, outcomes: dict[str, str] | None = N
         ],
         events=counts,
         generated_at=now,
+        conflict_mode=integration.conflict_mode if integration else "last_write_wins",
+        google_calendars=choices,
     )

@@ -59,6 +59,7 @@ from shared.models import (
 )
 from shared.store import retry_if_changed
 from shared.sync.conflict import TOMBSTONE_RETENTION, tombstone, with_decision
+from shared.sync.conflict_record import describe as describe_conflict
 from shared.sync.crm_to_google_plan import (
     REAUTH_RECHECK_SECONDS,
     Defer,
@@ -143,7 +144,10 @@ class _CrmToGoogleRun:
         entry = self.client.execute(self.client.service.calendars().get(calendarId="primary"))
         return str(entry["id"])
 
-    def _record(self, decision: ConflictDecision, calendar_id: str) -> None:
+    def _record(self, decision: ConflictDecision, calendar_id: str, google_event: dict[str, Any] | None) -> None:
+        """Keep the decision, described for the conflict center (`google_event` None: Google deleted the event)."""
+        google = None if google_event is None else google_view(self.event, google_event, calendar_id, self.now)
+        decision = describe_conflict(decision, crm=self.event, google=google)
         self.done.decisions.append(decision)
         self._log(
             "push conflict decided",
@@ -258,7 +262,7 @@ class _CrmToGoogleRun:
         deleted = self._deleted_in_google(current, calendar_id)
         resolution = resolve_conflict(self.event, current, calendar_id, self.now, reason, deleted_in_google=deleted)
         if resolution.decision is not None:
-            self._record(resolution.decision, calendar_id)
+            self._record(resolution.decision, calendar_id, None if resolution.deleted else current)
         if resolution.kind == "adopt":
             self.done.link = link_from_google(current, calendar_id)
             self.done.pushed = True
@@ -325,7 +329,7 @@ class _CrmToGoogleRun:
             current = self.client.get_event(action.calendar_id, action.event_id)
             if current.get("status") != "cancelled":
                 decision = decide(self.event, current, self.now, "delete etag stale (412)")
-                self._record(decision, action.calendar_id)
+                self._record(decision, action.calendar_id, current)
                 if decision.winner == "google":
                     self._take_google(current, action.calendar_id)
                     return

@@ -42,6 +42,7 @@ from shared.gcal.wire import (
 )
 from shared.models import ConflictDecision, CrmEvent, crm_event_id_for_google
 from shared.sync.conflict import google_deletion_wins, last_write_wins, tombstone, with_decision
+from shared.sync.conflict_record import described
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Actions
@@ -283,7 +284,9 @@ def plan_one(
                 stored, google_time, now, "deleted in Google while the CRM had an unpushed edit (a deletion wins)"
             )
         after = mark_synced_from_google(
-            _tombstone(stored, google_event, now), now, with_decision(stored.sync.decisions, decision)
+            _tombstone(stored, google_event, now),
+            now,
+            with_decision(stored.sync.decisions, described(decision, stored)),
         )
         return TombstoneFromGoogle(crm_id, google_id, stored, after, decision)
 
@@ -309,12 +312,18 @@ def plan_one(
                 update={
                     "google": link,
                     "sync": stored.sync.model_copy(
-                        update={"decisions": with_decision(stored.sync.decisions, decision)}
+                        update={
+                            "decisions": with_decision(
+                                stored.sync.decisions, described(decision, stored, google_version)
+                            )
+                        }
                     ),
                 }
             )
             return KeepLocal(crm_id, google_id, stored, after, decision)
-        after = mark_synced_from_google(google_version, now, with_decision(stored.sync.decisions, decision))
+        after = mark_synced_from_google(
+            google_version, now, with_decision(stored.sync.decisions, described(decision, stored, google_version))
+        )
         return UpdateFromGoogle(crm_id, google_id, stored, after, True, decision)
 
     if same_content:
@@ -368,7 +377,7 @@ def plan_removals(
                 event, None, now, "gone from Google while the CRM had an unpushed edit (a deletion wins)"
             )
         after = mark_synced_from_google(
-            _tombstone(event, None, now), now, with_decision(event.sync.decisions, decision)
+            _tombstone(event, None, now), now, with_decision(event.sync.decisions, described(decision, event))
         )
         removals.append(RemoveMissing(crm_id, event.google.event_id, event, after, decision))
     return removals

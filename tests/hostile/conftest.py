@@ -25,6 +25,9 @@ HTTP_FUNCTIONS = (
     "sync_enable",
     "sync_disable",
     "sync_status",
+    "sync_conflicts",
+    "sync_resolve",
+    "settings_ui",
     "renew",
 )
 

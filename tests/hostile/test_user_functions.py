@@ -25,6 +25,8 @@ AUTHED = {
     "sync_enable": "POST",
     "sync_disable": "POST",
     "sync_status": "GET",
+    "sync_conflicts": "GET",
+    "sync_resolve": "POST",
 }
 
 
@@ -211,6 +213,139 @@ BODY_CASES += [
         413,
         "payload_too_large",
     ),
+]
+
+
+GOOD_DECISION = "0" * 20
+RESOLVE = "sync_resolve"
+BODY_CASES += [
+    Case("sync_resolve-empty-body", RESOLVE, authed("POST", ""), 400, "bad_request"),
+    Case("sync_resolve-malformed-json", RESOLVE, authed("POST", '{"event_id": '), 400, "bad_request"),
+    Case(
+        "sync_resolve-missing-keep",
+        RESOLVE,
+        authed("POST", {"event_id": "e1", "decision": GOOD_DECISION}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_resolve-keep-both",
+        RESOLVE,
+        authed("POST", {"event_id": "e1", "decision": GOOD_DECISION, "keep": "both"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_resolve-decision-not-an-id",
+        RESOLVE,
+        authed("POST", {"event_id": "e1", "decision": "../x", "keep": "crm"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_resolve-user-id-field",
+        RESOLVE,
+        authed("POST", {"event_id": "e1", "decision": GOOD_DECISION, "keep": "crm", "user_id": "user-b"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_resolve-event-id-too-long",
+        RESOLVE,
+        authed("POST", {"event_id": "e" * 1501, "decision": GOOD_DECISION, "keep": "crm"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_resolve-unknown-event",
+        RESOLVE,
+        authed("POST", {"event_id": "no-such-event", "decision": GOOD_DECISION, "keep": "crm"}),
+        404,
+        "not_found",
+    ),
+    Case(
+        "sync_resolve-event-id-is-a-path",
+        RESOLVE,
+        authed("POST", {"event_id": "events/x", "decision": GOOD_DECISION, "keep": "google"}),
+        404,
+        "not_found",
+    ),
+    Case("sync_resolve-oversized", RESOLVE, authed("POST", "{" + " " * 70_000 + "}"), 413, "payload_too_large"),
+    Case(
+        "sync_resolve-text-plain",
+        RESOLVE,
+        authed("POST", "{}", content_type="text/plain"),
+        415,
+        "unsupported_media_type",
+    ),
+    Case("sync_resolve-get", RESOLVE, authed("GET", None, ""), 405, "method_not_allowed"),
+    Case("sync_conflicts-post", "sync_conflicts", authed("POST", "{}"), 405, "method_not_allowed"),
+    Case(
+        "sync_conflicts-user-id-param",
+        "sync_conflicts",
+        authed("GET", None, "", params={"user_id": "user-b"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_conflicts-page-size-zero",
+        "sync_conflicts",
+        authed("GET", None, "", params={"page_size": "0"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_conflicts-page-size-huge",
+        "sync_conflicts",
+        authed("GET", None, "", params={"page_size": "51"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_conflicts-page-size-not-a-number",
+        "sync_conflicts",
+        authed("GET", None, "", params={"page_size": "-1"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_conflicts-page-garbage",
+        "sync_conflicts",
+        authed("GET", None, "", params={"page": "%%%"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_conflicts-page-forged",
+        "sync_conflicts",
+        authed("GET", None, "", params={"page": _b64({"at": "2026-01-01T00:00:00Z", "id": "a/b", "x": 1})}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_conflicts-page-size-twice",
+        "sync_conflicts",
+        authed("GET", None, "", params=[("page_size", "5"), ("page_size", "6")]),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "sync_status-include-unknown",
+        "sync_status",
+        authed("GET", None, "", params={"include": "secrets"}),
+        400,
+        "bad_request",
+    ),
+    Case(
+        "settings_ui-post",
+        "settings_ui",
+        lambda w: Req("POST", {"Content-Type": "application/json"}, "{}"),
+        405,
+        "method_not_allowed",
+    ),
+    Case("settings_ui-traversal", "settings_ui", lambda w: Req("GET", path="..%2Fmain.py"), 404, "not_found"),
+    Case("settings_ui-source-file", "settings_ui", lambda w: Req("GET", path="settings_ui.py"), 404, "not_found"),
+    Case("settings_ui-dotfile", "settings_ui", lambda w: Req("GET", path=".env"), 404, "not_found"),
 ]
 
 
@@ -408,3 +543,95 @@ def test_the_cases_reach_the_functions_through_productions_doors(shared_world: W
     assert admitted.status_code == 405 and not refused_by_a_door(admitted), admitted.text
     passed = send(shared_world, "sync_status", Req("GET", bearer(shared_world.id_token("user-a")), None))
     assert passed.status_code == 200, passed.text
+
+
+def _event_with_decision(world: World, owner: str) -> tuple[str, str]:
+    """A CRM event of `owner` on which Google won a content conflict (recorded as the pull records it)."""
+    import datetime as dt
+
+    from shared.models import ConflictDecision, CrmEvent, EventTime, utcnow
+    from shared.sync.conflict_record import describe
+
+    start = EventTime(date_time="2027-04-01T10:00:00Z")
+    end = EventTime(date_time="2027-04-01T11:00:00Z")
+    google_side = CrmEvent(id="conflicted", owner_id=owner, title="Google title", start=start, end=end)
+    crm_side = google_side.model_copy(update={"title": "CRM title"})
+    now = utcnow()
+    decision = describe(
+        ConflictDecision(
+            at=now,
+            winner="google",
+            reason="Google's change is newer",
+            crm_updated_at=now - dt.timedelta(minutes=1),
+            google_updated=now,
+        ),
+        crm=crm_side,
+        google=google_side,
+    )
+    google_side.sync.decisions = [decision]
+    world.ctx.store.save_event(google_side)
+    assert decision.id is not None
+    return google_side.id, decision.id
+
+
+def test_user_cannot_see_or_resolve_another_users_conflict(world: World) -> None:
+    """B lists conflicts: A's is not there. B resolves A's conflict by its ids: 404 as if it did not exist, and the
+    event (A's title, the decision unresolved) and Google are unchanged."""
+    event_id, decision_id = _event_with_decision(world, "user-a")
+    db = world.ctx.store.db
+    before = firestore_snapshot(db)
+    google_before = google_state(world.google)
+    listed = send(world, "sync_conflicts", Req("GET", bearer(world.id_token("user-b"))))
+    assert listed.status_code == 200 and listed.json()["conflicts"] == [], listed.text
+    own = send(world, "sync_conflicts", Req("GET", bearer(world.id_token("user-a"))))
+    assert [c["decision"] for c in own.json()["conflicts"]] == [decision_id]
+    answer = send(
+        world,
+        "sync_resolve",
+        Req(
+            "POST",
+            {**bearer(world.id_token("user-b")), "Content-Type": "application/json"},
+            json.dumps({"event_id": event_id, "decision": decision_id, "keep": "crm"}),
+        ),
+    )
+    assert answer.status_code == 404, answer.text
+    assert "CRM title" not in answer.text and "user-a" not in answer.text
+    assert diff_snapshots(before, firestore_snapshot(db)) == []
+    assert google_state(world.google) == google_before
+
+
+def test_stale_conflict_is_refused_and_changes_nothing(world: World) -> None:
+    """The event was edited after the decision: keeping the other version would overwrite that edit -> 409."""
+    event_id, decision_id = _event_with_decision(world, "user-a")
+    world.ctx.store.update_event(event_id, {"title": "Edited since"})
+    db = world.ctx.store.db
+    before = firestore_snapshot(db)
+    answer = send(
+        world,
+        "sync_resolve",
+        Req(
+            "POST",
+            {**bearer(world.id_token("user-a")), "Content-Type": "application/json"},
+            json.dumps({"event_id": event_id, "decision": decision_id, "keep": "crm"}),
+        ),
+    )
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["code"] == "conflict"
+    assert diff_snapshots(before, firestore_snapshot(db)) == []
+
+
+def test_settings_ui_serves_only_its_files_with_a_strict_csp(world: World) -> None:
+    bare = send(world, "settings_ui", Req("GET"))
+    assert bare.status_code == 302 and bare.headers["Location"] == "/settings/index.html"
+    page = send(world, "settings_ui", Req("GET", path="index.html"))
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["Cache-Control"] == "no-cache" and page.headers["X-Content-Type-Options"] == "nosniff"
+    assert "<script>" not in page.text and " style=" not in page.text  # nothing inline
+    module = send(world, "settings_ui", Req("GET", path="crm-calendar-sync.js"))
+    assert module.status_code == 200 and module.headers["Content-Type"].startswith("text/javascript")
+    assert "max-age=300" in module.headers["Cache-Control"]
+    revalidate = Req("GET", {"If-None-Match": module.headers["ETag"]}, path="crm-calendar-sync.js")
+    again = send(world, "settings_ui", revalidate)
+    assert again.status_code == 304 and again.content == b""

@@ -482,15 +482,18 @@ def check_outputs(cfg: Config) -> list[str]:
 
 
 def check_gateway(cfg: Config) -> list[str]:
-    """User-facing functions are routed by the gateway; only the OAuth callback route carries no ID token."""
+    """User-facing functions are routed by the gateway; only the OAuth callback and the settings component's static
+    files (GET only) carry no ID token."""
     errors = []
     fns = functions_map(cfg)
     gateway = {k: f for k, f in fns.items() if f.get("access") == "gateway"}
     paths = [f.get("path") for f in gateway.values()]
     if any(not isinstance(p, str) or not p.startswith("/") for p in paths) or len(set(paths)) != len(paths):
         errors.append(f"every user-facing function needs its own gateway path, got {paths}")
-    if cfg.locals.get("unauthenticated_routes") != ["oauth_callback"]:
-        errors.append("only oauth_callback may be routed without an ID token")
+    if cfg.locals.get("unauthenticated_routes") != ["oauth_callback", "settings_ui"]:
+        errors.append("only oauth_callback and the static settings_ui may be routed without an ID token")
+    if cfg.locals.get("static_routes") != ["settings_ui"]:
+        errors.append("settings_ui must be routed as a static, GET-only route (static_routes)")
     callback = fns.get("oauth_callback", {}).get("path")
     redirect = cfg.locals.get("base_env", {}).get("OAUTH_REDIRECT_URI", "")
     if not callback or not redirect.endswith(callback):

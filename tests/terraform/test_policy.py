@@ -358,3 +358,17 @@ def test_normaliser_reads_both_hcl2_shapes() -> None:
     parsed = parse_text(snippet)
     assert parsed.locals["m"] == {"a": "x", "b": ["y"]}
     assert parsed.resource("t", "n") == {"s": "v-${var.k}", "blk": [{"c": 1}]}
+
+
+def test_settings_ui_files_ship_in_the_source_archive(cfg: Config) -> None:
+    """Every file settings_ui serves exists under functions/web, which the archive's allow-list (functions/**) ships;
+    the page's URL agrees between the function, the gateway route and the local stack."""
+    from functions import settings_ui
+    from infra.devstack import SETTINGS_PAGE
+
+    assert "functions/**" in policy.archive_patterns(cfg)
+    # The page's URL is the gateway route's, and the local stack serves it at the same path.
+    assert settings_ui.PAGE_URL == policy.functions_map(cfg)["settings_ui"]["path"] + "/index.html" == SETTINGS_PAGE
+    for name in settings_ui.ASSETS:
+        assert (settings_ui.WEB_DIR / name).is_file(), name
+        assert settings_ui.WEB_DIR.relative_to(REPO).parts[0] == "functions"

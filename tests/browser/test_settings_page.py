@@ -1,0 +1,142 @@
+"""The settings page in a real browser against the whole local stack: connect through the stand-in's consent, choose
+calendars, enable and watch the import, lose Google access and reconnect, at desktop and phone width."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from shared.models import calendar_key
+from tests.browser.conftest import DEMO_EMAIL, DEMO_USER, BrowserPage, Stack
+
+LIST = "calendar.events.list"
+IMPORTED = 1100
+
+
+def seed_google(stack: Stack, events: int) -> str:
+    """A secondary calendar and `events` meetings in the primary one; returns the secondary calendar's id."""
+    team = stack.google.control.create_calendar(DEMO_EMAIL, "Team meetings")["id"]
+
+    def create(n: int) -> None:
+        stack.google.control.create_event(
+            DEMO_EMAIL,
+            {
+                "summary": f"Customer call {n}",
+                "start": {"dateTime": f"2027-02-{1 + n % 27:02d}T{8 + n % 9:02d}:00:00Z"},
+                "end": {"dateTime": f"2027-02-{1 + n % 27:02d}T{8 + n % 9:02d}:30:00Z"},
+            },
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(events)))
+    return team
+
+
+def connect_through_consent(page: Any, stack: Stack, button: str) -> None:
+    """Click connect: the page asks oauth_start, the browser goes through the stand-in's consent and the callback
+    and lands back on the settings page."""
+    page.click(button)
+    page.wait_for_url(lambda url: url.startswith(stack.page_url), timeout=90_000)
+    page.wait_for_selector("#account-email")
+
+
+def crm_titles(stack: Stack) -> set[str]:
+    return {s.to_dict()["title"] for s in stack.ctx.store.db.collection("events").stream()}
+
+
+def test_connect_choose_enable_and_watch_the_import(stack: Stack, browser: BrowserPage) -> None:
+    page = browser.page
+    # The import commits its progress with its writes (every 500), so the progress shows on a large import: 1,100
+    # events in short pages (Google may return fewer than asked for) from a slow list.
+    team = seed_google(stack, IMPORTED)
+    stack.google.control.set_options(page_size_cap=100)
+    stack.google.control.set_latency(LIST, 1.0)
+
+    page.goto(stack.page_url)
+    page.wait_for_selector("#connect")
+    assert "demo@example.com" in page.inner_text("#signed-in")
+    connect_through_consent(page, stack, "#connect")
+    assert page.inner_text("#account-email") == DEMO_EMAIL
+    assert "google=connected" not in page.url  # the return marker is consumed
+    assert "connected" in page.inner_text("#message")
+
+    # Both calendars are offered; the primary is pre-selected and receives CRM meetings.
+    primary_box = page.locator(f'input[data-calendar="{DEMO_EMAIL}"]')
+    team_box = page.locator(f'input[data-calendar="{team}"]')
+    assert primary_box.is_checked() and not team_box.is_checked()
+    assert page.locator(f'input[name="target"][value="{DEMO_EMAIL}"]').is_checked()
+    team_box.check()
+    page.locator("#mode-ask_me").check()
+    page.click("#save-calendars")
+
+    progress = page.wait_for_selector("#import-progress", timeout=90_000)
+    assert "events read from Google" in progress.inner_text()
+    browser.screenshot("-importing")
+    page.locator("#message", has_text="Saved").wait_for(timeout=120_000)
+    page.wait_for_selector("#import-progress", state="detached")
+    stack.google.control.set_latency(LIST, 0)
+
+    # What the page shows is what is stored: both calendars enabled with live channels, the mode, every event.
+    for calendar_id in (DEMO_EMAIL, team):
+        stored = stack.ctx.store.get_calendar(DEMO_USER, calendar_key(calendar_id))
+        assert stored is not None and stored.enabled and stored.channel is not None
+    integration = stack.ctx.store.get_integration(DEMO_USER)
+    assert integration is not None and integration.conflict_mode == "ask_me"
+    assert len(crm_titles(stack)) == IMPORTED
+    text = page.inner_text(".root")
+    assert text.count("Syncing") == 2 and "Last successful sync" in text
+    assert page.locator("#mode-ask_me").is_checked()
+
+
+def test_lost_google_access_shows_the_banner_and_reconnect_restores_it(stack: Stack, browser: BrowserPage) -> None:
+    page = browser.page
+    seed_google(stack, 2)
+    page.goto(stack.page_url)
+    connect_through_consent(page, stack, "#connect")
+    page.click("#save-calendars")
+    page.locator("#message", has_text="Saved").wait_for()
+
+    # The user revokes our access in their Google account.
+    integration = stack.ctx.store.get_integration(DEMO_USER)
+    assert integration is not None and integration.refresh_token_ciphertext
+    refresh_token = stack.ctx.cipher.decrypt(integration.refresh_token_ciphertext, owner=DEMO_USER)
+    assert stack.google.control.revoke_token(refresh_token)
+    page.reload()
+    banner = page.wait_for_selector("#reauth-banner")
+    assert "Reconnect" in banner.inner_text()
+    assert page.locator("#save-calendars").count() == 0  # nothing to configure while access is lost
+    browser.screenshot("-needs-reauth")
+    after = stack.ctx.store.get_integration(DEMO_USER)
+    assert after is not None and after.status == "needs_reauth"
+
+    banner.query_selector("#reconnect").focus()
+    page.keyboard.press("Enter")  # keyboard reaches the banner's button
+    page.wait_for_url(lambda url: url.startswith(stack.page_url), timeout=90_000)
+    page.wait_for_selector("#account-email")
+    assert page.locator("#reauth-banner").count() == 0
+    reconnected = stack.ctx.store.get_integration(DEMO_USER)
+    assert reconnected is not None and reconnected.status == "connected"
+    assert reconnected.refresh_token_ciphertext != integration.refresh_token_ciphertext
+
+
+def test_disconnect_and_phone_width(stack: Stack, phone: BrowserPage) -> None:
+    page = phone.page
+    seed_google(stack, 1)
+    page.goto(stack.page_url)
+    connect_through_consent(page, stack, "#connect")
+    page.click("#save-calendars")
+    page.locator("#message", has_text="Saved").wait_for()
+    # Nothing wider than the phone's screen: no horizontal scrolling of the page.
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
+    # Every control has an accessible name.
+    unnamed = page.evaluate("""() => [...document.querySelector('crm-calendar-sync').shadowRoot
+        .querySelectorAll('button, input')].filter((el) => !(el.labels && el.labels.length) &&
+        !el.getAttribute('aria-label') && !el.textContent.trim()).map((el) => el.id || el.outerHTML)""")
+    assert unnamed == []
+    phone.screenshot("-enabled")
+
+    page.click("#disconnect")
+    page.wait_for_selector("#connect")
+    stored = stack.ctx.store.get_integration(DEMO_USER)
+    assert stored is not None and stored.status == "disconnected"
+    assert "Your CRM meetings are kept" in page.inner_text("#message")
