@@ -11,8 +11,7 @@ import pytest
 import requests
 
 from shared.context import AppContext
-from shared.models import EVENTS
-from shared.store import OAUTH_STATES
+from shared.store import EVENTS, OAUTH_STATES
 from tests.lifecycle.conftest import Api, SkewClock
 from tests.lifecycle.helpers import refresh_token_of
 
