@@ -338,7 +338,7 @@ class TerraformModule:
         inner = kids[0] if kids else node
         while inner.data == "expr_term" and len(_trees(inner)) == 1:
             inner = _trees(inner)[0]
-        if inner.data == "identifier":
+        if inner.data in ("identifier", "keyword"):  # a bare key may be a word HCL reserves elsewhere (`in`, `for`)
             return _token_text(inner)
         return str(self.evaluate(inner, scope))
 
