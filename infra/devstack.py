@@ -1,6 +1,9 @@
 """`make run`: the whole system on one machine — Firestore emulator, Google stand-in, every function, the Firestore
 trigger and the scheduler — with a short walkthrough printed at start. Ctrl-C stops all of it.
 
+Data survive restarts (infra/stack_state.py): Firestore is exported and the stand-in snapshotted under `.run/state/`
+every few seconds and on stop, and both are loaded at the next start; `--fresh` (`make run FRESH=1`) starts empty.
+
 Every function is served from one process, each under its own path (`/<entry_point>`), by the real
 functions-framework apps built from main.py; the Firestore trigger and Cloud Scheduler are played with the same
 payloads production sends (CloudEvents over HTTP, an authenticated POST to the renew function).
@@ -136,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")), help="functions port")
     parser.add_argument("--standin-port", type=int, default=8089)
     parser.add_argument("--project", default="crm-gcal-sync-local")
+    parser.add_argument("--fresh", action="store_true", default=os.environ.get("FRESH", "") not in ("", "0"),
+                        help="forget the saved state and start empty (also FRESH=1)")
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".run" / "state", help="where the state is kept")
+    parser.add_argument("--checkpoint-seconds", type=float, default=5.0, help="how often Firestore is exported")
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -143,21 +150,36 @@ def main(argv: list[str] | None = None) -> int:
 
     from infra.firestore_emulator import existing_or_new
     from infra.google_standin.server import start_standin
+    from infra.stack_state import StackState, make_pulls_due
 
     stopping = threading.Event()
     cleanups: list[Any] = []
     try:
         (ROOT / ".run").mkdir(exist_ok=True)
-        emulator = existing_or_new(log_path=str(ROOT / ".run" / "firestore-emulator.log"))
+        state = StackState(args.state_dir, fresh=args.fresh, checkpoint_s=args.checkpoint_seconds)
+        emulator = existing_or_new(
+            log_path=str(ROOT / ".run" / "firestore-emulator.log"), import_data=state.firestore_import()
+        )
         cleanups.append(emulator.stop)
         os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+        # Which process groups make up the stack, for whoever has to kill it without a polite stop.
+        groups = {"devstack": os.getpgid(0), "firestore_emulator": emulator.process.pid if emulator.process else None}
+        (state.directory / "processes.json").write_text(json.dumps(groups))
         standin = start_standin("127.0.0.1", args.standin_port, push_retry_base=0.5)
         cleanups.append(standin.stop)
+        state.restore_standin(standin.standin)
+        cleanups.append(state.stop)  # runs after the functions, trigger and scheduler have stopped
         functions_url = f"http://127.0.0.1:{args.port}"
         configure_environment(project=args.project, standin=standin, functions_url=functions_url)
         standin.control.create_account(DEMO_EMAIL)
         standin.control.set_current_user(DEMO_EMAIL)
         standin.control.register_client(standin.client_id, standin.client_secret, [f"{functions_url}/oauth_callback"])
+
+        if state.restored:
+            from shared.context import default_context
+
+            marked = make_pulls_due(default_context())
+            log_event(logger, "local stack state restored", directory=str(args.state_dir), pulls_due=marked)
 
         server = make_server("127.0.0.1", args.port, PathDispatcher(build_function_apps()), threaded=True)
         threading.Thread(target=server.serve_forever, name="functions", daemon=True).start()
@@ -173,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         scheduler = start_local_scheduler(f"{functions_url}/renew")
         cleanups.append(scheduler.stop)
 
+        state.start(emulator=emulator, standin=standin.standin, project=args.project)
         id_token = standin.control.mint_id_token(
             DEMO_USER, args.project, issuer=f"https://securetoken.google.com/{args.project}", email=DEMO_EMAIL
         )
