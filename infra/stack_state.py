@@ -11,9 +11,10 @@
 Why this order: a SIGKILL takes the CRM's database (the emulator) back to its last export, a few seconds, and the
 stand-in back at most a second. Flipping `checkpoint.json` only after a stand-in snapshot taken once the export had
 finished keeps the restored stand-in at least as new as the restored Firestore, as with the real services, where Google
-never loses what it acknowledged: the CRM is never restored to links to Google events Google does not have. What Google holds and the CRM lost (pushes of lost CRM writes, Google edits already pulled) comes back
-through the sync itself: on a restore every enabled calendar's pull is made due, so the first cron run pulls each from
-its stored sync token.
+never loses what it acknowledged: the CRM is never restored to links to Google events Google does not have.
+What Google holds and the CRM lost (pushes of lost CRM writes, Google edits already pulled) comes back through the
+sync itself: on a restore every enabled calendar's pull is made due, so the first cron run pulls each from its stored
+sync token; CRM writes whose trigger the kill lost are pushed by the cron's sweep of unpushed edits.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class StackState:
 
     def checkpoint(self) -> dict[str, Any]:
         """Export Firestore, then snapshot the stand-in, then point `checkpoint.json` at the new export."""
-        assert self._emulator is not None and self._snapshots is not None
+        assert self._emulator is not None
+        assert self._snapshots is not None
         with self._lock:
             started = time.time()
             metadata = Path(self._emulator.export(self._project, str(self.exports)))

@@ -4,6 +4,7 @@ the same meetings, each once, including writes made after that checkpoint that o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -39,9 +40,27 @@ class Stack:
         # default), and the cron's sweep pushes CRM edits whose trigger was lost 5 s after them (120 s by default).
         env.update(SYNC_LEASE_SECONDS="10", PUSH_SWEEP_GRACE_SECONDS="5")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "infra.devstack", "--port", str(functions_port), "--standin-port",
-             str(standin_port), "--project", project, "--state-dir", str(state_dir), "--checkpoint-seconds", "2"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "infra.devstack",
+                "--port",
+                str(functions_port),
+                "--standin-port",
+                str(standin_port),
+                "--project",
+                project,
+                "--state-dir",
+                str(state_dir),
+                "--checkpoint-seconds",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -62,9 +81,8 @@ class Stack:
                 self.seen.append(self.lines.get(timeout=1))
             except queue.Empty:
                 continue
-        self.emulator_host = next(
-            line.split("FIRESTORE_EMULATOR_HOST=")[1].split()[0] for line in self.seen if "FIRESTORE_EMULATOR_HOST=" in line
-        )
+        marker = "FIRESTORE_EMULATOR_HOST="
+        self.emulator_host = next(line.split(marker)[1].split()[0] for line in self.seen if marker in line)
         self.groups = json.loads((self.state_dir / "processes.json").read_text())
 
     def _read(self) -> None:
@@ -83,10 +101,8 @@ class Stack:
         for pgid in (self.groups["devstack"], self.groups["firestore_emulator"]):
             if pgid is None:
                 continue
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(timeout=30)
 
     def stop(self) -> int:
@@ -103,11 +119,13 @@ class Stack:
         from infra.local_scheduler import StandinTokenProvider
 
         token = StandinTokenProvider(
-            audience=f"{self.functions}/renew", email=f"local-scheduler@{self.project}.iam.gserviceaccount.com",
+            audience=f"{self.functions}/renew",
+            email=f"local-scheduler@{self.project}.iam.gserviceaccount.com",
             base_url=self.standin,
         )()
-        response = requests.post(f"{self.functions}/renew", json={}, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=120)
+        response = requests.post(
+            f"{self.functions}/renew", json={}, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
         assert response.status_code == 200, response.text
 
     def crm_titles(self) -> Counter[str]:
@@ -144,16 +162,24 @@ def _burst(stack: Stack, seconds: float) -> list[tuple[str, str, float]]:
         n += 1
         day = 1 + n % 27
         crm_title = f"crm-{n}"
-        db.collection("events").document(f"burst-{n}").set({
-            "owner_id": DEMO_USER, "title": crm_title, "start": {"date_time": f"2027-02-{day:02d}T09:00:00Z"},
-            "end": {"date_time": f"2027-02-{day:02d}T09:30:00Z"}, "updated_at": firestore.SERVER_TIMESTAMP,
-        })
+        db.collection("events").document(f"burst-{n}").set(
+            {
+                "owner_id": DEMO_USER,
+                "title": crm_title,
+                "start": {"date_time": f"2027-02-{day:02d}T09:00:00Z"},
+                "end": {"date_time": f"2027-02-{day:02d}T09:30:00Z"},
+                "updated_at": firestore.SERVER_TIMESTAMP,
+            }
+        )
         acknowledged.append(("crm", crm_title, time.time()))
         google_title = f"google-{n}"
         created = requests.post(
             f"{stack.standin}/_control/calendars/{DEMO_EMAIL}/events",
-            json={"summary": google_title, "start": {"dateTime": f"2027-03-{day:02d}T10:00:00Z"},
-                  "end": {"dateTime": f"2027-03-{day:02d}T11:00:00Z"}},
+            json={
+                "summary": google_title,
+                "start": {"dateTime": f"2027-03-{day:02d}T10:00:00Z"},
+                "end": {"dateTime": f"2027-03-{day:02d}T11:00:00Z"},
+            },
             timeout=30,
         )
         assert created.status_code == 200, created.text
