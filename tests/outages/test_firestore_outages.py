@@ -18,7 +18,7 @@ from infra.firestore_faults import FirestoreFaultProxy
 from shared.models import EVENTS, calendar_key
 from tests.fixtures.sync import connect_user
 from tests.pull.conftest import make_synced_user
-from tests.push.helpers import EMAIL, OWNER, crm_event, post_written, save
+from tests.push.helpers import EMAIL, OWNER, crm_event, google_writes, post_written, save
 
 
 def _crm_titles(ctx: Any) -> list[str]:
@@ -101,6 +101,13 @@ def test_push_trigger_fails_during_an_outage_and_the_redelivery_writes_google_on
     again = post_written(url, project, "crm-outage-1", new=new)
     assert again.status_code >= 500, again.text
     firestore_faults.clear()
+    if methods is None:  # nothing could be read: nothing reached Google
+        assert google_writes(google.control.counters()) == 0
+        assert _google_titles(google, EMAIL) == []
+    else:  # the event reached Google, its link did not reach Firestore
+        assert _google_titles(google, EMAIL) == ["Quote review"]
+        stored = app_context.store.get_event("crm-outage-1")
+        assert stored is not None and stored.google is None
 
     redelivered = post_written(url, project, "crm-outage-1", new=new)
     assert redelivered.status_code == 200, redelivered.text
