@@ -48,13 +48,13 @@ def _answers(host: str) -> bool:
         return False
 
 
-def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
+def test_local_stack_runs_both_directions_and_stops_cleanly(tmp_path: Path) -> None:
     functions_port, standin_port = free_port(), free_port()
     project = f"devstack-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k != "FIRESTORE_EMULATOR_HOST"}
     process = subprocess.Popen(
         [sys.executable, "-m", "infra.devstack", "--port", str(functions_port), "--standin-port", str(standin_port),
-         "--project", project],
+         "--project", project, "--state-dir", str(tmp_path / "state")],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     lines: queue.Queue[str] = queue.Queue()
