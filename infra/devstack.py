@@ -109,7 +109,7 @@ def configure_environment(*, project: str, standin: Any, functions_url: str) -> 
     reset_settings()
 
 
-def walkthrough(project: str, functions_url: str, standin: Any, token_file: Path) -> str:
+def walkthrough(project: str, functions_url: str, standin: Any, token_file: Path, state: str = "") -> str:
     control = standin.base_url + "/_control"
     auth = '-H "Authorization: Bearer $DEMO_ID_TOKEN"'
     return f"""
@@ -117,6 +117,7 @@ Local stack is up (Ctrl-C stops everything).
   Firestore emulator   FIRESTORE_EMULATOR_HOST={os.environ.get("FIRESTORE_EMULATOR_HOST")}  project={project}
   Google stand-in      {standin.base_url}   (control API under {control})
   Functions            {functions_url}/<entry point>: {", ".join(sorted(entry_points()))}
+  State                {state}
 
 Walkthrough, as the CRM user '{DEMO_USER}' whose Google account is {DEMO_EMAIL}:
   export DEMO_ID_TOKEN=$(cat {token_file.relative_to(ROOT)})      # a 1-hour ID token the stand-in signed
@@ -139,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")), help="functions port")
     parser.add_argument("--standin-port", type=int, default=8089)
     parser.add_argument("--project", default="crm-gcal-sync-local")
-    parser.add_argument("--fresh", action="store_true", default=os.environ.get("FRESH", "") not in ("", "0"),
-                        help="forget the saved state and start empty (also FRESH=1)")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        default=os.environ.get("FRESH", "") not in ("", "0"),
+        help="forget the saved state and start empty (also FRESH=1)",
+    )
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".run" / "state", help="where the state is kept")
     parser.add_argument("--checkpoint-seconds", type=float, default=5.0, help="how often Firestore is exported")
     args = parser.parse_args(argv)
@@ -203,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         token_file = ROOT / ".run" / "demo-id-token"
         token_file.write_text(id_token)
         token_file.chmod(0o600)
-        sys.stdout.write(walkthrough(args.project, functions_url, standin, token_file))
+        kept = f"kept in {args.state_dir} across restarts"
+        state_line = f"restored, {kept}" if state.restored else f"empty start, {kept} (`make run FRESH=1`: empty again)"
+        sys.stdout.write(walkthrough(args.project, functions_url, standin, token_file, state_line))
         sys.stdout.flush()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())
