@@ -38,7 +38,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 run: install
-	$(BIN)/python -m infra.devstack
+	$(BIN)/python -m infra.devstack $(if $(filter-out 0,$(FRESH)),--fresh)
 
 bench: install
 	$(BIN)/python -m tests.benchmarks

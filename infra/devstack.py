@@ -1,6 +1,9 @@
 """`make run`: the whole system on one machine — Firestore emulator, Google stand-in, every function, the Firestore
 trigger and the scheduler — with a short walkthrough printed at start. Ctrl-C stops all of it.
 
+Data survive restarts (infra/stack_state.py): Firestore is exported and the stand-in snapshotted under `.run/state/`
+every few seconds and on stop, and both are loaded at the next start; `--fresh` (`make run FRESH=1`) starts empty.
+
 Every function is served from one process, each under its own path (`/<entry_point>`), by the real
 functions-framework apps built from main.py; the Firestore trigger and Cloud Scheduler are played with the same
 payloads production sends (CloudEvents over HTTP, an authenticated POST to the renew function).
@@ -162,7 +165,7 @@ def configure_environment(*, project: str, standin: Any, functions_url: str, doo
     reset_settings()
 
 
-def walkthrough(project: str, functions_url: str, standin: Any, token_file: Path, doors: Any) -> str:
+def walkthrough(project: str, functions_url: str, standin: Any, token_file: Path, doors: Any, state: str = "") -> str:
     control = standin.base_url + "/_control"
     auth = '-H "Authorization: Bearer $DEMO_ID_TOKEN"'
     return f"""
@@ -174,6 +177,7 @@ Local stack is up (Ctrl-C stops everything).
   API Gateway          {doors.gateway_url}  routes: {", ".join(doors.deployment.openapi["paths"])}
 
 Settings page (signs in '{DEMO_USER}' by itself): {functions_url}{SETTINGS_PAGE}
+  State                {state}
 
 Walkthrough, as the CRM user '{DEMO_USER}' whose Google account is {DEMO_EMAIL}:
   export DEMO_ID_TOKEN=$(cat {token_file.relative_to(ROOT)})      # a 1-hour ID token the stand-in signed
@@ -198,6 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--standin-port", type=int, default=8089)
     parser.add_argument("--gateway-port", type=int, default=8081, help="the local API Gateway's port")
     parser.add_argument("--project", default="crm-gcal-sync-local")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        default=os.environ.get("FRESH", "") not in ("", "0"),
+        help="forget the saved state and start empty (also FRESH=1)",
+    )
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".run" / "state", help="where the state is kept")
+    parser.add_argument("--checkpoint-seconds", type=float, default=5.0, help="how often Firestore is exported")
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -206,16 +218,25 @@ def main(argv: list[str] | None = None) -> int:
     from infra.access_log import AccessLogRequestHandler
     from infra.firestore_emulator import existing_or_new
     from infra.google_standin.server import start_standin
+    from infra.stack_state import StackState, make_pulls_due
 
     stopping = threading.Event()
     cleanups: list[Any] = []
     try:
         (ROOT / ".run").mkdir(exist_ok=True)
-        emulator = existing_or_new(log_path=str(ROOT / ".run" / "firestore-emulator.log"))
+        state = StackState(args.state_dir, fresh=args.fresh, checkpoint_s=args.checkpoint_seconds)
+        emulator = existing_or_new(
+            log_path=str(ROOT / ".run" / "firestore-emulator.log"), import_data=state.firestore_import()
+        )
         cleanups.append(emulator.stop)
         os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+        # Which process groups make up the stack, for whoever has to kill it without a polite stop.
+        groups = {"devstack": os.getpgid(0), "firestore_emulator": emulator.process.pid if emulator.process else None}
+        (state.directory / "processes.json").write_text(json.dumps(groups))
         standin = start_standin("127.0.0.1", args.standin_port, push_retry_base=0.5)
         cleanups.append(standin.stop)
+        state.restore_standin(standin.standin)
+        cleanups.append(state.stop)  # runs after the functions, trigger and scheduler have stopped
         functions_url = f"http://127.0.0.1:{args.port}"
         from infra.deployment import read_deployment
         from infra.front_doors import FrontDoors
@@ -228,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         standin.control.create_account(DEMO_EMAIL)
         standin.control.set_current_user(DEMO_EMAIL)
         standin.control.register_client(standin.client_id, standin.client_secret, [os.environ["OAUTH_REDIRECT_URI"]])
+
+        if state.restored:
+            from shared.context import default_context
+
+            marked = make_pulls_due(default_context())
+            log_event(logger, "local stack state restored", directory=str(args.state_dir), pulls_due=marked)
 
         dispatcher = PathDispatcher(
             doors.guard(build_function_apps()), {LOCAL_SIGN_IN: demo_sign_in(standin, args.project)}
@@ -252,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         scheduler = start_local_scheduler(f"{functions_url}/renew", token_provider=doors.scheduler_token())
         cleanups.append(scheduler.stop)
 
+        state.start(emulator=emulator, standin=standin.standin, project=args.project)
         id_token = standin.control.mint_id_token(
             DEMO_USER, args.project, issuer=f"https://securetoken.google.com/{args.project}", email=DEMO_EMAIL
         )
@@ -262,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         token_file = ROOT / ".run" / "demo-id-token"
         token_file.write_text(id_token)
         token_file.chmod(0o600)
-        sys.stdout.write(walkthrough(args.project, functions_url, standin, token_file, doors))
+        kept = f"kept in {args.state_dir} across restarts"
+        state_line = f"restored, {kept}" if state.restored else f"empty start, {kept} (`make run FRESH=1`: empty again)"
+        sys.stdout.write(walkthrough(args.project, functions_url, standin, token_file, doors, state_line))
         sys.stdout.flush()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())

@@ -57,6 +57,23 @@ class FirestoreEmulator:
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
 
+    def export(self, project: str, directory: str) -> str:
+        """Export every document to a new `firestore_export_*` folder under `directory` (the emulator's own export
+        endpoint); returns the path of its `.overall_export_metadata` file, what `--import-data` takes."""
+        os.makedirs(directory, exist_ok=True)
+        before = set(os.listdir(directory))
+        body = json.dumps({"database": f"projects/{project}/databases/(default)", "export_directory": directory})
+        request = urllib.request.Request(
+            f"http://{self.host}/emulator/v1/projects/{project}:export",
+            data=body.encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+        (created,) = set(os.listdir(directory)) - before
+        return os.path.join(directory, created, f"{created}.overall_export_metadata")
+
     def stop(self) -> None:
         """Stop the wrapper and its Java child together, by our own process group only."""
         if self.process is None or self._stopped:
@@ -84,8 +101,12 @@ def _is_up(host: str) -> bool:
         return False
 
 
-def start_emulator(port: int | None = None, log_path: str | None = None, timeout_s: float = 90.0) -> FirestoreEmulator:
-    """Start `gcloud emulators firestore start` in its own process group and wait until it answers."""
+def start_emulator(
+    port: int | None = None, log_path: str | None = None, timeout_s: float = 90.0, import_data: str | None = None
+) -> FirestoreEmulator:
+    """Start `gcloud emulators firestore start` in its own process group and wait until it answers.
+
+    `import_data`: an export's `.overall_export_metadata` file to load at start (`--import-data`)."""
     gcloud = shutil.which("gcloud")
     if gcloud is None:
         raise EmulatorUnavailable(INSTALL_HINT)
@@ -93,7 +114,8 @@ def start_emulator(port: int | None = None, log_path: str | None = None, timeout
     host = f"127.0.0.1:{port}"
     log_file = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
-        [gcloud, "emulators", "firestore", "start", f"--host-port={host}", "--quiet"],
+        [gcloud, "emulators", "firestore", "start", f"--host-port={host}", "--quiet"]
+        + ([f"--import-data={import_data}"] if import_data else []),
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -113,9 +135,10 @@ def start_emulator(port: int | None = None, log_path: str | None = None, timeout
     raise EmulatorUnavailable(f"the Firestore emulator did not answer on {host} within {timeout_s:.0f}s")
 
 
-def existing_or_new(log_path: str | None = None) -> FirestoreEmulator:
-    """Reuse FIRESTORE_EMULATOR_HOST when it points at a live emulator, else start one we own."""
+def existing_or_new(log_path: str | None = None, import_data: str | None = None) -> FirestoreEmulator:
+    """Reuse FIRESTORE_EMULATOR_HOST when it points at a live emulator, else start one we own (loading
+    `import_data` when given)."""
     host = os.environ.get("FIRESTORE_EMULATOR_HOST")
     if host and _is_up(host):
         return FirestoreEmulator(host=host)
-    return start_emulator(log_path=log_path)
+    return start_emulator(log_path=log_path, import_data=import_data)

@@ -68,7 +68,7 @@ def _assert_one_json_object_per_log_line(output: list[str], secrets: list[str]) 
         assert "GET /oauth_callback?" not in entry["message"], line
 
 
-def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
+def test_local_stack_runs_both_directions_and_stops_cleanly(tmp_path: Path) -> None:
     functions_port, standin_port, gateway_port = free_port(), free_port(), free_port()
     project = f"devstack-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k != "FIRESTORE_EMULATOR_HOST"}
@@ -85,6 +85,8 @@ def test_local_stack_runs_both_directions_and_stops_cleanly() -> None:
             str(gateway_port),
             "--project",
             project,
+            "--state-dir",
+            str(tmp_path / "state"),
         ],
         cwd=ROOT,
         env=env,

@@ -165,6 +165,28 @@ def crash_after(writes: int) -> Iterator[None]:
         _crash.budget = None
 
 
+# --- Firestore outages ----------------------------------------------------------------------------------------------
+_OUTAGE_PROXIES: dict[str, Any] = {}
+
+
+def _outage_client(env: Env) -> tuple[Any, Any]:
+    """The process's fault proxy in front of the example's emulator (infra/firestore_faults.py), and a Firestore
+    client of the example's project that talks through it."""
+    from google.cloud import firestore
+
+    from infra.firestore_faults import FirestoreFaultProxy
+
+    proxy = _OUTAGE_PROXIES.get(env.emulator.host)
+    if proxy is None:
+        proxy = _OUTAGE_PROXIES[env.emulator.host] = FirestoreFaultProxy(env.emulator.host).start()
+    direct = os.environ["FIRESTORE_EMULATOR_HOST"]
+    os.environ["FIRESTORE_EMULATOR_HOST"] = proxy.host
+    try:
+        return proxy, firestore.Client(project=env.project)
+    finally:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = direct
+
+
 # --- invariants -----------------------------------------------------------------------------------------------------
 def content_of(event: CrmEvent) -> dict[str, Any]:
     """The synced content compared across sides (the series link is bookkeeping; Google owns attendee flags)."""
@@ -600,6 +622,51 @@ class SyncMachine(RuleBasedStateMachine):
         self._step("time_passes_channel_lapses", locals())
         self.clock.advance(7 * 86_400 + 3600)
 
+    @precondition(lambda self: self.ctx is not None)
+    @rule(pick=st.integers(0, 50), title=TITLES, whole=st.booleans(),
+          code=st.sampled_from(["UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "RESOURCE_EXHAUSTED"]),
+          calls=st.integers(1, 8))
+    def firestore_outage(self, pick: int, title: str, whole: bool, code: str, calls: int) -> None:
+        """Firestore refuses our calls (`whole`: all of them, with ABORTED, which the client does not retry, until
+        the outage ends; else the next `calls` with `code`) while a CRM edit's push, Google's held notifications
+        and a cron run meet it. Eventarc redelivers a failed push, Google retries a 503 (and gives up after its
+        attempts), a failed cron is retried by the next run."""
+        self._step("firestore_outage", locals())
+        from shared.errors import SyncError
+        from shared.lifecycle import run_renewal
+
+        assert self.ctx is not None
+        if getattr(self, "_outage", None) is None:  # one per example: its Google client is built once
+            proxy, db = _outage_client(self.env)
+            self._outage = (proxy, db, AppContext.create(self.ctx.settings, db, clock=self.clock))
+        proxy, _, outage = self._outage
+        docs = self._live_docs()
+        edited = None
+        if docs:
+            edited = docs[pick % len(docs)].id
+            self.ctx.store.update_event(edited, {"title": f"{title} (outage)", "updated_at": self._now()})
+            self.crm_changes += 1
+            self.triggered[edited] = self.ctx.store.event_ref(edited).get().update_time
+        proxy.inject("ABORTED" if whole else code, calls=None if whole else calls)
+        set_default_context(outage)  # the served webhook meets the outage too
+        try:
+            if edited is not None:
+                try:
+                    from shared.push import push_event
+
+                    push_event(outage, edited)
+                except SyncError:
+                    self.redeliver.add(edited)  # the function failed: Eventarc redelivers
+            self.control.release_notifications("fifo")
+            self._settle()
+            self.control.configure_push(hold=True)
+            with contextlib.suppress(SyncError):  # a failed run: Cloud Scheduler's next run resumes
+                run_renewal(outage)
+        finally:
+            proxy.clear()
+            set_default_context(self.ctx)
+        self.deliver_triggers()
+
     # -- crashes and cron ----------------------------------------------------------------------------------------
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50), writes=st.integers(0, 2), title=TITLES)
@@ -750,6 +817,8 @@ class SyncMachine(RuleBasedStateMachine):
         finally:
             self.control.configure_push(hold=False)
             set_default_context(None)
+            if getattr(self, "_outage", None) is not None:
+                self._outage[1].close()
         if problems:
             settled = f" | harness: {'; '.join(self.unsettled)}" if self.unsettled else ""
             self.env.divergences.append("; ".join(problems) + " | steps: " + "; ".join(self.trace) + settled)
