@@ -623,17 +623,22 @@ class SyncMachine(RuleBasedStateMachine):
         self.clock.advance(7 * 86_400 + 3600)
 
     @precondition(lambda self: self.ctx is not None)
-    @rule(pick=st.integers(0, 50), title=TITLES, whole=st.booleans(),
-          code=st.sampled_from(["UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "RESOURCE_EXHAUSTED"]),
-          calls=st.integers(1, 8))
+    @rule(
+        pick=st.integers(0, 50),
+        title=TITLES,
+        whole=st.booleans(),
+        code=st.sampled_from(["UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "RESOURCE_EXHAUSTED"]),
+        calls=st.integers(1, 8),
+    )
     def firestore_outage(self, pick: int, title: str, whole: bool, code: str, calls: int) -> None:
         """Firestore refuses our calls (`whole`: all of them, with ABORTED, which the client does not retry, until
         the outage ends; else the next `calls` with `code`) while a CRM edit's push, Google's held notifications
         and a cron run meet it. Eventarc redelivers a failed push, Google retries a 503 (and gives up after its
         attempts), a failed cron is retried by the next run."""
         self._step("firestore_outage", locals())
-        from shared.errors import SyncError
         from shared.lifecycle import run_renewal
+
+        from shared.errors import SyncError
 
         assert self.ctx is not None
         if getattr(self, "_outage", None) is None:  # one per example: its Google client is built once
