@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import json
 import os
 import shutil
 import signal
