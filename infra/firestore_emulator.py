@@ -7,8 +7,8 @@ port and stopped by its own process group so no Java process outlives the run.
 from __future__ import annotations
 
 import contextlib
-import logging
 import json
+import logging
 import os
 import shutil
 import signal
