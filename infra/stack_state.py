@@ -127,9 +127,8 @@ def make_pulls_due(ctx: Any) -> int:
     token and fetches what Google holds that the restored Firestore does not. Returns how many were marked."""
     marked = 0
     now = ctx.clock()
-    for integration in ctx.store.db.collection("integrations").stream():
-        for calendar in ctx.store.list_calendars(integration.id):
-            if calendar.enabled:
-                ctx.store.update_calendar(calendar.user_id, calendar.key, {"pull_due_at": now})
-                marked += 1
+    for calendar in ctx.store.all_calendars():
+        if calendar.enabled:
+            ctx.store.update_calendar(calendar.user_id, calendar.key, {"pull_due_at": now})
+            marked += 1
     return marked

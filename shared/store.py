@@ -367,6 +367,11 @@ class FirestoreStore:
     def update_calendar(self, user_id: str, cal_key: str, fields: dict[str, Any]) -> None:
         self._update(self.calendar_ref(user_id, cal_key), fields)
 
+    def all_calendars(self) -> list[SyncedCalendar]:
+        """Every user's calendars (one collection-group query): maintenance after restoring a local stack, never a
+        request path."""
+        return [SyncedCalendar.model_validate(s.to_dict()) for s in self.query(self.db.collection_group(CALENDARS))]
+
     def list_calendars(self, user_id: str) -> list[SyncedCalendar]:
         query = self.integration_ref(user_id).collection(CALENDARS)
         return [SyncedCalendar.model_validate(s.to_dict()) for s in self.query(query)]

@@ -636,8 +636,7 @@ class SyncMachine(RuleBasedStateMachine):
         and a cron run meet it. Eventarc redelivers a failed push, Google retries a 503 (and gives up after its
         attempts), a failed cron is retried by the next run."""
         self._step("firestore_outage", locals())
-        from shared.lifecycle import run_renewal
-
+        from shared.account.renewal import run_renewal
         from shared.errors import SyncError
 
         assert self.ctx is not None
@@ -657,7 +656,7 @@ class SyncMachine(RuleBasedStateMachine):
         try:
             if edited is not None:
                 try:
-                    from shared.push import push_event
+                    from shared.sync.crm_to_google_run import push_event
 
                     push_event(outage, edited)
                 except SyncError:

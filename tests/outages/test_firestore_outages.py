@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from infra.firestore_faults import FirestoreFaultProxy
-from shared.models import EVENTS, calendar_key
+from shared.models import calendar_key
+from shared.store import EVENTS
 from tests.fixtures.sync import connect_user
 from tests.pull.conftest import make_synced_user
 from tests.push.helpers import EMAIL, OWNER, crm_event, google_writes, post_written, save
