@@ -62,10 +62,3 @@ def describe(decision: ConflictDecision, *, crm: CrmEvent, google: CrmEvent | No
     winning, losing = (crm_side, google_side) if decision.winner == "crm" else (google_side, crm_side)
     described = decision.model_copy(update={"fields": fields, "winning": winning, "losing": losing})
     return described.model_copy(update={"id": decision_id(described)})
-
-
-def described(
-    decision: ConflictDecision | None, crm: CrmEvent, google: CrmEvent | None = None
-) -> ConflictDecision | None:
-    """`describe` for an optional decision (the planners record None when there was no conflict)."""
-    return None if decision is None else describe(decision, crm=crm, google=google)

@@ -42,7 +42,7 @@ from shared.gcal.wire import (
 )
 from shared.models import ConflictDecision, CrmEvent, crm_event_id_for_google
 from shared.sync.conflict import google_deletion_wins, last_write_wins, tombstone, with_decision
-from shared.sync.conflict_record import described
+from shared.sync.conflict_record import describe
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Actions
@@ -280,13 +280,15 @@ def plan_one(
             return SkipEcho(crm_id, google_id, "already a tombstone")
         decision = None
         if has_unpushed_change(stored):
-            decision = google_deletion_wins(
-                stored, google_time, now, "deleted in Google while the CRM had an unpushed edit (a deletion wins)"
+            decision = describe(
+                google_deletion_wins(
+                    stored, google_time, now, "deleted in Google while the CRM had an unpushed edit (a deletion wins)"
+                ),
+                crm=stored,
+                google=None,
             )
         after = mark_synced_from_google(
-            _tombstone(stored, google_event, now),
-            now,
-            with_decision(stored.sync.decisions, described(decision, stored)),
+            _tombstone(stored, google_event, now), now, with_decision(stored.sync.decisions, decision)
         )
         return TombstoneFromGoogle(crm_id, google_id, stored, after, decision)
 
@@ -297,12 +299,16 @@ def plan_one(
     google_version = _google_version(stored, google_event, index, crm_id, owner_id, now)
     same_content = content_hash(google_version) == content_hash(stored)
     if has_unpushed_change(stored) and not same_content:
-        decision = last_write_wins(
-            stored,
-            google_time,
-            now,
-            crm_reason="the CRM edit is newer than Google's change; kept (pushed later)",
-            google_reason="Google's change is newer than the CRM's unpushed edit",
+        decision = describe(
+            last_write_wins(
+                stored,
+                google_time,
+                now,
+                crm_reason="the CRM edit is newer than Google's change; kept (pushed later)",
+                google_reason="Google's change is newer than the CRM's unpushed edit",
+            ),
+            crm=stored,
+            google=google_version,
         )
         if decision.winner == "crm":
             link = google_version.google
@@ -312,18 +318,12 @@ def plan_one(
                 update={
                     "google": link,
                     "sync": stored.sync.model_copy(
-                        update={
-                            "decisions": with_decision(
-                                stored.sync.decisions, described(decision, stored, google_version)
-                            )
-                        }
+                        update={"decisions": with_decision(stored.sync.decisions, decision)}
                     ),
                 }
             )
             return KeepLocal(crm_id, google_id, stored, after, decision)
-        after = mark_synced_from_google(
-            google_version, now, with_decision(stored.sync.decisions, described(decision, stored, google_version))
-        )
+        after = mark_synced_from_google(google_version, now, with_decision(stored.sync.decisions, decision))
         return UpdateFromGoogle(crm_id, google_id, stored, after, True, decision)
 
     if same_content:
@@ -373,11 +373,15 @@ def plan_removals(
             continue
         decision = None
         if has_unpushed_change(event):
-            decision = google_deletion_wins(
-                event, None, now, "gone from Google while the CRM had an unpushed edit (a deletion wins)"
+            decision = describe(
+                google_deletion_wins(
+                    event, None, now, "gone from Google while the CRM had an unpushed edit (a deletion wins)"
+                ),
+                crm=event,
+                google=None,
             )
         after = mark_synced_from_google(
-            _tombstone(event, None, now), now, with_decision(event.sync.decisions, described(decision, event))
+            _tombstone(event, None, now), now, with_decision(event.sync.decisions, decision)
         )
         removals.append(RemoveMissing(crm_id, event.google.event_id, event, after, decision))
     return removals
