@@ -155,6 +155,15 @@ class BrowserPage:
     page: Any
     console_errors: list[str]
     name: str
+    expected_errors: list[str] = field(default_factory=list)
+
+    def expect_console_error(self, text: str) -> None:
+        """A console error the test provokes on purpose (Chromium logs every refused fetch as "Failed to load
+        resource: ... status of 403"); any other error still fails the test."""
+        self.expected_errors.append(text)
+
+    def unexpected_errors(self) -> list[str]:
+        return [e for e in self.console_errors if not any(text in e for text in self.expected_errors)]
 
     def screenshot(self, suffix: str = "") -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -203,7 +212,7 @@ def browser(playwright_driver: Any, request: pytest.FixtureRequest) -> Iterator[
         finally:
             context.close()
             shutil.rmtree(profile, ignore_errors=True)
-    assert page.console_errors == [], page.console_errors
+    assert page.unexpected_errors() == [], page.console_errors
 
 
 @pytest.fixture
@@ -217,7 +226,7 @@ def phone(playwright_driver: Any, request: pytest.FixtureRequest) -> Iterator[Br
         finally:
             context.close()
             shutil.rmtree(profile, ignore_errors=True)
-    assert page.console_errors == [], page.console_errors
+    assert page.unexpected_errors() == [], page.console_errors
 
 
 def wait_until(check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition") -> Any:
