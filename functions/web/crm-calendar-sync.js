@@ -64,10 +64,10 @@ const OAUTH_ERROR_WORDS = {
 const OAUTH_ERROR_DEFAULT = "Connecting to Google did not finish, so nothing was connected. Start again with Connect.";
 // Google's special event types the sync can import (sync_enable `import_types`, shown by sync_status).
 const IMPORT_TYPES = [
-  ["out_of_office", "Out of office", "Shown in the CRM as busy time."],
-  ["focus_time", "Focus time", "Shown in the CRM as busy time."],
-  ["working_location", "Working location", "Where you work each day (home, office)."],
-  ["birthday", "Birthdays", "Birthdays of your Google contacts."],
+  ["out_of_office", "Out of office", "The time you marked as out of office in Google Calendar."],
+  ["focus_time", "Focus time", "The focus time blocks of your Google Calendar."],
+  ["working_location", "Working location", "Where you work each day (home, an office), one entry a day."],
+  ["birthday", "Birthdays", "The birthdays Google Calendar shows (from your Google contacts)."],
 ];
 
 function h(tag, attrs = {}, ...children) {
