@@ -2,15 +2,18 @@
 evaluates `local.openapi` of terraform/gateway.tf; nothing here repeats its routes).
 
 Modelled on Google's documentation (API Gateway is a managed ESPv2):
-- Routes: exactly the document's paths and methods; anything else is 404 "The current request is not defined by this
-  API." before any backend is called.
+- Routes: exactly the document's paths and methods; a path template's `{name}` matches one whole segment (no `/`);
+  anything else is 404 "The current request is not defined by this API." before any backend is called.
 - Security: an operation with `security: [{firebase: []}]` requires `Authorization: Bearer <JWT>` valid for the
   security definition's `x-google-issuer`, `x-google-jwks_uri` and `x-google-audiences`
   (https://cloud.google.com/api-gateway/docs/authenticating-users-firebase); failures are 401 with ESPv2's JSON
   `{"code": 401, "message": "Jwt is missing" | ...}`.
-- Backend call: `x-google-backend.address` with CONSTANT_ADDRESS path translation (query string kept), as the API
-  config's service account with a Google-signed ID token whose audience is `jwt_audience`; the caller's
-  `Authorization` moves to `X-Forwarded-Authorization`
+- Backend call: `x-google-backend.address` with its path translation
+  (https://cloud.google.com/api-gateway/docs/passing-data): CONSTANT_ADDRESS calls the address as it is, with path
+  parameters appended to the query string; APPEND_PATH_TO_ADDRESS appends the request path to the address; the query
+  string is kept either way. The call is made as the API config's service account with a Google-signed ID token
+  whose audience is `jwt_audience` (the address when absent); the caller's `Authorization` moves to
+  `X-Forwarded-Authorization`
   (https://cloud.google.com/api-gateway/docs/authenticating-users-jwt#receiving_authenticated_results_in_your_api).
   `deadline` bounds the backend call (504 after it).
 - CORS: managed API Gateway has no ESPv2 CORS flags, so preflights reach the backend through the document's OPTIONS
@@ -19,7 +22,9 @@ Modelled on Google's documentation (API Gateway is a managed ESPv2):
   network error, never the 401 body); `cors_on_own_errors=True` adds `Access-Control-Allow-Origin: *`.
 
 Locally the JWKS URI and the backends' run.app URLs are mapped to the stand-ins (`url_map`); Google-signed tokens
-are minted by the Google stand-in for the gateway's account.
+are minted by the Google stand-in for the gateway's account. `local_routes` are extra WSGI apps served by exact path
+in front of the document's routes, for what only the local stack has (the demo sign-in of `make run`); production's
+gateway has no such routes, and nothing in the OpenAPI document can add one.
 """
 
 from __future__ import annotations
@@ -68,23 +73,32 @@ class ApiGateway:
     token_for: Callable[[str], str]  # jwt_audience -> the gateway account's Google-signed ID token
     cors_on_own_errors: bool = False
     clock_skew_seconds: int = 10
+    # Local only: {exact path: WSGI app} answered before routing (never a route of the OpenAPI document).
+    local_routes: dict[str, Callable[..., Iterable[bytes]]] = field(default_factory=dict)
     _session: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- routing ----------------------------------------------------------------------------------------------------
-    def operation(self, path: str, method: str) -> dict[str, Any]:
-        operations = (self.openapi.get("paths") or {}).get(path)
-        if not isinstance(operations, dict) or method.lower() not in operations:
-            raise GatewayError(404, NOT_DEFINED)
-        return operations[method.lower()]
+    def route(self, path: str, method: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """(operation, path parameters) for a request: an exact path first, then the templates."""
+        paths = self.openapi.get("paths") or {}
+        found = [(paths[path], {})] if path in paths else []
+        found += [(ops, params) for template, ops in paths.items() if (params := match_template(template, path))]
+        for operations, params in found:
+            if isinstance(operations, dict) and method.lower() in operations:
+                return operations[method.lower()], params
+        raise GatewayError(404, NOT_DEFINED)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/") or "/"
+        local = self.local_routes.get(path)
+        if local is not None:
+            return local(environ, start_response)
         try:
-            operation = self.operation(path, method)
+            operation, params = self.route(path, method)
             self.authenticate(operation, environ)
-            status, headers, body = self.forward(operation, environ)
+            status, headers, body = self.forward(operation, environ, params)
         except GatewayError as error:
             log_event(
                 logger,
@@ -164,17 +178,26 @@ class ApiGateway:
         return claims
 
     # -- backend ----------------------------------------------------------------------------------------------------
-    def forward(self, operation: dict[str, Any], environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    def forward(
+        self, operation: dict[str, Any], environ: dict[str, Any], params: dict[str, str] | None = None
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        import urllib.parse
+
         import requests
 
         backend = operation.get("x-google-backend") or {}
         address = str(backend.get("address", ""))
-        if backend.get("path_translation", "CONSTANT_ADDRESS") != "CONSTANT_ADDRESS":
-            raise GatewayError(500, "only CONSTANT_ADDRESS path translation is modelled")
+        translation = backend.get("path_translation", "CONSTANT_ADDRESS")
+        if translation not in ("CONSTANT_ADDRESS", "APPEND_PATH_TO_ADDRESS"):
+            raise GatewayError(500, f"unknown path translation {translation}")
         target = self.url_map.get(address.rstrip("/"))
         if target is None:
             raise GatewayError(503, f"no local backend for {address}")
         query = environ.get("QUERY_STRING", "")
+        if translation == "APPEND_PATH_TO_ADDRESS":
+            target += urllib.parse.quote(environ.get("PATH_INFO", "/") or "/")
+        elif params:
+            query = "&".join(q for q in (query, urllib.parse.urlencode(params)) if q)
         url = f"{target}?{query}" if query else target
         headers = {}
         for key, value in environ.items():
@@ -214,6 +237,24 @@ class ApiGateway:
 
                 self._session = requests.Session()
             return self._session
+
+
+def match_template(template: str, path: str) -> dict[str, str] | None:
+    """Path parameters if `path` matches the OpenAPI path template (`{name}` is one whole segment), else None."""
+    if "{" not in template:
+        return None
+    names, values = template.strip("/").split("/"), path.strip("/").split("/")
+    if len(names) != len(values):
+        return None
+    params: dict[str, str] = {}
+    for name, value in zip(names, values, strict=True):
+        if name.startswith("{") and name.endswith("}"):
+            if not value:
+                return None
+            params[name[1:-1]] = value
+        elif name != value:
+            return None
+    return params
 
 
 @dataclass

@@ -20,7 +20,6 @@ import ast
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -33,13 +32,11 @@ from shared.logs import configure_logging, log_event
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "main.py"
-TERRAFORM_FUNCTIONS = ROOT / "terraform" / "locals.tf"
 SETTINGS_PAGE = "/settings/index.html"
 LOCAL_SIGN_IN = "/_local/id-token"
 logger = logging.getLogger("infra.devstack")
 DEMO_EMAIL = "demo@example.com"
 DEMO_USER = "demo-user"
-CRM_PAGE = "crm_settings"  # the local CRM settings page (infra/crm_page.py), not a function
 
 
 def entry_points() -> dict[str, str]:
@@ -56,51 +53,29 @@ def entry_points() -> dict[str, str]:
     return found
 
 
-def gateway_routes(source: Path = TERRAFORM_FUNCTIONS) -> dict[str, str]:
-    """{gateway path: entry point} of the user-facing functions, read from Terraform's function map (locals.tf), so
-    the page and the component call the same paths locally as through API Gateway."""
-    pattern = re.compile(
-        r'entry_point\s*=\s*"(?P<entry>\w+)",\s*access\s*=\s*"gateway",\s*path\s*=\s*"(?P<path>/[^"]*)"'
-    )
-    return {m.group("path"): m.group("entry") for m in pattern.finditer(source.read_text(encoding="utf-8"))}
-
-
 class PathDispatcher:
-    """WSGI app routing `/<entry_point>[/...]` (and each gateway path of Terraform's function map) to that function's
-    own functions-framework app; `local_routes` are extra local-only WSGI apps by exact path (the demo sign-in)."""
+    """WSGI app routing `/<entry_point>[/...]` to that function's own functions-framework app (each one a Cloud Run
+    service of its own in production; user-facing paths like `/sync/status` exist only on the API Gateway)."""
 
-    def __init__(self, apps: dict[str, Any], local_routes: dict[str, Callable[..., Any]] | None = None) -> None:
+    def __init__(self, apps: dict[str, Any]) -> None:
         self.apps = apps
-        self.aliases = {path: name for path, name in gateway_routes().items() if name in apps}
-        self.local_routes = local_routes or {}
-
-    def _route(self, path: str) -> tuple[str, str]:
-        """(entry point, path inside it): a gateway path first (the longest matching prefix), else /<entry point>."""
-        for prefix in sorted(self.aliases, key=len, reverse=True):
-            if path == prefix or path.startswith(prefix + "/"):
-                return self.aliases[prefix], path
-        name, _, rest = path.lstrip("/").partition("/")
-        return name, "/" + rest
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "/")
-        local = self.local_routes.get(path)
-        if local is not None:
-            return local(environ, start_response)
-        name, inner = self._route(path)
+        name, _, rest = path.lstrip("/").partition("/")
         app = self.apps.get(name)
         if app is None:
             body = json.dumps({"error": {"code": "not_found", "functions": sorted(self.apps)}}).encode()
             start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
-        if inner != path:
-            environ = dict(environ, SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + "/" + name, PATH_INFO=inner)
+        environ = dict(environ, SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + "/" + name, PATH_INFO="/" + rest)
         return app(environ, start_response)
 
 
 def demo_sign_in(standin: Any, project: str, user_id: str = DEMO_USER, email: str = DEMO_EMAIL) -> Callable[..., Any]:
     """Local only: POST answers a fresh 1-hour ID token for the demo user, signed by the stand-in as Firebase would
-    sign it, so the standalone settings page can sign in. Production has no such route: the CRM signs its users in."""
+    sign it, so the standalone settings page can sign in. Served by the local gateway as an explicit local-only route
+    (FrontDoors.local_routes) on the page's own origin; production has no such route: the CRM signs its users in."""
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
@@ -128,7 +103,8 @@ def build_function_apps() -> dict[str, Any]:
 
 def configure_environment(*, project: str, standin: Any, functions_url: str, doors: Any = None) -> None:
     """The env vars production sets through Terraform, pointed at the local stand-ins; with `doors`, the audiences,
-    invoker accounts and OAuth redirect come from Terraform's own values."""
+    invoker accounts and OAuth redirect come from Terraform's own values, and OAuth returns to the settings page on
+    the local gateway."""
     from shared.crypto import generate_key
 
     run_dir = ROOT / ".run"
@@ -153,7 +129,8 @@ def configure_environment(*, project: str, standin: Any, functions_url: str, doo
             "ID_TOKEN_ISSUER": f"https://securetoken.google.com/{project}",
             "ID_TOKEN_AUDIENCE": project,
             "ID_TOKEN_CERTS_URL": standin.certs_url,
-            "OAUTH_RETURN_URL": f"{functions_url}/{CRM_PAGE}",
+            # Without the doors there is no gateway to serve the page from: the settings_ui function's own path.
+            "OAUTH_RETURN_URL": f"{functions_url}/settings_ui/index.html",
             "SCHEDULER_OIDC_AUDIENCE": f"{functions_url}/renew",
             "SCHEDULER_INVOKER_EMAIL": f"local-scheduler@{project}.iam.gserviceaccount.com",
         }
@@ -176,14 +153,15 @@ Local stack is up (Ctrl-C stops everything).
                        each behind its Cloud Run IAM stand-in (only the webhook is public)
   API Gateway          {doors.gateway_url}  routes: {", ".join(doors.deployment.openapi["paths"])}
 
-Settings page (signs in '{DEMO_USER}' by itself): {functions_url}{SETTINGS_PAGE}
+Settings page (signs in '{DEMO_USER}' by itself): {doors.settings_page_url()}
+  served through the gateway; Connect Google goes through the stand-in's consent and returns there to finish.
   State                {state}
 
 Walkthrough, as the CRM user '{DEMO_USER}' whose Google account is {DEMO_EMAIL}:
   export DEMO_ID_TOKEN=$(cat {token_file.relative_to(ROOT)})      # a 1-hour ID token the stand-in signed
   1. Connect Google:  curl -s {auth} -H 'Accept: application/json' {doors.route_url("oauth_start")}
      then open the returned authorization_url in a browser: the stand-in consents as {DEMO_EMAIL}, the callback
-     returns you to the local CRM page {functions_url}/{CRM_PAGE}, which finishes with the demo user's ID token.
+     returns you to the settings page, which finishes with the demo user's ID token (or use the page's button).
   2. Enable sync:     curl -s {auth} -H 'Content-Type: application/json' -d '{{}}' {doors.route_url("sync_enable")}
   3. Edit in Google:  curl -s -H 'Content-Type: application/json' {control}/calendars/{DEMO_EMAIL}/events \\
         -d '{{"summary":"Call with ACME","start":{{"dateTime":"2027-01-05T10:00:00Z"}},'\\
@@ -241,8 +219,13 @@ def main(argv: list[str] | None = None) -> int:
         from infra.deployment import read_deployment
         from infra.front_doors import FrontDoors
 
-        doors = FrontDoors(read_deployment(project_id=args.project), standin.control, standin.certs_url,
-                           functions_url=functions_url)
+        doors = FrontDoors(
+            read_deployment(project_id=args.project),
+            standin.control,
+            standin.certs_url,
+            functions_url=functions_url,
+            local_routes={LOCAL_SIGN_IN: demo_sign_in(standin, args.project)},
+        )
         doors.serve_gateway(args.gateway_port)
         cleanups.append(doors.stop)
         configure_environment(project=args.project, standin=standin, functions_url=functions_url, doors=doors)
@@ -256,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             marked = make_pulls_due(default_context())
             log_event(logger, "local stack state restored", directory=str(args.state_dir), pulls_due=marked)
 
-        dispatcher = PathDispatcher(
-            doors.guard(build_function_apps()), {LOCAL_SIGN_IN: demo_sign_in(standin, args.project)}
-        )
+        dispatcher = PathDispatcher(doors.guard(build_function_apps()))
         server = make_server(
             "127.0.0.1",
             args.port,
@@ -283,9 +264,6 @@ def main(argv: list[str] | None = None) -> int:
         id_token = standin.control.mint_id_token(
             DEMO_USER, args.project, issuer=f"https://securetoken.google.com/{args.project}", email=DEMO_EMAIL
         )
-        from infra.crm_page import crm_settings_page
-
-        dispatcher.apps[CRM_PAGE] = crm_settings_page(id_token, doors.route_url("oauth_callback"))
         log_event(logger, "local stack started", functions_url=functions_url, standin_url=standin.base_url)
         token_file = ROOT / ".run" / "demo-id-token"
         token_file.write_text(id_token)

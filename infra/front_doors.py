@@ -4,6 +4,10 @@ Google-signed tokens of the accounts Terraform grants. Used by `make run` (infra
 
 Functions are served as `<functions_url>/<entry point>` (each wrapped in CloudRunIam); the gateway maps each backend's
 run.app URL to that local path. The webhook stays public (its allUsers binding).
+
+`local_routes` gives the gateway extra, clearly local-only routes by exact path (`make run`'s demo sign-in, which the
+standalone settings page calls on its own origin); they are never part of the OpenAPI document, so production's
+gateway cannot have them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class FrontDoors:
     functions_url: str = ""
     gateway_url: str = ""
     cors_on_own_errors: bool = False
+    local_routes: dict[str, Callable[..., Any]] = field(default_factory=dict)  # local only, see the module docstring
     _servers: list[Any] = field(default_factory=list)
 
     # -- the doors --------------------------------------------------------------------------------------------------
@@ -50,15 +55,24 @@ class FrontDoors:
             url_map,
             StandinTokens(self.control, self.deployment.gateway_account),
             cors_on_own_errors=self.cors_on_own_errors,
+            local_routes=dict(self.local_routes),
         )
 
     def route_url(self, key: str) -> str:
-        """The gateway URL of a user-facing function (from the OpenAPI document's backend addresses)."""
+        """The gateway URL of a user-facing function (from the OpenAPI document's backend addresses; a fixed path
+        before a path template)."""
         url = self.deployment.services[key].url
-        for path, operations in self.deployment.openapi["paths"].items():
+        paths = sorted(self.deployment.openapi["paths"].items(), key=lambda item: "{" in item[0])
+        for path, operations in paths:
             if any((op.get("x-google-backend") or {}).get("address") == url for op in operations.values()):
                 return f"{self.gateway_url}{path}"
         raise KeyError(f"{key} has no gateway route")
+
+    def settings_page_url(self) -> str:
+        """The settings page on the gateway (settings_ui's page under its route): where OAuth returns locally."""
+        from functions.settings_ui import PAGE
+
+        return f"{self.route_url('settings_ui')}/{PAGE}"
 
     def function_url(self, key: str) -> str:
         return f"{self.functions_url}/{key}"
@@ -91,6 +105,9 @@ class FrontDoors:
         out = {name: env[name] for name in names if name in env}
         if "OAUTH_REDIRECT_URI" in out:
             out["OAUTH_REDIRECT_URI"] = out["OAUTH_REDIRECT_URI"].replace(f"https://{gateway_host}", self.gateway_url)
+        if self.gateway_url:
+            # Terraform's oauth_return_url is the CRM's settings page; locally the standalone page plays it.
+            out["OAUTH_RETURN_URL"] = self.settings_page_url()
         return out
 
     # -- serving ----------------------------------------------------------------------------------------------------
@@ -99,9 +116,7 @@ class FrontDoors:
 
         from infra.access_log import AccessLogRequestHandler
 
-        server = make_server(
-            "127.0.0.1", port, self.gateway(), threaded=True, request_handler=AccessLogRequestHandler
-        )
+        server = make_server("127.0.0.1", port, self.gateway(), threaded=True, request_handler=AccessLogRequestHandler)
         threading.Thread(target=server.serve_forever, name="api-gateway", daemon=True).start()
         self._servers.append(server)
         self.gateway_url = f"http://127.0.0.1:{server.server_port}"

@@ -2,7 +2,8 @@
 the real webhook, trigger and functions, and Ctrl-C takes everything down, the Firestore emulator included.
 
 User calls go through the local API Gateway (routes read from terraform/), the trigger and the scheduler through the
-functions' Cloud Run IAM doors; calling a user-facing function directly is refused at its door."""
+functions' Cloud Run IAM doors; calling a user-facing function directly is refused at its door. The settings page,
+its demo sign-in and the OAuth return are on the gateway's origin; the functions' port serves none of them."""
 
 from __future__ import annotations
 
@@ -126,13 +127,19 @@ def test_local_stack_runs_both_directions_and_stops_cleanly(tmp_path: Path) -> N
         token = (ROOT / ".run" / "demo-id-token").read_text().strip()
         auth = {"Authorization": f"Bearer {token}"}
 
-        # 0. The walkthrough names the settings page; it is served with its CSP and signs the demo user in.
+        # 0. The walkthrough names the settings page on the gateway; it is served with its CSP, and the demo sign-in
+        #    is a local-only route on that same origin. The functions' own port serves neither.
         page_url = next(m.group(0) for line in seen if (m := re.search(r"http://\S+/settings/index\.html", line)))
+        assert page_url == doors.settings_page_url()
         page = requests.get(page_url, timeout=30)
         assert page.status_code == 200 and "crm-calendar-sync" in page.text
         assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-        signed_in = requests.post(f"{functions}/_local/id-token", timeout=30)
+        module = requests.get(doors.gateway_url + "/settings/crm-calendar-sync.js", timeout=30)
+        assert module.status_code == 200 and "google_code" in module.text
+        signed_in = requests.post(f"{doors.gateway_url}/_local/id-token", timeout=30)
         assert signed_in.status_code == 200 and signed_in.json()["user_id"] == DEMO_USER
+        assert requests.get(f"{functions}/settings_ui/index.html", timeout=30).status_code == 401
+        assert requests.post(f"{functions}/_local/id-token", timeout=30).status_code == 404
 
         # 1. Connect Google through the real OAuth round trip.
         direct = requests.get(f"{functions}/oauth_start", headers={**auth, "Accept": "application/json"}, timeout=30)
@@ -143,11 +150,12 @@ def test_local_stack_runs_both_directions_and_stops_cleanly(tmp_path: Path) -> N
         assert consent.status_code == 302
         callback = requests.get(consent.headers["Location"], allow_redirects=False, timeout=60)
         assert callback.status_code == 302, callback.text
-        # The browser lands on the local CRM page, which posts code and state back with the user's ID token.
+        # The browser lands on the settings page (the fragment stays in the browser), which posts code and state back
+        # to the callback's route on its own origin with the user's ID token (tests/browser drive that part).
         landing = urllib.parse.urlsplit(callback.headers["Location"])
+        assert landing._replace(fragment="").geturl() == page_url
         page = requests.get(landing._replace(fragment="").geturl(), timeout=30)
         assert page.status_code == 200 and "text/html" in page.headers["Content-Type"], page.text
-        assert doors.route_url("oauth_callback") in page.text
         handoff = dict(urllib.parse.parse_qsl(landing.fragment))
         secrets_in_query = [handoff["google_code"], handoff["google_state"]]
         finished = requests.post(

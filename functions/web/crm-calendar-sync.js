@@ -4,9 +4,15 @@
 // Platform ID token through `element.getIdToken = async () => token` (called before every request, so a refreshed
 // token is always used) or `element.idToken = token`. `api-base` is the API Gateway's origin (default: this page's).
 // Strict-CSP compatible: no inline script or style; styles come from crm-calendar-sync.css next to this module.
+//
+// Returning from Google: the OAuth callback sends the browser back to the page holding this element (Terraform's
+// oauth_return_url) with `#google_code=…&google_state=…` in the fragment; the element removes them from the address
+// bar at once and finishes with `POST /oauth/callback {code, state}` under the signed-in user's ID token, which binds
+// the Google account to that user. A refusal comes back as `?google=error&reason=<code>` and is shown in words.
 
 const ROUTES = {
   oauthStart: "/oauth/start",
+  oauthCallback: "/oauth/callback",
   oauthDisconnect: "/oauth/disconnect",
   enable: "/sync/enable",
   disable: "/sync/disable",
@@ -42,6 +48,27 @@ const ERROR_WORDS = {
   store_unavailable: "The CRM's database is busy. Try again in a minute.",
   internal: "Something went wrong on our side. Try again in a minute.",
 };
+
+// Why a connection did not happen, by the error code of the callback's redirect or of POST /oauth/callback.
+const OAUTH_ERROR_WORDS = {
+  access_denied: "Google access was not granted, so nothing was connected. Choose Connect and allow access to your calendars.",
+  invalid_state: "That Google sign-in expired or was already used, so nothing was connected. Start again with Connect.",
+  oauth_user_mismatch:
+    "That Google sign-in was started by a different CRM user, so nothing was connected. Start again with Connect here.",
+  google_account_in_use:
+    "That Google account is already connected to another CRM user. Disconnect it there first, or connect a different Google account.",
+  oauth_exchange_failed: "Google did not accept the sign-in, so nothing was connected. Start again with Connect.",
+  forbidden: "Not every calendar permission was granted, so nothing was connected. Connect again and allow all of them.",
+  unauthenticated: ERROR_WORDS.unauthenticated,
+};
+const OAUTH_ERROR_DEFAULT = "Connecting to Google did not finish, so nothing was connected. Start again with Connect.";
+// Google's special event types the sync can import (sync_enable `import_types`, shown by sync_status).
+const IMPORT_TYPES = [
+  ["out_of_office", "Out of office", "The time you marked as out of office in Google Calendar."],
+  ["focus_time", "Focus time", "The focus time blocks of your Google Calendar."],
+  ["working_location", "Working location", "Where you work each day (home, an office), one entry a day."],
+  ["birthday", "Birthdays", "The birthdays Google Calendar shows (from your Google contacts)."],
+];
 
 function h(tag, attrs = {}, ...children) {
   const element = document.createElement(tag);
@@ -117,6 +144,7 @@ class CrmCalendarSync extends HTMLElement {
     this._message = null;
     this._error = null;
     this._draft = null;
+    this._handoff = null; // {code, state} from Google's redirect, posted once a token source is available
     this._pollTimer = null;
     this._pollDelay = POLL_FAST_MS;
     this._connected = false;
@@ -215,18 +243,55 @@ class CrmCalendarSync extends HTMLElement {
   }
 
   // --- state -----------------------------------------------------------------------------------------------------
+  // Takes what Google's redirect left in the address (the code and state in the fragment, or an error in the query)
+  // and removes it from the address bar and the history entry at once, before anything else runs.
   _readReturnFromGoogle() {
-    const params = new URLSearchParams(window.location.search);
-    const google = params.get("google");
-    if (!google) return;
-    this._message = google === "connected" ? "Your Google account is connected. Choose the calendars to sync." : null;
-    if (google !== "connected") this._error = "Connecting to Google did not finish. Try again.";
-    params.delete("google");
-    const query = params.toString();
-    window.history.replaceState(null, "", `${window.location.pathname}${query ? `?${query}` : ""}${window.location.hash}`);
+    const url = new URL(window.location.href);
+    const fragment = new URLSearchParams(url.hash.slice(1));
+    const code = fragment.get("google_code");
+    const state = fragment.get("google_state");
+    let changed = false;
+    if (fragment.has("google_code") || fragment.has("google_state")) {
+      if (code && state) this._handoff = { code, state };
+      else this._error = OAUTH_ERROR_DEFAULT;
+      fragment.delete("google_code");
+      fragment.delete("google_state");
+      changed = true;
+    }
+    if (url.searchParams.get("google") === "error") {
+      this._error = OAUTH_ERROR_WORDS[url.searchParams.get("reason")] || OAUTH_ERROR_DEFAULT;
+      url.searchParams.delete("google");
+      url.searchParams.delete("reason");
+      changed = true;
+    }
+    if (!changed) return;
+    const rest = fragment.toString();
+    window.history.replaceState(window.history.state, "", `${url.pathname}${url.search}${rest ? `#${rest}` : ""}`);
+  }
+
+  // Finishes a connection Google handed back: the code and state are single-use, so they are posted once.
+  async _finishConnection() {
+    const handoff = this._handoff;
+    this._handoff = null;
+    this._busy = "Finishing the connection to Google…";
+    this._render();
+    try {
+      const answer = await this._call(ROUTES.oauthCallback, { method: "POST", body: handoff });
+      this._error = null;
+      const account = answer.account_email ? `Your Google account ${answer.account_email}` : "Your Google account";
+      this._message = `${account} is connected. Choose the calendars to sync, then Save and sync.`;
+    } catch (error) {
+      this._error = OAUTH_ERROR_WORDS[error.code] || (error.status >= 500 ? error.message : OAUTH_ERROR_DEFAULT);
+    } finally {
+      this._busy = "";
+    }
   }
 
   async refresh({ calendars = false } = {}) {
+    if (this._handoff && this._hasTokenSource()) {
+      await this._finishConnection();
+      calendars = true;
+    }
     try {
       const status = await this._call(ROUTES.status, { query: calendars ? { include: "google_calendars" } : {} });
       if (!calendars && this._status && this._status.google_calendars) status.google_calendars = this._status.google_calendars;
@@ -253,6 +318,7 @@ class CrmCalendarSync extends HTMLElement {
       calendars: enabled.size ? enabled : new Set(primary ? [primary.calendar_id] : []),
       target: status.target_calendar_id && status.target_calendar_id !== "primary" ? status.target_calendar_id : primary?.calendar_id,
       conflictMode: status.conflict_mode || "last_write_wins",
+      importTypes: status.import_types ? { ...status.import_types } : null,
     };
   }
 
@@ -324,10 +390,10 @@ class CrmCalendarSync extends HTMLElement {
       const chosen = [...draft.calendars];
       if (!chosen.length) throw new Error("Choose at least one calendar, or turn two-way sync off.");
       const target = chosen.includes(draft.target) ? draft.target : undefined;
-      await this._call(ROUTES.enable, {
-        method: "POST",
-        body: { calendar_ids: chosen, target_calendar_id: target, conflict_mode: draft.conflictMode },
-      });
+      const body = { calendar_ids: chosen, target_calendar_id: target, conflict_mode: draft.conflictMode };
+      // Only a sync that reports import choices accepts them.
+      if (draft.importTypes && this._status.import_types) body.import_types = { ...draft.importTypes };
+      await this._call(ROUTES.enable, { method: "POST", body });
       const dropped = this._status.calendars.filter((c) => c.enabled && !draft.calendars.has(c.calendar_id)).map((c) => c.calendar_id);
       if (dropped.length) await this._call(ROUTES.disable, { method: "POST", body: { calendar_ids: dropped } });
       this._message = "Saved. Changes now flow both ways.";
@@ -517,8 +583,37 @@ class CrmCalendarSync extends HTMLElement {
       { "aria-labelledby": "calendars-heading" },
       h("h2", { id: "calendars-heading", text: "Calendars" }),
       h("ul", { class: "calendars" }, rows),
+      this._renderImportTypes(status),
       h("button", { id: "save-calendars", type: "button", disabled: this._busy !== "", onclick: () => this.saveCalendars(), text: "Save and sync" }),
-      h("p", { class: "muted small", text: "Out-of-office, focus time, working location and birthday events are not imported yet." }),
+    );
+  }
+
+  // Which of Google's special event types are imported; hidden when the sync does not report the choice.
+  _renderImportTypes(status) {
+    const draft = this._draft;
+    if (!status.import_types || !draft.importTypes) return null;
+    const known = IMPORT_TYPES.filter(([key]) => key in status.import_types);
+    if (!known.length) return null;
+    return h(
+      "fieldset",
+      { class: "import-types", id: "import-types" },
+      h("legend", { text: "Also import from Google" }),
+      known.map(([key, label, help]) =>
+        h(
+          "label",
+          { class: "choice" },
+          h("input", {
+            type: "checkbox",
+            id: `import-${key}`,
+            "data-import-type": key,
+            checked: Boolean(draft.importTypes[key]),
+            onchange: (event) => {
+              draft.importTypes[key] = event.target.checked;
+            },
+          }),
+          h("span", {}, label, h("small", { text: help })),
+        ),
+      ),
     );
   }
 

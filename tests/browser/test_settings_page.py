@@ -57,8 +57,10 @@ def test_connect_choose_enable_and_watch_the_import(stack: Stack, browser: Brows
     assert "demo@example.com" in page.inner_text("#signed-in")
     connect_through_consent(page, stack, "#connect")
     assert page.inner_text("#account-email") == DEMO_EMAIL
-    assert "google=connected" not in page.url  # the return marker is consumed
-    assert "connected" in page.inner_text("#message")
+    # The page finished the connection with the code and state Google's redirect left in the fragment, and took
+    # them out of the address bar.
+    assert "google_code" not in page.url and "google_state" not in page.url
+    assert f"{DEMO_EMAIL} is connected" in page.inner_text("#message")
 
     # Both calendars are offered; the primary is pre-selected and receives CRM meetings.
     primary_box = page.locator(f'input[data-calendar="{DEMO_EMAIL}"]')
@@ -140,3 +142,65 @@ def test_disconnect_and_phone_width(stack: Stack, phone: BrowserPage) -> None:
     stored = stack.ctx.store.get_integration(DEMO_USER)
     assert stored is not None and stored.status == "disconnected"
     assert "Your CRM meetings are kept" in page.inner_text("#message")
+
+
+def test_a_refused_or_foreign_google_return_links_nothing_and_says_why(stack: Stack, browser: BrowserPage) -> None:
+    """Both ways back from Google that must not connect: the callback's error redirect (a bad state), and a flow
+    another CRM user started (login CSRF) whose code and state reach the demo user's page."""
+    import requests
+
+    page = browser.page
+    refused = requests.get(
+        stack.url + "/oauth/callback", params={"state": "v1.forged", "code": "x"}, allow_redirects=False, timeout=30
+    )
+    assert refused.status_code == 302
+    assert refused.headers["Location"] == stack.page_url + "?google=error&reason=invalid_state"
+    page.goto(refused.headers["Location"])
+    error = page.wait_for_selector("#error")
+    assert "expired or was already used" in error.inner_text()
+    assert page.url == stack.page_url  # the error marker is taken out of the address
+    page.wait_for_selector("#connect")
+
+    # Another CRM user starts a flow and gets the demo user to consent; Google's redirect hands code and state to
+    # the page, which posts them with the demo user's ID token: refused, nothing linked to either user.
+    started = stack.call("/oauth/start", {}, uid="attacker", headers={"Accept": "application/json"})
+    assert started.status_code == 200, started.text
+    consent = requests.get(started.json()["authorization_url"], allow_redirects=False, timeout=30)
+    assert consent.status_code == 302
+    browser.expect_console_error("the server responded with a status of 403")  # the refused POST /oauth/callback
+    page.goto(consent.headers["Location"])  # the browser follows Google's redirect: callback, then the page
+    page.locator("#error", has_text="started by a different CRM user").wait_for()
+    assert "google_code" not in page.url and "google_state" not in page.url
+    assert page.locator("#connect").is_visible()
+    for uid in (DEMO_USER, "attacker"):
+        linked = stack.ctx.store.get_integration(uid)
+        assert linked is None or linked.status != "connected"
+    browser.screenshot("-refused")
+
+
+def test_import_choices_follow_what_the_sync_reports(stack: Stack, browser: BrowserPage) -> None:
+    """The per-type import choices appear exactly when sync_status reports `import_types`; saved, they are what
+    sync_status then reports."""
+    page = browser.page
+    seed_google(stack, 1)
+    page.goto(stack.page_url)
+    connect_through_consent(page, stack, "#connect")
+    reported = stack.call("/sync/status", method="GET").json().get("import_types")
+    if reported is None:
+        assert page.locator("#import-types").count() == 0
+        assert "out_of_office" not in page.inner_text(".root")
+        page.click("#save-calendars")
+        page.locator("#message", has_text="Saved").wait_for()
+        return
+    for key, on in reported.items():
+        assert page.locator(f"#import-{key}").is_checked() == on
+    wanted = {key: not on for key, on in reported.items()}
+    for key, on in wanted.items():
+        page.locator(f"#import-{key}").set_checked(on)
+    page.click("#save-calendars")
+    page.locator("#message", has_text="Saved").wait_for()
+    assert stack.call("/sync/status", method="GET").json()["import_types"] == wanted
+    page.reload()
+    for key, on in wanted.items():
+        page.locator(f"#import-{key}").wait_for()
+        assert page.locator(f"#import-{key}").is_checked() == on

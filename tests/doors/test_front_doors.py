@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from infra.access_log import AccessLogRequestHandler
+from infra.api_gateway import NOT_DEFINED
 from infra.cloud_run_iam import SIGNATURE_REMOVED, CloudRunIam
 from infra.deployment import read_deployment
 from infra.front_doors import FrontDoors
@@ -270,6 +271,37 @@ def test_the_gateway_serves_only_the_documents_routes(stack: FrontDoors, google:
         assert answer.status_code == 404, path
         assert answer.json()["message"] == "The current request is not defined by this API."
     assert requests.delete(stack.route_url("sync_status"), headers=auth, timeout=30).status_code == 404
+
+
+def test_the_settings_files_go_through_the_routes_path_template(stack: FrontDoors) -> None:
+    """`/settings/{asset}` (APPEND_PATH_TO_ADDRESS, no jwt_audience: the address is the audience) reaches settings_ui
+    with the request path appended; a template matches one segment only; the page route is GET only."""
+    page = requests.get(stack.settings_page_url(), timeout=30)
+    assert page.status_code == 200, page.text
+    assert "crm-calendar-sync" in page.text and "script-src 'self'" in page.headers["Content-Security-Policy"]
+    module = requests.get(stack.route_url("settings_ui") + "/crm-calendar-sync.js", timeout=30)
+    assert module.status_code == 200 and module.headers["Content-Type"].startswith("text/javascript")
+    bare = requests.get(stack.route_url("settings_ui"), allow_redirects=False, timeout=30)
+    assert bare.status_code == 302 and bare.headers["Location"] == "/settings/index.html"
+    for path in ("/settings/web/index.html", "/settings/"):
+        answer = requests.get(stack.gateway_url + path, timeout=30)
+        assert answer.status_code == 404 and answer.json()["message"] == NOT_DEFINED, path
+    assert requests.post(stack.settings_page_url(), data="{}", timeout=30).json()["message"] == NOT_DEFINED
+
+
+def test_a_local_only_route_exists_only_where_it_is_given(stack: FrontDoors, google: Any) -> None:
+    """The demo sign-in of `make run` is an extra route of the local gateway (FrontDoors.local_routes), never part of
+    the OpenAPI document: a gateway built without it does not have it."""
+    from werkzeug.test import Client
+
+    from infra.devstack import LOCAL_SIGN_IN, demo_sign_in
+
+    assert requests.post(stack.gateway_url + LOCAL_SIGN_IN, timeout=30).status_code == 404
+    assert LOCAL_SIGN_IN not in stack.deployment.openapi["paths"]
+    stack.local_routes = {LOCAL_SIGN_IN: demo_sign_in(google, AUTH_PROJECT)}
+    signed_in = Client(stack.gateway()).post(LOCAL_SIGN_IN)
+    assert signed_in.status_code == 200 and signed_in.json["user_id"] == "demo-user"
+    assert Client(stack.gateway()).get(LOCAL_SIGN_IN).status_code == 405
 
 
 def test_preflight_reaches_the_function_without_a_token(stack: FrontDoors) -> None:

@@ -48,7 +48,8 @@ def door_url(world: World, function: str, req: Req) -> tuple[str, dict[str, str]
     doors = world.doors
     service = doors.deployment.services[function]
     if service.access == "gateway":
-        return doors.route_url(function), dict(req.headers)
+        # A path under the route (settings_ui's files) is its own segment: /settings + / + index.html.
+        return doors.route_url(function) + ("/" if req.path else ""), dict(req.headers)
     headers = dict(req.headers)
     if service.access == "private" and "Authorization" not in headers:
         headers["Authorization"] = f"Bearer {doors.scheduler_token()()}"

@@ -203,7 +203,7 @@ class Population:
 
     def _call(self, function: str, uid: str, body: dict[str, Any]) -> None:
         answer = requests.post(
-            self.stack.doors.route_url(function),  # through the gateway, as the CRM's frontend calls it
+            self.stack.doors.route_url(function),  # through the gateway: the function's own door admits only it
             json=body,
             timeout=120,
             headers={"Authorization": f"Bearer {self.id_token(uid)}"},
@@ -362,8 +362,8 @@ class Population:
 
     def cron(self) -> dict[str, Any]:
         """One scheduled run of the served `renew`, with the scheduler's OIDC token (as Cloud Scheduler calls it)."""
-        url = f"{self.stack.functions_url}/renew"
-        token = self.stack.doors.scheduler_token()()  # the job's account and audience, as Terraform sets them
+        url = self.stack.doors.function_url("renew")
+        token = self.stack.doors.scheduler_token()()  # the job's account and audience, as Terraform configures them
         answer = requests.post(
             url,
             data=b"{}",
