@@ -25,12 +25,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+FRESH_CHANNEL_SECONDS = channels.LEASE_SECONDS  # younger than this: kept (see `_fresh_channel`)
+
 
 def repair_calendar(
     ctx: AppContext, integration: Integration, calendar_id: str, *, reason: str, lease: Lease | None = None
 ) -> str:
-    """Re-watch and pull one enabled calendar: "repaired", "in_progress" (another holder is changing its channel),
-    "not_enabled", or "repaired_pull_pending" (re-watched; the pull failed and stays due for the cron).
+    """Re-watch and pull one enabled calendar: "repaired", "verified" (its channel is minutes old and kept; pulled),
+    "in_progress" (another holder is changing its channel), "not_enabled", or "repaired_pull_pending" (the pull
+    failed and stays due for the cron).
     With `lease`, the caller already holds the calendar's channel lease."""
     user_id = integration.user_id
     cal_key = calendar_key(calendar_id)
@@ -38,13 +41,16 @@ def repair_calendar(
     if held is None:
         return "in_progress"
     try:
-        with ctx.reauth_guard(user_id):
-            outcome = ensure_channel(ctx, integration, cal_key, reason=reason, force=True, catch_up=False)
+        current = ctx.store.get_calendar(user_id, cal_key)
+        if current is None or not current.enabled:
+            return "not_enabled"
+        fresh = _fresh_channel(ctx, current)
+        if not fresh:
+            with ctx.reauth_guard(user_id):
+                ensure_channel(ctx, integration, cal_key, reason=reason, force=True, catch_up=False)
     finally:
         if lease is None:
             ctx.store.release_lease(held)
-    if outcome == "not_enabled":
-        return outcome
     # The new channel announces from now on; what the old one swallowed comes with the pull below.
     ctx.store.update_calendar(user_id, cal_key, {"echo_expected_at": None, "pull_due_at": ctx.clock()})
     from shared.sync import coalesce
@@ -54,4 +60,15 @@ def repair_calendar(
     cal = SyncedCalendar(user_id=user_id, calendar_id=calendar_id)
     after_pull(ctx, cal, pulled)
     log_event(logger, "calendar repaired", user_id=user_id, calendar_id=calendar_id, reason=reason, pull=pulled.outcome)
-    return "repaired" if pulled.succeeded else "repaired_pull_pending"
+    if not pulled.succeeded:
+        return "repaired_pull_pending"
+    return "verified" if fresh else "repaired"
+
+
+def _fresh_channel(ctx: AppContext, cal: SyncedCalendar) -> bool:
+    """A channel opened moments ago (a double-clicked enable, concurrent enables) is not replaced again: replacing it
+    would prove nothing more; the pull alone catches up."""
+    channel = cal.channel
+    if channel is None or channel.created_at is None or channel.expiration <= ctx.clock():
+        return False
+    return (ctx.clock() - channel.created_at).total_seconds() < FRESH_CHANNEL_SECONDS

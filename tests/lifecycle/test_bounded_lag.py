@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.account.repair import FRESH_CHANNEL_SECONDS
 from shared.context import AppContext
 from shared.models import CrmEvent, EventTime, crm_event_id_for_google
 from shared.sync.crm_to_google_run import push_event
@@ -150,6 +151,7 @@ def test_enable_on_an_enabled_calendar_repairs_it(api: Api, app_context: AppCont
     google.control.silence_channel(channel["id"])
     missed = google.control.create_event(ALICE, _google_event("Missed"))
     google.control.flush()
+    clock.advance(FRESH_CHANNEL_SECONDS + 60)  # later the user finds the meeting missing and clicks enable
 
     answer = api.enable("user-a")
     assert answer.status_code == 200, answer.text

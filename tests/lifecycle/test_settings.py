@@ -54,10 +54,10 @@ def test_enable_twice_creates_one_channel(api: Api, app_context: AppContext, goo
     second = api.enable("user-a", {"calendar_ids": ["primary"]})
     assert second.status_code == 200, second.text
     [again] = second.json()["calendars"]
-    # Enabling an enabled calendar repairs it (re-watch and pull): one live channel, a new one.
-    assert again["outcome"] == "repaired"
-    assert again["channel_id"] != channel["id"]
-    assert [c["id"] for c in google.control.channels() if not c["stopped"]] == [again["channel_id"]]
+    # Enabling an enabled calendar verifies it: its channel is minutes old, so it is kept and the calendar pulled.
+    assert again["outcome"] == "verified"
+    assert again["channel_id"] == channel["id"]
+    assert len(google.control.channels()) == 1
 
 
 def test_concurrent_enables_create_one_channel(api: Api, app_context: AppContext, google) -> None:
