@@ -54,8 +54,10 @@ def test_notification_of_our_own_write_costs_no_list(api: Api, app_context: AppC
     channel = _enabled(api, app_context, google)
     google.control.reset_counters()
 
+    google.control.hold_notifications()
     _crm_write(app_context, clock, "crm-1", "Written by the CRM")
-    assert route(app_context, channel["id"]).echo_pending == 1  # counted before the write
+    assert route(app_context, channel["id"]).echo_pending == 1  # counted with the write, before its notification
+    assert google.control.release_notifications() == 1
     google.control.flush()
 
     assert _lists(google) == 0  # the echo was answered without an events.list
