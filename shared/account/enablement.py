@@ -265,7 +265,7 @@ def _resolve_calendars(
 
 def enable(ctx: AppContext, user_id: str, request: EnableRequest) -> StatusResponse:
     """Initial full import, then events.watch, for each chosen calendar; idempotent (no second channel). A calendar
-    already enabled is repaired instead (re-watched and pulled): the one thing a user can do when sync looks stuck."""
+    already enabled is repaired instead (re-watched and pulled): what a user does when sync looks stuck."""
     integration = connected_integration(ctx, user_id)
     with ctx.reauth_guard(user_id):
         client = ctx.calendar_client(integration)
@@ -372,7 +372,8 @@ def _enable_one(
 
 
 def _repair(ctx: AppContext, integration: Integration, calendar_id: str, lease: Lease | None) -> str:
-    """Enable on an enabled calendar: verify by replacing, re-watch and pull (shared/account/repair.py)."""
+    """Enable on an enabled calendar: a new channel (unless the current one is minutes old) and a pull
+    (shared/account/repair.py): "repaired" or "verified"."""
     from shared.account.repair import repair_calendar
 
     return repair_calendar(ctx, integration, calendar_id, reason="enable_again", lease=lease)
