@@ -5,7 +5,8 @@ Google POSTs an empty body with X-Goog-* headers (README, Google facts: notifica
 failure on our side gets a 5xx.
 
 Status codes:
-- 200 `sync` message acknowledged; or the pull ran (body: counts); or the user's Google connection is dead
+- 200 `sync` message acknowledged; or the notification was the one expected for our own write (`own_write`, no list:
+      shared/sync/echo.py); or the pull ran (body: counts); or the user's Google connection is dead
       (`needs_reauth`: nothing Google can fix by retrying; the integration is marked, syncs stop); or Google refused the
       list permanently (recorded on the calendar as last_error; the cron retries later).
 - 202 a pull for this calendar is already running: this notification was coalesced into one queued re-run.
@@ -100,6 +101,11 @@ def _notification(request: Any) -> Any:
         log_event(logger, "channel sync acknowledged", **fields)
         return json_response({"status": "acknowledged"})
 
+    from shared.sync.echo import consume
+
+    if consume(ctx, route):
+        # Expected for a write of our own (shared/sync/echo.py): answered without a list.
+        return json_response({"status": "own_write"})
     from shared.sync.coalesce import request_pull
 
     try:

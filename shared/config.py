@@ -75,7 +75,7 @@ class Settings(BaseModel):
     webhook_url: str = ""
     channel_ttl_seconds: int = Field(default=604_800, ge=60)
     renew_before_seconds: int = Field(default=86_400, ge=60)
-    stale_sync_seconds: int = Field(default=21_600, ge=60)
+    stale_sync_seconds: int = Field(default=64_800, ge=60)
     # CRM edits older than this whose push never happened (a lost trigger) are pushed by the cron's sweep.
     push_sweep_grace_seconds: int = Field(default=120, ge=0)
     sync_lease_seconds: int = Field(default=120, ge=5)

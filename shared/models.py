@@ -118,6 +118,8 @@ class SyncedCalendar(Stored):
     pull_due_at: dt.datetime | None = None
     last_notification_at: dt.datetime | None = None
     last_sync_at: dt.datetime | None = None
+    # Our first Google write whose notification has not arrived yet (shared/sync/echo.py: the dead-channel signal).
+    echo_expected_at: dt.datetime | None = None
     last_error: str | None = None
     last_error_at: dt.datetime | None = None
     import_progress: ImportProgress = Field(default_factory=ImportProgress)
@@ -146,6 +148,8 @@ class ChannelRoute(Stored):
     expiration: dt.datetime
     state: ChannelState = ChannelState.ACTIVE
     created_at: dt.datetime | None = None
+    # Notifications still expected for our own writes (shared/sync/echo.py); the webhook answers them without a list.
+    echo_pending: int = 0
     stopped_at: dt.datetime | None = None
 
 

@@ -124,7 +124,7 @@ locals {
   tuning_defaults = {
     CHANNEL_TTL_SECONDS       = "604800"
     RENEW_BEFORE_SECONDS      = "86400"
-    STALE_SYNC_SECONDS        = "21600"
+    STALE_SYNC_SECONDS        = "64800"
     PUSH_SWEEP_GRACE_SECONDS  = "120"
     SYNC_LEASE_SECONDS        = "120"
     SEND_UPDATES              = "all"

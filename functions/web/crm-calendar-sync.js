@@ -619,7 +619,7 @@ class CrmCalendarSync extends HTMLElement {
 
   _renderCalendarState(state) {
     const items = [];
-    const statusWord = !state.enabled ? "Not syncing" : state.importing ? "Importing from Google" : state.channel ? "Syncing" : "Waiting for Google notifications";
+    const statusWord = !state.enabled ? "Not syncing" : state.importing ? "Importing from Google" : state.health === "repairing" ? "Repairing: Google stopped sending change notifications; a new channel and a catch-up follow within minutes" : state.channel ? "Syncing" : "Waiting for Google notifications";
     items.push(["State", statusWord]);
     if (state.channel) items.push(["Notifications channel renews", `${inWords(state.channel.expires_in_seconds)} (expires ${when(state.webhook_expiration)})`]);
     if (state.enabled) items.push(["Last change notification", when(state.last_notification_at)], ["Last successful sync", when(state.last_sync_at)]);

@@ -50,6 +50,7 @@ Control API (JSON in/out; ControlClient method in brackets)
     POST   /_control/latency {method,seconds}                [set_latency]  (method id or "*")
     GET/DELETE /_control/counters                            [counters(), reset_counters()]
     GET    /_control/channels; POST /_control/channels/{id}/expire   [channels(), expire_channel]
+    POST   /_control/channels/{id}/silence (stops delivering, silently)   [silence_channel]
     POST   /_control/push {drop_next,drop_rate,duplicate_next,hold,paused}
            [configure_push, drop_notifications, duplicate_notifications, hold_notifications, pause/resume_delivery]
     POST   /_control/push/release {order: reverse|shuffle|fifo} [release_notifications]

@@ -176,6 +176,10 @@ class ControlClient:
     def expire_channel(self, channel_id: str) -> None:
         self._call("POST", f"channels/{_q(channel_id)}/expire")
 
+    def silence_channel(self, channel_id: str) -> None:
+        """Google stops delivering on this channel without telling anyone (push.py `silence`)."""
+        self._call("POST", f"channels/{_q(channel_id)}/silence")
+
     def configure_push(self, *, drop_next: int | None = None, drop_rate: float | None = None,
                        duplicate_next: int | None = None, hold: bool | None = None,
                        paused: bool | None = None) -> None:

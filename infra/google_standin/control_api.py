@@ -54,6 +54,7 @@ class ControlApi:
             ("DELETE", r"counters", self.reset_counters),
             ("GET", r"channels", lambda m, q, b: {"channels": self.standin.push.channel_list()}),
             ("POST", r"channels/(?P<channel>[^/]+)/expire", self.expire_channel),
+            ("POST", r"channels/(?P<channel>[^/]+)/silence", self.silence_channel),
             ("POST", r"push", self.configure_push),
             ("POST", r"push/release", lambda m, q, b: {"released": self.standin.push.release(
                 b.get("order", "reverse"))}),
@@ -223,6 +224,11 @@ class ControlApi:
                        channel: str) -> dict[str, Any]:
         self.standin.push.expire(channel)
         return {"expired": channel}
+
+    def silence_channel(self, method: str, query: dict[str, str], body: dict[str, Any],
+                        channel: str) -> dict[str, Any]:
+        self.standin.push.silence(channel)
+        return {"silenced": channel}
 
     def configure_push(self, method: str, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         self.standin.push.configure(drop_next=body.get("drop_next"), drop_rate=body.get("drop_rate"),

@@ -38,6 +38,8 @@ class Channel:
     client_id: str
     stopped: bool = False
     last_number: int = 0
+    # Google no longer delivers on this channel although it is neither stopped nor expired (`silence`).
+    silent: bool = False
 
     def expired(self, now_ms: int) -> bool:
         return now_ms >= self.expiration_ms
@@ -212,11 +214,26 @@ class PushManager:
                 raise not_found()
             channel.expiration_ms = self.clock.now_ms()
 
+    def silence(self, channel_id: str) -> None:
+        """The channel dies without a word: no further notification is delivered, and nothing tells the owner.
+
+        Google's push guide says notifications are "not 100% reliable" and that a small percentage of messages are
+        dropped under normal conditions (https://developers.google.com/workspace/calendar/api/guides/push); it
+        documents no signal for a channel Google has stopped serving, so the least forgiving reading is modelled:
+        the channel still looks live (no error, its expiration unchanged, `channels.stop` still accepted) and simply
+        never delivers again.
+        """
+        with self.cond:
+            channel = self.channels.get(channel_id)
+            if channel is None:
+                raise not_found()
+            channel.silent = True
+
     def channel_list(self) -> list[dict[str, Any]]:
         with self.cond:
             now_ms = self.clock.now_ms()
             return [dict(c.as_resource(), address=c.address, kind_watched=c.kind, target=c.target,
-                         account=c.account, stopped=c.stopped, expired=c.expired(now_ms))
+                         account=c.account, stopped=c.stopped, expired=c.expired(now_ms), silent=c.silent)
                     for c in self.channels.values()]
 
     # -- queueing --------------------------------------------------------------------------------------------------
@@ -226,7 +243,7 @@ class PushManager:
             now_ms = self.clock.now_ms()
             for channel in list(self.channels.values()):
                 if channel.kind == kind and channel.target == target and not channel.stopped \
-                        and not channel.expired(now_ms):
+                        and not channel.silent and not channel.expired(now_ms):
                     self.enqueue(channel, "exists")
 
     def enqueue(self, channel: Channel, state: str) -> Delivery | None:

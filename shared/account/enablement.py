@@ -29,10 +29,12 @@ from shared.models import (
     SyncState,
     calendar_key,
 )
+from shared.sync.echo import channel_seems_dead, unanswered_since
 
 if TYPE_CHECKING:
     from shared.context import AppContext
     from shared.gcal.client import CalendarClient
+    from shared.store import Lease
     from shared.sync.coalesce import PullOutcome
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,12 @@ class CalendarStatus(BaseModel):
     importing: bool
     notices: list[str]
     outcome: str | None = None
+    # How alive the calendar looks (see `_liveness`): ok | quiet | repairing | disabled.
+    health: str = "ok"
+    last_notification_age_seconds: int | None = None
+    last_sync_age_seconds: int | None = None
+    # Our oldest write to this calendar that no notification has followed yet (normal for a few seconds).
+    awaiting_notification_since: dt.datetime | None = None
 
 
 class EventCounts(BaseModel):
@@ -256,7 +264,8 @@ def _resolve_calendars(
 
 
 def enable(ctx: AppContext, user_id: str, request: EnableRequest) -> StatusResponse:
-    """Initial full import, then events.watch, for each chosen calendar; idempotent (no second channel)."""
+    """Initial full import, then events.watch, for each chosen calendar; idempotent (no second channel). A calendar
+    already enabled is repaired instead (re-watched and pulled): what a user does when sync looks stuck."""
     integration = connected_integration(ctx, user_id)
     with ctx.reauth_guard(user_id):
         client = ctx.calendar_client(integration)
@@ -303,14 +312,14 @@ def _enable_one(
     cal_key = calendar_key(calendar_id)
     now = ctx.clock()
     if known is not None and known.enabled and known.channel is not None and known.channel.expiration > now:
-        return "already_enabled"
+        return _repair(ctx, integration, calendar_id, None)
     lease = channels.calendar_lease(ctx, user_id, cal_key, purpose="enable")
     if lease is None:
         return "in_progress"
     try:
         cal = ctx.store.get_calendar(user_id, cal_key)
         if cal is not None and cal.enabled and cal.channel is not None and cal.channel.expiration > now:
-            return "already_enabled"
+            return _repair(ctx, integration, calendar_id, lease)
         if cal is None:
             cal = SyncedCalendar(user_id=user_id, calendar_id=calendar_id, is_target=calendar_id == target)
             ctx.store.save_calendar(cal)
@@ -360,6 +369,14 @@ def _enable_one(
         return "enabled" if outcome in ("rewatched", "renewed") else outcome
     finally:
         ctx.store.release_lease(lease)
+
+
+def _repair(ctx: AppContext, integration: Integration, calendar_id: str, lease: Lease | None) -> str:
+    """Enable on an enabled calendar: a new channel (unless the current one is minutes old) and a pull
+    (shared/account/repair.py): "repaired" or "verified"."""
+    from shared.account.repair import repair_calendar
+
+    return repair_calendar(ctx, integration, calendar_id, reason="enable_again", lease=lease)
 
 
 def disable_calendar(
@@ -475,6 +492,7 @@ def calendar_status(
         notices.append("no_channel: a channel will be opened by the next renewal run")
     if cal.last_error:
         notices.append("last_sync_failed")
+    health = _liveness(cal, now, ctx.settings.stale_sync_seconds, notices)
     importing = cal.import_progress.state == "running"
     return CalendarStatus(
         calendar_id=cal.calendar_id,
@@ -492,7 +510,50 @@ def calendar_status(
         importing=importing,
         notices=notices,
         outcome=outcome,
+        health=health,
+        last_notification_age_seconds=_age(cal.last_notification_at, now),
+        last_sync_age_seconds=_age(cal.last_sync_at, now),
+        awaiting_notification_since=unanswered_since(cal),
     )
+
+
+def _age(moment: dt.datetime | None, now: dt.datetime) -> int | None:
+    return None if moment is None else max(0, int((now - moment).total_seconds()))
+
+
+def _liveness(cal: SyncedCalendar, now: dt.datetime, stale_seconds: int, notices: list[str]) -> str:
+    """Say when a calendar has gone quiet against expectations (appending notices); its health in one word.
+
+    - repairing: no live channel, or our own write went unannounced past the grace (shared/sync/echo.py): the next
+      renewal run re-watches and pulls;
+    - quiet: no notification for longer than the stale-calendar period; nothing is known to be wrong (a quiet
+      calendar is quiet), and the stale-calendar pull checks for what a silent channel would have missed;
+    - ok otherwise; disabled when sync is off.
+    """
+    if not cal.enabled:
+        return "disabled"
+    since = unanswered_since(cal)
+    heard = cal.last_notification_at or (cal.channel.created_at if cal.channel else None)
+    heard_text = heard.isoformat() if heard is not None else "the channel opened"
+    if since is not None and channel_seems_dead(cal, now):
+        notices.append(
+            f"no_notification_since: nothing from Google since {heard_text}, although the sync wrote to this "
+            f"calendar at {since.isoformat()}; repairing: the channel will be replaced and the calendar pulled by "
+            "the next renewal run"
+        )
+        return "repairing"
+    if cal.channel is None or cal.channel.expiration <= now:
+        return "repairing"
+    if cal.pull_due_at is not None and cal.pull_due_at <= now - dt.timedelta(seconds=stale_seconds):
+        last = cal.last_sync_at.isoformat() if cal.last_sync_at else "never"
+        notices.append(f"pull_overdue: last successful pull {last}; the next renewal run pulls it")
+    if heard is None or heard <= now - dt.timedelta(seconds=stale_seconds):
+        due = cal.pull_due_at.isoformat() if cal.pull_due_at else "the next renewal run"
+        notices.append(
+            f"quiet: no notification since {heard_text}; a pull at {due} checks for changes a silent channel missed"
+        )
+        return "quiet"
+    return "ok"
 
 
 def google_calendar_choices(ctx: AppContext, integration: Integration) -> list[GoogleCalendarChoice]:

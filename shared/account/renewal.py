@@ -6,6 +6,8 @@ Why this shape:
   (composite indexes in shared/indexes.py), routes near expiry for orphans, and CRM → Google's own due query.
   Its cost grows with due work, not with the number of users; it bounds its concurrency and stops starting work at
   its deadline, leaving the rest due for the next run.
+- A calendar due for a pull whose own write went unannounced past the grace (shared/sync/echo.py) has a dead
+  channel: it is re-watched and pulled (shared/account/repair.py), not only pulled.
 - Integrations in needs_reauth are skipped and reported; their calendars' due times move out by REAUTH_RECHECK so
   they do not crowd the head of the due queue, and reconnecting marks them due again.
 """
@@ -30,7 +32,7 @@ from shared.account.enablement import (
 from shared.errors import NeedsReauth, SyncError
 from shared.logs import log_event
 from shared.models import Integration, IntegrationStatus, SyncedCalendar
-from shared.sync import coalesce
+from shared.sync import coalesce, echo
 
 if TYPE_CHECKING:
     from shared.context import AppContext
@@ -151,7 +153,11 @@ class RenewalRun:
             self.count("deferred")
             return
         try:
-            if self._usable(cal) is None:
+            integration = self._usable(cal)
+            if integration is None:
+                return
+            if echo.channel_seems_dead(cal, self.now):
+                self.repair_one(integration, cal)
                 return
             with self.ctx.reauth_guard(cal.user_id):
                 outcome = coalesce.request_pull(self.ctx, cal.user_id, cal.calendar_id, reason="stale_sync")
@@ -171,6 +177,24 @@ class RenewalRun:
             log_event(logger, "stale calendar pulled", user_id=cal.user_id, calendar_id=cal.calendar_id)
         except Exception as exc:
             self._failed(cal, exc, counter="pull_failed", what="stale pull", record=False)
+
+    def repair_one(self, integration: Integration, cal: SyncedCalendar) -> None:
+        """Our write went unannounced (shared/sync/echo.py): the channel is dead; re-watch and pull."""
+        from shared.account.repair import repair_calendar
+
+        log_event(
+            logger,
+            "channel silent after our write; repairing",
+            level=logging.WARNING,
+            user_id=cal.user_id,
+            calendar_id=cal.calendar_id,
+            channel_id=cal.channel.id if cal.channel else None,
+            unanswered_since=cal.echo_expected_at,
+        )
+        with self.ctx.reauth_guard(cal.user_id):
+            outcome = repair_calendar(self.ctx, integration, cal.calendar_id, reason="dead_channel")
+        self.count("dead_channels")
+        self.count(outcome)
 
     def _failed(self, cal: SyncedCalendar, exc: Exception, *, counter: str, what: str, record: bool) -> None:
         """One calendar's work failed: a dead token is needs_reauth; a typed error is counted and logged (and, with
@@ -273,6 +297,7 @@ class RenewalRun:
             "renewed": self.report["renewed"],
             "rewatched": self.report["rewatched"],
             "pulled": self.report["pulled"],
+            "repaired": self.report["dead_channels"],
             "deferred": self.report["deferred"],
             "needs_reauth_users": sorted(self.needs_reauth_users),
             "pushed": pushed,

@@ -562,7 +562,7 @@ def _execute(
     rng = random.Random()
     try:
         with ctx.reauth_guard(integration.user_id):
-            done = _CrmToGoogleRun(ctx, event, integration, now).run(action)
+            done = _run_announced(ctx, event, integration, now, action, calendar_id)
     except NeedsReauth as exc:
         result.outcome, result.reason = "deferred", f"needs_reauth: {exc.message}"
         sync = _failure_sync(event, SyncState.PENDING, result.reason, now, REAUTH_RECHECK_SECONDS, attempted=True)
@@ -627,6 +627,29 @@ def _execute(
         decisions=[d.winner for d in done.decisions],
     )
     return _write_fields(stored, google=google, sync=sync, extra=extra), done
+
+
+def _run_announced(
+    ctx: AppContext,
+    event: CrmEvent,
+    integration: Integration,
+    now: dt.datetime,
+    action: PushAction,
+    calendar_id: str | None,
+) -> _Done:
+    """Run the action with its notification expected beforehand (shared/sync/echo.py), so the webhook answers our own
+    write's echo without a list; the expectation is taken back when no Google write happened."""
+    from shared.sync import echo
+
+    expected = echo.expect_write(ctx, integration.user_id, calendar_id)
+    try:
+        done = _CrmToGoogleRun(ctx, event, integration, now).run(action)
+    except BaseException:
+        echo.cancel(ctx, expected)
+        raise
+    if done.google_writes == 0:
+        echo.cancel(ctx, expected)
+    return done
 
 
 def owns_google_event(event_id: str, link: GoogleLink) -> bool:

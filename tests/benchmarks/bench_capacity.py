@@ -46,7 +46,7 @@ INSTANCE_RATE_FALLBACK = 20.0  # notifications/s one webhook instance sustains, 
 DUE_BATCH_LIMIT = 1000  # shared.account.renewal.DUE_BATCH_LIMIT: due calendars one cron run takes per query
 CRON_DEADLINE_S = 240 * 0.9  # RENEWAL_DEADLINE_SECONDS, of which the run uses 90%
 RENEWAL_CONCURRENCY = 8  # the cron's worker threads (RENEWAL_CONCURRENCY default, at most 64)
-CRON_RUNS_PER_DAY = 24  # "7 * * * *"
+CRON_RUNS_PER_DAY = 24  # modelled hourly (the job runs every 5 minutes: more runs only add capacity)
 MILLION = 1_000_000
 
 

@@ -707,13 +707,13 @@ class SyncMachine(RuleBasedStateMachine):
     @rule(writes=st.integers(0, 4), later=st.booleans())
     def cron_crashes(self, writes: int, later: bool) -> None:
         """The cron dies after `writes` Firestore writes of its own thread (due queries, re-pushes, orphan sweep);
-        `later`: it runs 8 h on, so stale pulls and push retries are due when it dies."""
+        `later`: it runs past the stale period, so stale pulls and push retries are due when it dies."""
         self._step("cron_crashes", locals())
         from shared.account.renewal import run_renewal
 
         assert self.ctx is not None
         if later:
-            self.clock.advance(8 * 3600)
+            self.clock.advance(self.ctx.settings.stale_sync_seconds + 2 * 3600)
         with crash_after(writes):
             run_renewal(self.ctx)
         self.deliver_triggers()
@@ -745,7 +745,8 @@ class SyncMachine(RuleBasedStateMachine):
         self.control.release_notifications("fifo")
         self._settle()
         self.deliver_triggers()
-        self.clock.advance(8 * 3600)  # past pull staleness, push backoff and any dead holder's lease
+        # past pull staleness, push backoff and any dead holder's lease
+        self.clock.advance(self.ctx.settings.stale_sync_seconds + 2 * 3600)
         run_renewal(self.ctx)
         self.control.release_notifications("fifo")
         self._settle()

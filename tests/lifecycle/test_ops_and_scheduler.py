@@ -62,7 +62,8 @@ def test_scheduler_sync_dry_run_prints_the_job(capsys: pytest.CaptureFixture[str
         "--dry-run",
     )
     assert code == 0
-    assert 'schedule: "7 * * * *"' in out and "oidc_token" in out and "sched@p.iam.gserviceaccount.com" in out
+    assert f'schedule: "{load_job().schedule}"' in out
+    assert "oidc_token" in out and "sched@p.iam.gserviceaccount.com" in out
 
 
 def test_ops_commands(

@@ -54,7 +54,8 @@ def test_enable_twice_creates_one_channel(api: Api, app_context: AppContext, goo
     second = api.enable("user-a", {"calendar_ids": ["primary"]})
     assert second.status_code == 200, second.text
     [again] = second.json()["calendars"]
-    assert again["outcome"] == "already_enabled"
+    # Enabling an enabled calendar verifies it: its channel is minutes old, so it is kept and the calendar pulled.
+    assert again["outcome"] == "verified"
     assert again["channel_id"] == channel["id"]
     assert len(google.control.channels()) == 1
 

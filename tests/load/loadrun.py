@@ -339,7 +339,7 @@ def drain(stack: Stack, budget: float) -> bool:
 
 
 def quiesce(stack: Stack, budget: float = 600) -> dict[str, Any]:
-    """Faults off, backlog drained, one cron run 8 h later (in-process), drained again."""
+    """Faults off, backlog drained, one cron run past the stale period (in-process), drained again."""
     from shared.account.renewal import run_renewal
     from shared.context import default_context
     from shared.models import utcnow
@@ -348,9 +348,11 @@ def quiesce(stack: Stack, budget: float = 600) -> dict[str, Any]:
     started = time.monotonic()
     first = drain(stack, budget)
     before = stack.control.counters().get("by_method", {})
-    report = run_renewal(default_context(), now=utcnow() + dt.timedelta(hours=8), deadline_seconds=600)
+    ctx = default_context()
+    later = utcnow() + dt.timedelta(seconds=ctx.settings.stale_sync_seconds + 2 * 3600)
+    report = run_renewal(ctx, now=later, deadline_seconds=600)
     after = stack.control.counters().get("by_method", {})
-    # The final reconcile's own calls: 8 h on, every calendar is stale and pulled once (a harness step, not load).
+    # The final reconcile's own calls: past the stale period every calendar is pulled once (a harness step, not load).
     report["reconcile_calls_by_method"] = {
         k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)
     }

@@ -6,8 +6,9 @@ function served over HTTP by functions-framework, the local Firestore trigger). 
 their primary calendar through the served `sync_enable`. Then one simulated day runs hour by hour: each hour's share
 of the day's activity is played against the stack as fast as it goes, the backlog is drained, the clock (ours and the
 stand-in's, together) moves one hour on, and the cron runs once through the served `renew` with a scheduler OIDC
-token, as Cloud Scheduler runs it (`7 * * * *`). After the day the clock jumps to the channels' renewal window and
-the cron runs once more: that run's cost is one channel lifetime's renewal of every calendar.
+token (hourly: Cloud Scheduler runs it every 5 minutes, which finds the same due work sooner). After the day the
+clock jumps to the channels' renewal window and the cron runs once more: that run's cost is one channel lifetime's
+renewal of every calendar.
 
 Activity profile per user and business day (ACTIVITY_PER_USER_DAY; counts drawn per user from a Poisson law, hours
 from HOUR_WEIGHTS, which put 80% of the day between 08:00 and 18:00 with a 10:00-11:00 and 14:00-16:00 peak):
