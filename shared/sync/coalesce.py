@@ -24,8 +24,11 @@ A holder that dies leaves its lease to expire (`settings.sync_lease_seconds`; re
 the next notification or the cron's stale-calendar pull takes it over and re-lists from the stored sync token, which
 only ever advances in the same commit as the changes it covers.
 
-Firestore operations of a steady-state run: lease create 1, integration+calendar batchGet 1, events batchGet 1 per
-page, final commit 1 (events + calendar + lease delete), dirty read 1 (plus the webhook's route read: 6 in all).
+Firestore operations of a steady-state run from the webhook (shared/sync/notification_path.py): one batchGet of the
+route, integration, calendar, lease and marker (`prefetched`), lease create 1 (while events.list page 1 is in flight),
+events batchGet 1 per page (the first with the calendar), final commit 1 (events + calendar + lease delete), marker
+read 1: 5 in all, 4 of them before the CRM commit is done. Without `prefetched` the pull reads its state after the
+lease (one more round trip).
 """
 
 from __future__ import annotations

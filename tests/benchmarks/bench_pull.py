@@ -7,8 +7,9 @@ Figures (counts matter; wall times are reported, never asserted):
                      events.list latency is therefore set to 1.5 s so that the burst lands while a pull runs, which
                      is what it models. Naive baseline: one pull per notification (no lease, no marker), same latency.
 - pull.steady.*      200 single Google edits, one notification each, through the real webhook over HTTP:
-                     events.list calls per edit, Google writes (must be 0), Firestore round trips per edit (route
-                     read + lease create + integration/calendar batchGet + events batchGet + one commit + marker read).
+                     events.list calls per edit, Google writes (must be 0), Firestore round trips per edit (one
+                     batchGet of route + integration + calendar + lease + marker, lease create, events batchGet with
+                     the calendar, one commit, marker read).
 - pull.import10k.*   first import of 10,000 events (200 of them recurring series): list calls (pages of 2500),
                      Firestore commits, wall time, peak memory; naive baseline: pages of 250, one write per event.
 - pull.latency.*     Google-side edit -> CRM document updated (p50/p95, polling the document from a separate client),
