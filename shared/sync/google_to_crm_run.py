@@ -10,6 +10,9 @@ candidate CRM ids, then the page's writes are queued into chunks of <= 500 write
 never clobbered: the chunk is then replayed write by write and the losing events re-planned on a fresh read). The new
 sync token, `last_sync_at`, `pull_due_at`, counters and (optionally) the lease release go into the LAST commit, after
 every change it covers (README, invariant 2). Full syncs also refresh the lease and `import_progress` between pages.
+From the webhook the integration + calendar come already read and page 1 may come already listed (listed while the
+lease was created: shared/sync/notification_path.py); that page's events batchGet also reads the calendar, and a pull
+committed in between drops the page and lists again, before anything is stored.
 """
 
 from __future__ import annotations
