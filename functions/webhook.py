@@ -19,7 +19,8 @@ Status codes:
       secret token alone, as its resource id is not known yet; it expires within minutes unless the watch succeeds.
 - 503 transient: Firestore or Google unavailable (after bounded retries) -> Google retries with backoff.
 - 500 an unexpected bug (also retried by Google; nothing internal is leaked).
-Every 4xx costs one document read (the route; none for 400/405) and makes no Google call and no write.
+Every 4xx costs one round trip (the route; when this instance has seen the channel before, the batchGet that also
+reads the pull's state: shared/sync/notification_path.py; none for 400/405) and makes no Google call and no write.
 """
 
 from __future__ import annotations
@@ -73,21 +74,25 @@ def handle_notification(request: Any) -> Any:
 def _notification(request: Any) -> Any:
     from shared.context import default_context
     from shared.crypto import secret_matches
+    from shared.sync.notification_path import read_notification_state, read_pull_state, route_hints
 
     require_method(request, "POST")
     _require_empty_body(request)
     headers = parse_headers(request)
     ctx = default_context()
     fields: dict[str, Any] = {"channel_id": headers.channel_id, "message_number": headers.message_number}
-    route = ctx.store.get_channel_route(headers.channel_id)
+    # One round trip: the route, and (when this instance has seen the channel) the pull's state with it.
+    route, state = read_notification_state(ctx, headers.channel_id)
     if route is None:
         raise UnknownChannel("unknown channel")
     # Who the channel belongs to goes to our logs only, never into an answer to an unauthenticated caller.
     fields.update(user_id=route.user_id, calendar_id=route.calendar_id)
     if route.state not in (ChannelState.ACTIVE, ChannelState.OPENING):
+        route_hints.forget(route.channel_id)
         _reject(fields, "stopped")
         raise ChannelGone("the channel was stopped")
     if route.expiration <= ctx.clock():
+        route_hints.forget(route.channel_id)
         _reject(fields, "expired")
         raise ChannelGone("the channel has expired")
     token_ok = secret_matches(headers.channel_token, route.token_digest)
@@ -109,7 +114,9 @@ def _notification(request: Any) -> Any:
     from shared.sync.coalesce import request_pull
 
     try:
-        outcome = request_pull(ctx, route.user_id, route.calendar_id, reason="webhook")
+        if state is None:  # authenticated now: read what the pull needs (a cold instance's second round trip)
+            state = read_pull_state(ctx, route.user_id, route.calendar_id)
+        outcome = request_pull(ctx, route.user_id, route.calendar_id, reason="webhook", prefetched=state)
     except NeedsReauth:
         log_event(logger, "notification acknowledged: needs reauth", level=logging.WARNING, **fields)
         return json_response({"status": "needs_reauth"})

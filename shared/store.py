@@ -29,6 +29,7 @@ import collections
 import datetime as dt
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -165,21 +166,32 @@ class FirestoreStore:
     def __init__(self, db: FirestoreClient) -> None:
         self.db = db
         self.ops: collections.Counter[str] = collections.Counter()
+        # (kind, started, finished) per round trip when a benchmark attaches a list: the critical path is measured,
+        # not counted by hand (tests/benchmarks/bench_pull.py). None in production: no cost.
+        self.rpc_log: list[tuple[str, float, float]] | None = None
 
     # --- op counting: every Firestore round trip of the library is counted through these ----------------------
-    def count_commit(self, writes: int = 1) -> None:
+    def count_commit(self, writes: int = 1, *, started: float | None = None) -> None:
         """One commit round trip carrying `writes` document writes (0 for a commit a precondition refused)."""
         self.ops["commits"] += 1
         self.ops["rpcs"] += 1
         self.ops["writes"] += writes
+        self._log_rpc("commit", started)
 
-    def count_reads(self, documents: int = 1, *, batch_get: bool = False, rpc: bool = True) -> None:
+    def count_reads(
+        self, documents: int = 1, *, batch_get: bool = False, rpc: bool = True, started: float | None = None
+    ) -> None:
         """Documents read; `rpc` when this was its own round trip (query streams count the query once instead)."""
         self.ops["reads"] += documents
         if batch_get:
             self.ops["batch_gets"] += 1
         if rpc:
             self.ops["rpcs"] += 1
+            self._log_rpc("read", started)
+
+    def _log_rpc(self, kind: str, started: float | None) -> None:
+        if self.rpc_log is not None and started is not None:
+            self.rpc_log.append((kind, started, time.perf_counter()))
 
     # --- references ---------------------------------------------------------------------------------------------------
     # Ids from outside (channel ids from webhook headers, user ids from tokens, event ids from CloudEvent subjects)
@@ -237,73 +249,81 @@ class FirestoreStore:
         batch = self.db.batch()
         for write in writes:
             self._stage(batch, write)
+        started = time.perf_counter()
         try:
             results = batch.commit()
         except Exception as exc:
             typed = _typed(exc)
             if isinstance(typed, DocumentChanged):
-                self.count_commit(writes=0)
+                self.count_commit(writes=0, started=started)
             raise typed from exc
-        self.count_commit(writes=len(writes))
+        self.count_commit(writes=len(writes), started=started)
         return [getattr(result, "update_time", None) for result in results or []]
 
     # --- low level ----------------------------------------------------------------------------------------------------
     def _get(self, ref: DocumentReference) -> DocumentSnapshot:
+        started = time.perf_counter()
         try:
             snapshot = ref.get()
         except Exception as exc:
             raise _transient(exc) from exc
-        self.count_reads()
+        self.count_reads(started=started)
         return snapshot
 
     def get_all_documents(self, refs: list[DocumentReference]) -> list[DocumentSnapshot]:
         """Several documents in one round trip (missing ones come back with `exists == False`)."""
+        started = time.perf_counter()
         try:
             snapshots = list(self.db.get_all(refs))
         except Exception as exc:
             raise _transient(exc) from exc
-        self.count_reads(len(snapshots), batch_get=True)
+        self.count_reads(len(snapshots), batch_get=True, started=started)
         return snapshots
 
     def _write(self, ref: DocumentReference, data: dict[str, Any], *, merge: bool = False, **options: Any) -> None:
+        started = time.perf_counter()
         try:
             ref.set(data, merge=merge, **options)
         except Exception as exc:
             raise _transient(exc) from exc
-        self.count_commit()
+        self.count_commit(started=started)
 
     def _update(self, ref: DocumentReference, data: dict[str, Any], **options: Any) -> None:
         """Partial update with dotted field paths; DocumentMissing if the document is missing, DocumentChanged if a
         precondition failed."""
+        started = time.perf_counter()
         try:
             ref.update(data, **options)
         except Exception as exc:
             raise _typed(exc) from exc
-        self.count_commit()
+        self.count_commit(started=started)
 
     def create_if_absent(self, ref: DocumentReference, data: dict[str, Any]) -> bool:
         """Create a document only if it does not exist; False when it already did (leases, idempotency keys)."""
+        started = time.perf_counter()
         try:
             ref.create(data)
         except Exception as exc:
             typed = _typed(exc)
             if isinstance(typed, DocumentChanged):
-                self.count_commit(writes=0)
+                self.count_commit(writes=0, started=started)
                 return False
             raise typed from exc
-        self.count_commit()
+        self.count_commit(started=started)
         return True
 
     def query(self, query: Any) -> Iterator[DocumentSnapshot]:
         """Stream a query, counting the query and every document read."""
         self.ops["queries"] += 1
         self.ops["rpcs"] += 1
+        started = time.perf_counter()
         try:
             for snapshot in query.stream():
                 self.count_reads(rpc=False)
                 yield snapshot
         except Exception as exc:
             raise _transient(exc) from exc
+        self._log_rpc("query", started)
 
     def count_matching(self, query: Any) -> int:
         """A count aggregation: one round trip, billed as one read, whatever the count."""
@@ -521,6 +541,46 @@ class FirestoreStore:
                 calendar = SyncedCalendar.model_validate(snapshot.to_dict())
         return integration, calendar
 
+    def get_pull_state(
+        self, user_id: str, cal_key: str, lease_doc_id: str, *, channel_id: str | None = None
+    ) -> PullState:
+        """Everything a pull reads before it lists, in one batchGet: the integration, the calendar (its sync token),
+        the pull lease and its "dirty" marker, and (for the webhook) the channel's route."""
+        refs = {
+            "integration": self.integration_ref(user_id),
+            "calendar": self.calendar_ref(user_id, cal_key),
+            "lease": self.sync_lease_ref(lease_doc_id),
+            "dirty": self.sync_dirty_ref(lease_doc_id),
+        }
+        if channel_id is not None:
+            refs["route"] = self.channel_ref(channel_id)
+        by_path = {snapshot.reference.path: snapshot for snapshot in self.get_all_documents(list(refs.values()))}
+        found = {name: by_path[ref.path] for name, ref in refs.items()}
+
+        def model(name: str, kind: Any) -> Any:
+            snapshot = found.get(name)
+            return kind.model_validate(snapshot.to_dict()) if snapshot is not None and snapshot.exists else None
+
+        return PullState(
+            integration=model("integration", Integration),
+            calendar=model("calendar", SyncedCalendar),
+            lease=found["lease"],
+            dirty=found["dirty"],
+            route=model("route", ChannelRoute),
+        )
+
+    def get_event_snapshots_and(
+        self, event_ids: Iterable[str], other: DocumentReference
+    ) -> tuple[dict[str, tuple[CrmEvent, dt.datetime]], DocumentSnapshot]:
+        """Like get_event_snapshots, plus one other document, in the same round trip."""
+        refs = [self.event_ref(event_id) for event_id in dict.fromkeys(event_ids)]
+        snapshots = self.get_all_documents([*refs, other])
+        extra = next(s for s in snapshots if s.reference.path == other.path)
+        events = {
+            s.id: (self.event_from(s), s.update_time) for s in snapshots if s.exists and s.reference.path != other.path
+        }
+        return events, extra
+
     def get_document(self, ref: DocumentReference) -> DocumentSnapshot:
         """One raw document read (leases, markers), counted."""
         return self._get(ref)
@@ -534,15 +594,16 @@ class FirestoreStore:
         options: dict[str, Any] = {}
         if last_update_time is not None:
             options["option"] = self.db.write_option(last_update_time=last_update_time)
+        started = time.perf_counter()
         try:
             ref.delete(**options)
         except Exception as exc:
             typed = _typed(exc)
             if isinstance(typed, DocumentChanged):
-                self.count_commit(writes=0)
+                self.count_commit(writes=0, started=started)
                 return False
             raise typed from exc
-        self.count_commit()
+        self.count_commit(started=started)
         return True
 
     # --- leases: create-if-absent documents with an expiry, taken over (guarded delete) once expired ---------------
@@ -700,6 +761,17 @@ class Lease:
 
     def release_write(self) -> Write:
         return Write("delete", self.ref)
+
+
+@dataclass
+class PullState:
+    """What a pull reads before its first events.list (store.get_pull_state): one batchGet, not three round trips."""
+
+    integration: Integration | None
+    calendar: SyncedCalendar | None
+    lease: DocumentSnapshot
+    dirty: DocumentSnapshot
+    route: ChannelRoute | None = None
 
 
 def lease_is_live(snapshot: DocumentSnapshot, now: dt.datetime) -> bool:

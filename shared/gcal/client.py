@@ -125,6 +125,8 @@ class CalendarClient:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.calls: collections.Counter[str] = collections.Counter()
+        # (method, started, finished) per call when a benchmark attaches a list (the critical path is measured).
+        self.call_log: list[tuple[str, float, float]] | None = None
 
     @property
     def service(self) -> Any:
@@ -155,6 +157,7 @@ class CalendarClient:
         last_error: GoogleApiError | None = None
         for attempt in range(attempts):
             self.calls[method] += 1
+            started = time.perf_counter()
             try:
                 return request.execute(http=self._http())
             except HttpError as exc:
@@ -174,6 +177,9 @@ class CalendarClient:
                 last_error = GoogleTransientError(
                     f"transport error: {type(exc).__name__}", status=503, reason="transport"
                 )
+            finally:
+                if self.call_log is not None:
+                    self.call_log.append((method, started, time.perf_counter()))
             if attempt + 1 < attempts:
                 delay = self.rng.uniform(
                     0, min(MAX_BACKOFF_SECONDS, self._settings.google_retry_base_seconds * 2**attempt)

@@ -24,8 +24,11 @@ A holder that dies leaves its lease to expire (`settings.sync_lease_seconds`; re
 the next notification or the cron's stale-calendar pull takes it over and re-lists from the stored sync token, which
 only ever advances in the same commit as the changes it covers.
 
-Firestore operations of a steady-state run: lease create 1, integration+calendar batchGet 1, events batchGet 1 per
-page, final commit 1 (events + calendar + lease delete), dirty read 1 (plus the webhook's route read: 6 in all).
+Firestore operations of a steady-state run from the webhook (shared/sync/notification_path.py): one batchGet of the
+route, integration, calendar, lease and marker (`prefetched`), lease create 1 (while events.list page 1 is in flight),
+events batchGet 1 per page (the first with the calendar), final commit 1 (events + calendar + lease delete), marker
+read 1: 5 in all, 4 of them before the CRM commit is done. Without `prefetched` the pull reads its state after the
+lease (one more round trip).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from shared.logs import log_event
 from shared.models import calendar_key
-from shared.store import Lease, lease_is_live
+from shared.store import Lease, PullState, lease_is_live
 from shared.sync.google_to_crm_run import GoogleToCrmReport, pull_calendar
+from shared.sync.notification_path import FirstPageStart, log_dropped, start_first_page
 
 if TYPE_CHECKING:
     from shared.context import AppContext
@@ -116,13 +120,26 @@ def _mark_dirty(ctx: AppContext, ref: Any, full: bool) -> None:
 
 
 def _acquire_or_queue(
-    ctx: AppContext, lease_ref: Any, dirty_ref: Any, user_id: str, calendar_id: str, reason: str, full: bool
+    ctx: AppContext,
+    lease_ref: Any,
+    dirty_ref: Any,
+    user_id: str,
+    calendar_id: str,
+    reason: str,
+    full: bool,
+    seen: PullState | None = None,
 ) -> tuple[Lease | None, bool]:
-    """(our lease, took_over) or (None, False) when the request was queued behind a live holder."""
-    lease = _create(ctx, lease_ref, user_id, calendar_id, reason)
-    if lease is not None:
-        return lease, False
-    lease_snapshot, dirty_snapshot = _get_both(ctx, lease_ref, dirty_ref)
+    """(our lease, took_over) or (None, False) when the request was queued behind a live holder. `seen`: the lease and
+    marker as just read (the webhook's batchGet): a live lease with its marker there is queued with no further RPC.
+    (A live lease without a marker takes the ordinary path: a burst that saw no marker at once would otherwise write
+    it all at once, and the emulator aborts concurrent writes to one document with "Transaction lock timeout".)"""
+    if seen is not None and lease_is_live(seen.lease, ctx.clock()) and seen.dirty.exists:
+        lease_snapshot, dirty_snapshot = seen.lease, seen.dirty
+    else:
+        lease = _create(ctx, lease_ref, user_id, calendar_id, reason)
+        if lease is not None:
+            return lease, False
+        lease_snapshot, dirty_snapshot = _get_both(ctx, lease_ref, dirty_ref)
     if not lease_is_live(lease_snapshot, ctx.clock()):
         lease = _take_over(ctx, lease_ref, lease_snapshot, user_id, calendar_id, reason)
         if lease is not None:
@@ -140,19 +157,58 @@ def _acquire_or_queue(
     return lease, lease is not None and lease_snapshot.exists
 
 
-def request_pull(ctx: AppContext, user_id: str, calendar_id: str, *, reason: str, full: bool = False) -> PullOutcome:
+def request_pull(
+    ctx: AppContext,
+    user_id: str,
+    calendar_id: str,
+    *,
+    reason: str,
+    full: bool = False,
+    prefetched: PullState | None = None,
+) -> PullOutcome:
     """Run (or queue) a pull of one calendar; see the module docstring. Raises the pull's typed errors
-    (NeedsReauth after marking the integration, GoogleTransientError / StoreUnavailable for retryable failures)."""
+    (NeedsReauth after marking the integration, GoogleTransientError / StoreUnavailable for retryable failures).
+
+    `prefetched` (the webhook's one batchGet, shared.sync.notification_path): the pull does not read its state again,
+    and its first events.list page overlaps the lease create."""
+    early = start_first_page(ctx, prefetched, user_id, calendar_id) if prefetched is not None and not full else None
+    try:
+        return _acquire_and_run(ctx, user_id, calendar_id, reason, full, prefetched, early)
+    finally:
+        if early is not None:
+            early.release()
+
+
+def _acquire_and_run(
+    ctx: AppContext,
+    user_id: str,
+    calendar_id: str,
+    reason: str,
+    full: bool,
+    prefetched: PullState | None,
+    early: FirstPageStart | None,
+) -> PullOutcome:
     outcome = PullOutcome(user_id=user_id, calendar_id=calendar_id)
     lease_ref, dirty_ref = _refs(ctx, user_id, calendar_id)
-    lease, took_over = _acquire_or_queue(ctx, lease_ref, dirty_ref, user_id, calendar_id, reason, full)
+    try:
+        lease, took_over = _acquire_or_queue(
+            ctx, lease_ref, dirty_ref, user_id, calendar_id, reason, full, seen=prefetched
+        )
+    finally:
+        first_page = early.wait() if early is not None else None
     if lease is None:
         outcome.queued = True
+        if first_page is not None:
+            log_dropped(user_id, calendar_id, "a pull is already running")
         log_event(logger, "pull queued behind a running one", user_id=user_id, calendar_id=calendar_id, reason=reason)
         return outcome
     outcome.took_over = took_over
+    state = prefetched
     while True:
-        report = pull_calendar(ctx, user_id, calendar_id, full=full, lease=lease, reason=reason)
+        report = pull_calendar(
+            ctx, user_id, calendar_id, full=full, lease=lease, reason=reason, prefetched=state, first_page=first_page
+        )
+        state, first_page = None, None  # a re-run reads afresh
         outcome.ran = True
         outcome.runs += 1
         outcome.report = report

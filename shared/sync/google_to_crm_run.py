@@ -10,6 +10,9 @@ candidate CRM ids, then the page's writes are queued into chunks of <= 500 write
 never clobbered: the chunk is then replayed write by write and the losing events re-planned on a fresh read). The new
 sync token, `last_sync_at`, `pull_due_at`, counters and (optionally) the lease release go into the LAST commit, after
 every change it covers (README, invariant 2). Full syncs also refresh the lease and `import_progress` between pages.
+From the webhook the integration + calendar come already read and page 1 may come already listed (listed while the
+lease was created: shared/sync/notification_path.py); that page's events batchGet also reads the calendar, and a pull
+committed in between drops the page and lists again, before anything is stored.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from shared.sync.google_to_crm_plan import (
 
 if TYPE_CHECKING:
     from shared.context import AppContext
+    from shared.store import PullState
+    from shared.sync.notification_path import FirstPage
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,11 @@ class GoogleToCrmReport:
 
     def count(self, kind: str, n: int = 1) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + n
+
+
+class _StaleFirstPage(Exception):
+    """A pull committed between the state read that gave the early page its sync token and our lease: the page may be
+    older than what that pull stored, so it is dropped and the list starts again from the stored token."""
 
 
 @dataclass
@@ -170,11 +180,14 @@ def pull_calendar(
     full: bool = False,
     lease: Lease | None = None,
     reason: str = "",
+    prefetched: PullState | None = None,
+    first_page: FirstPage | None = None,
 ) -> GoogleToCrmReport:
     """Pull one calendar's Google changes into the CRM (non-coalesced). Raises typed errors; see module docstring.
 
     `lease` (from shared.sync.coalesce): refreshed between pages of a full list, deleted in the final commit (or on
-    error).
+    error). `prefetched` / `first_page` (shared.sync.notification_path): the integration and calendar as already read,
+    and events.list page 1 as already fetched with that calendar's sync token (checked before anything is stored).
     """
     started = time.perf_counter()
     report = GoogleToCrmReport(user_id=user_id, calendar_id=calendar_id, full=full)
@@ -182,8 +195,12 @@ def pull_calendar(
     cal_key = calendar_key(calendar_id)
     cal_ref = store.calendar_ref(user_id, cal_key)
     lease_released = False
+    restart = False
     try:
-        integration, calendar = store.get_integration_and_calendar(user_id, cal_key)
+        if prefetched is not None:
+            integration, calendar = prefetched.integration, prefetched.calendar
+        else:
+            integration, calendar = store.get_integration_and_calendar(user_id, cal_key)
         if integration is None or integration.status != IntegrationStatus.CONNECTED:
             report.outcome = (
                 "needs_reauth"
@@ -195,11 +212,13 @@ def pull_calendar(
             report.outcome = "not_enabled"
             return report
         sync_token = None if full else calendar.sync_token
+        if first_page is not None and (first_page.page is None or first_page.sync_token != sync_token):
+            first_page = None  # the early list failed (listed again here, errors and all) or does not apply
         with ctx.reauth_guard(user_id):
             client = ctx.calendar_client(integration)
             run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
             try:
-                run.run(client, sync_token)
+                run.run(client, sync_token, first_page=first_page)
             except FullSyncRequired:
                 if sync_token is None:
                     raise
@@ -216,14 +235,23 @@ def pull_calendar(
                 run.run(client, None)
         lease_released = lease is not None
         return report
+    except _StaleFirstPage:
+        restart = True
     except SyncError as exc:
         _record_failure(ctx, cal_ref, exc, report, lease)
         lease_released = lease is not None
         raise
     finally:
         report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        if lease is not None and not lease_released:
+        if lease is not None and not lease_released and not restart:
             ctx.store.release_lease(lease)
+    # Only after _StaleFirstPage (nothing stored yet): the ordinary pull, still under our lease.
+    from shared.sync.notification_path import log_dropped
+
+    log_dropped(user_id, calendar_id, "a pull committed meanwhile")
+    fresh = pull_calendar(ctx, user_id, calendar_id, full=full, lease=lease, reason=reason)
+    fresh.list_calls += report.list_calls
+    return fresh
 
 
 def _record_failure(
@@ -378,7 +406,7 @@ class _GoogleToCrmRun:
             return False
 
     # -- the run -----------------------------------------------------------------------------------------------------
-    def run(self, client: Any, sync_token: str | None) -> None:
+    def run(self, client: Any, sync_token: str | None, first_page: FirstPage | None = None) -> None:
         report = self.report
         full = sync_token is None
         report.full = full
@@ -392,12 +420,17 @@ class _GoogleToCrmRun:
         page_token: str | None = None
         next_sync_token: str | None = None
         while True:
-            page = client.list_events_page(self.calendar_id, sync_token=sync_token, page_token=page_token)
+            early = first_page if first_page is not None and page_token is None and not full else None
+            if early is not None and early.page is not None:
+                page = early.page  # listed while the lease was being created (shared.sync.notification_path)
+            else:
+                early = None
+                page = client.list_events_page(self.calendar_id, sync_token=sync_token, page_token=page_token)
             report.list_calls += 1
             report.pages += 1
             items = [i for i in page.get("items", []) or [] if i.get("id")]
             report.events_seen += len(items)
-            self._apply_page(items)
+            self._apply_page(items, early=early)
             page_token = page.get("nextPageToken")
             if not page_token:
                 next_sync_token = page.get("nextSyncToken")
@@ -412,14 +445,17 @@ class _GoogleToCrmRun:
                 )
         self._finish(next_sync_token)
 
-    def _apply_page(self, items: list[dict[str, Any]]) -> None:
+    def _apply_page(self, items: list[dict[str, Any]], early: FirstPage | None = None) -> None:
         if not items:
-            return
+            return  # an early page without items stores nothing: an older sync token only means re-listing later
         ids = self._candidate_ids(items)
         if ids & self.writer.pending_ids:
             self.writer.flush()
         lookup = ids - set(self.linked)
-        found = self.ctx.store.get_event_snapshots(lookup) if lookup else {}
+        if early is not None:
+            found = self._read_checking(lookup, early)
+        else:
+            found = self.ctx.store.get_event_snapshots(lookup) if lookup else {}
         found.update(self._by_link(items, found))
         stored: dict[str, CrmEvent] = {crm_id: event for crm_id, (event, _) in found.items()}
         stored.update(self.linked)
@@ -439,6 +475,18 @@ class _GoogleToCrmRun:
             self._queue(action, item, times.get(action.crm_id) if action.crm_id else None)
             if isinstance(action, TombstoneFromGoogle) and action.before.recurrence:
                 self._remove_exceptions(action.crm_id, index)
+
+    def _read_checking(self, lookup: set[str], early: FirstPage) -> dict[str, tuple[CrmEvent, dt.datetime]]:
+        """The page's CRM documents and the calendar in one batchGet; _StaleFirstPage if a pull committed since the
+        early page's sync token was read (its page could be older than what that pull stored)."""
+        from shared.models import SyncedCalendar
+        from shared.sync.notification_path import calendar_mark
+
+        found, snapshot = self.ctx.store.get_event_snapshots_and(lookup, self.cal_ref)
+        calendar = SyncedCalendar.model_validate(snapshot.to_dict()) if snapshot.exists else None
+        if calendar is None or calendar_mark(calendar) != early.calendar_mark:
+            raise _StaleFirstPage()
+        return found
 
     def _remove_exceptions(self, master_id: str, index: StoredIndex) -> None:
         """One query per deleted series (rare): its exceptions stored in the CRM become tombstones too."""

@@ -46,6 +46,7 @@ README_FIGURES = (
     "pull.latency.p50_ms",
     "pull.latency.p95_ms",
     "pull.latency.floor_p95_ms",
+    "pull.critical_path.round_trips",
     "push.edits1000.google_writes",
     "push.edits1000.google_calls_per_edit",
     "push.edits1000.echo_crm_writes",

@@ -7,12 +7,19 @@ Figures (counts matter; wall times are reported, never asserted):
                      events.list latency is therefore set to 1.5 s so that the burst lands while a pull runs, which
                      is what it models. Naive baseline: one pull per notification (no lease, no marker), same latency.
 - pull.steady.*      200 single Google edits, one notification each, through the real webhook over HTTP:
-                     events.list calls per edit, Google writes (must be 0), Firestore round trips per edit (route
-                     read + lease create + integration/calendar batchGet + events batchGet + one commit + marker read).
+                     events.list calls per edit, Google writes (must be 0), Firestore round trips per edit (one
+                     batchGet of route + integration + calendar + lease + marker, lease create, events batchGet with
+                     the calendar, one commit, marker read).
 - pull.import10k.*   first import of 10,000 events (200 of them recurring series): list calls (pages of 2500),
                      Firestore commits, wall time, peak memory; naive baseline: pages of 250, one write per event.
 - pull.latency.*     Google-side edit -> CRM document updated (p50/p95, polling the document from a separate client),
                      and the floor: one events.list round trip plus one Firestore commit, measured in the same run.
+- pull.critical_path.round_trips   serial round trips from a notification's arrival to the CRM commit, measured
+                     during the latency samples from the store's and the Google client's round-trip logs (start and end
+                     of every Firestore RPC and Google call): the most of them that ran one after another, i.e. that
+                     did not overlap (median over the samples). The floor is 2 (one events.list, one commit). Naive
+                     baseline: the same notification handled the pre-batched way (route read, then request_pull
+                     without the prefetched state: lease create, integration + calendar read, list, events, commit).
 """
 
 from __future__ import annotations
@@ -31,6 +38,25 @@ STEADY_EDITS = 200
 LATENCY_SAMPLES = 60
 IMPORT_EVENTS = 10_000
 IMPORT_SERIES = 200
+
+
+def serial_round_trips(log: list[tuple[str, float, float]]) -> int:
+    """The most round trips of `log` that ran one after another (no two overlapping), up to the last commit that
+    started after the last events.list ended: the CRM commit (what follows it, the marker read, is not on the path)."""
+    lists = [entry for entry in log if entry[0].endswith("events.list")]
+    if not lists:
+        return 0
+    listed = max(end for _, _, end in lists)
+    commits = [entry for entry in log if entry[0] == "commit" and entry[1] >= listed]
+    if not commits:
+        return 0
+    until = max(end for _, _, end in commits)
+    chain, last_end = 0, float("-inf")
+    for _, start, end in sorted((e for e in log if e[2] <= until), key=lambda e: e[2]):
+        if start >= last_end:  # greedy by end time: the largest set of pairwise non-overlapping intervals
+            chain += 1
+            last_end = end
+    return chain
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -163,21 +189,31 @@ def bench_steady_and_latency(env: _Env, results: dict[str, float]) -> None:
     results["pull.steady.firestore_doc_reads_per_edit"] = round(ops["reads"] / STEADY_EDITS, 3)
     results["pull.steady.firestore_doc_writes_per_edit"] = round(ops["writes"] / STEADY_EDITS, 3)
 
-    # Latency: Google-side edit -> CRM document updated, observed from a separate Firestore client.
+    # Latency: Google-side edit -> CRM document updated, observed from a separate Firestore client. Meanwhile the
+    # store and the user's Google client log every round trip (start, end) for the critical path's count.
     observer = firestore.Client(project=ctx.settings.project_id)
     doc = observer.collection("events").document(crm_id)
+    google_client = ctx.calendar_client(ctx.store.get_integration(user.user_id))
     samples: list[float] = []
+    chains: list[int] = []
     for n in range(LATENCY_SAMPLES):
         title = f"latency {n}"
+        log: list[tuple[str, float, float]] = []
+        ctx.store.rpc_log = google_client.call_log = log
         started = time.perf_counter()
         control.edit_event(user.email, event["id"], {"summary": title})
         while (doc.get().to_dict() or {}).get("title") != title:
             if time.perf_counter() - started > 10:
                 raise RuntimeError("the CRM document was not updated within 10 s")
         samples.append((time.perf_counter() - started) * 1000)
-    user.flush()
+        user.flush()
+        ctx.store.rpc_log = google_client.call_log = None
+        chains.append(serial_round_trips(log))
     results["pull.latency.p50_ms"] = round(statistics.median(samples), 1)
     results["pull.latency.p95_ms"] = round(_pct(samples, 0.95), 1)
+    results["pull.critical_path.round_trips"] = statistics.median_low(chains)
+    results["pull.critical_path.round_trips_max"] = max(chains)
+    results["pull.critical_path.naive_round_trips"] = _naive_round_trips(env, ctx, user, google_client, event["id"])
 
     # Floor: one events.list round trip with the sync token plus one Firestore commit of one document.
     client = ctx.calendar_client(ctx.store.get_integration(user.user_id))
@@ -194,6 +230,26 @@ def bench_steady_and_latency(env: _Env, results: dict[str, float]) -> None:
     results["pull.latency.floor_p50_ms"] = round(statistics.median(floor), 1)
     results["pull.latency.floor_p95_ms"] = round(_pct(floor, 0.95), 1)
     observer.close()
+
+
+def _naive_round_trips(env: _Env, ctx: Any, user: Any, google_client: Any, event_id: str) -> int:
+    """One Google edit handled the way the webhook did before the one-batchGet path: the route read, then the pull
+    reading its own state after its lease (the notification itself is held back: this runs the same code in-process)."""
+    from shared.sync.coalesce import request_pull
+
+    control = env.google.control
+    control.pause_delivery()
+    try:
+        control.edit_event(user.email, event_id, {"summary": "naive"})
+        log: list[tuple[str, float, float]] = []
+        ctx.store.rpc_log = google_client.call_log = log
+        route = ctx.store.get_channel_route(user.channel_id)
+        request_pull(ctx, route.user_id, route.calendar_id, reason="webhook")
+        ctx.store.rpc_log = google_client.call_log = None
+    finally:
+        control.resume_delivery()
+        user.flush()
+    return serial_round_trips(log)
 
 
 # --- 3. initial import ------------------------------------------------------------------------------------------------
