@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import DocumentChanged, FullSyncRequired, KeptChanging, SyncError
+from shared.errors import DocumentChanged, FullSyncRequired, GooglePermanentError, KeptChanging, SyncError
 from shared.gcal.wire import google_private
 from shared.logs import log_event
 from shared.models import CrmEvent, IntegrationStatus, calendar_key, crm_event_id_for_google, dump_for_firestore
@@ -200,9 +200,9 @@ def pull_calendar(
             run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
             try:
                 run.run(client, sync_token)
-            except FullSyncRequired:
+            except FullSyncRequired as exc:
                 if sync_token is None:
-                    raise
+                    raise _full_list_refused(exc) from exc
                 log_event(
                     logger,
                     "sync token rejected (410); full resync",
@@ -213,7 +213,10 @@ def pull_calendar(
                 report.resynced_after_410 = True
                 run.writer.flush()
                 run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
-                run.run(client, None)
+                try:
+                    run.run(client, None)
+                except FullSyncRequired as again:
+                    raise _full_list_refused(again) from again
         lease_released = lease is not None
         return report
     except SyncError as exc:
@@ -224,6 +227,14 @@ def pull_calendar(
         report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         if lease is not None and not lease_released:
             ctx.store.release_lease(lease)
+
+
+def _full_list_refused(exc: FullSyncRequired) -> GooglePermanentError:
+    """A 410 on a list that already had no sync token and no updatedMin: listing again would only loop, so it is a
+    permanent refusal of this run (recorded on the calendar; the cron's stale-sync pull tries again later)."""
+    return GooglePermanentError(
+        f"Google refused a full list (410 {exc.reason}): {exc.message}", status=exc.status, reason=exc.reason or "gone"
+    )
 
 
 def _record_failure(
