@@ -27,6 +27,7 @@ from shared.logs import log_event
 from shared.models import CrmEvent, IntegrationStatus, calendar_key, crm_event_id_for_google, dump_for_firestore
 from shared.store import MAX_BATCH_WRITES, Lease, Write, is_valid_document_id, retry_if_changed
 from shared.sync.google_to_crm_plan import (
+    ORPHAN_CANCELLATION,
     Action,
     CreateFromGoogle,
     SkipEcho,
@@ -290,6 +291,7 @@ class _GoogleToCrmRun:
         self.linked_times: dict[str, dt.datetime] = {}
         self.seen: set[str] = set()
         self.deleted_series: set[str] = set()
+        self.orphan_cancellations: list[dict[str, Any]] = []  # re-planned at the end: their series may come later
 
     # -- helpers ------------------------------------------------------------------------------------------------------
     def _candidate_ids(self, items: list[dict[str, Any]]) -> set[str]:
@@ -330,9 +332,24 @@ class _GoogleToCrmRun:
             and item["id"] not in linked_ids
             and crm_event_id_for_google(self.calendar_id, item["id"]) not in found
         ]
+        unmatched += self._unmatched_series(items, found, linked_ids)
         if not unmatched:
             return {}
         return self.ctx.store.events_by_google_ids(self.user_id, self.calendar_id, unmatched)
+
+    def _unmatched_series(
+        self, items: list[dict[str, Any]], found: dict[str, tuple[CrmEvent, dt.datetime]], linked_ids: set[str]
+    ) -> list[str]:
+        """Series of cancelled instances that nothing loaded identifies (a CRM-made series: its CRM id is not derived
+        from the Google id, and a minimal cancelled instance carries no private properties)."""
+        return [
+            item["recurringEventId"]
+            for item in items
+            if item.get("status") == "cancelled"
+            and item.get("recurringEventId")
+            and item["recurringEventId"] not in linked_ids
+            and crm_event_id_for_google(self.calendar_id, item["recurringEventId"]) not in found
+        ]
 
     def _queue(self, action: Action, google_event: dict[str, Any] | None, update_time: dt.datetime | None) -> None:
         self.report.count(action.kind)
@@ -415,6 +432,7 @@ class _GoogleToCrmRun:
                 break
             if full:
                 self._between_pages()
+        self._replan_orphan_cancellations()
         if full:
             removals = plan_removals(list(self.linked.items()), self.seen, calendar_id=self.calendar_id, now=self.now)
             for removal in removals:
@@ -423,7 +441,14 @@ class _GoogleToCrmRun:
                 )
         self._finish(next_sync_token)
 
-    def _apply_page(self, items: list[dict[str, Any]]) -> None:
+    def _replan_orphan_cancellations(self) -> None:
+        """Cancelled instances whose series was not known when their page was planned: their series may have been
+        listed on a later page. Planned once more now; those still without a series are skipped for good."""
+        deferred, self.orphan_cancellations = self.orphan_cancellations, []
+        if deferred:
+            self._apply_page(deferred, final=True)
+
+    def _apply_page(self, items: list[dict[str, Any]], *, final: bool = False) -> None:
         if not items:
             return
         ids = self._candidate_ids(items)
@@ -445,6 +470,9 @@ class _GoogleToCrmRun:
             action = plan_one(
                 item, index, owner_id=self.user_id, now=self.now, deleted_series=frozenset(self.deleted_series)
             )
+            if isinstance(action, SkipEcho) and action.reason == ORPHAN_CANCELLATION and not final:
+                self.orphan_cancellations.append(item)
+                continue
             if not isinstance(action, SkipEcho):
                 index.put(action.crm_id, action.after)
             self._queue(action, item, times.get(action.crm_id) if action.crm_id else None)
