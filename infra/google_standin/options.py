@@ -16,6 +16,12 @@ class StandinOptions:
     default_client_id: str = "standin-client.apps.googleusercontent.com"
     default_client_secret: str = "standin-client-secret"
     auto_create_accounts: bool = True  # OAuth consent for an unknown login_hint creates the account
+    # Revoking any token revokes the whole grant: every refresh and access token of that user for that client.
+    # RFC 7009 §2.1 lets a server revoke "other tokens based on the same authorization grant", Google's "Revoking a
+    # token" (identity/protocols/oauth2/web-server#tokenrevoke) says an access token's refresh token goes too, and
+    # users report that a revocation also signs out the app's other tokens: UNCONFIRMED in Google's docs, so strict
+    # (grant-wide) by default; False revokes only that token and its own access tokens.
+    revoke_whole_grant: bool = True
     # Quota
     quota_per_minute: int = 600
     # Which documented rate-limit answer the per-user quota gives (guides/errors: "403: User rate limit exceeded",
