@@ -45,11 +45,8 @@ class StandinOptions:
     # the events reference only says "the time zone offset is required unless a time zone is specified").
     render_in_calendar_offset: bool = True
     # Also re-spell values already in the calendar's offset (UTC as "Z", as recorded Google responses show), instead
-    # of returning them as stored. Default off until the sync handles it: the sync and the convergence machine
-    # compare dateTime strings, not instants, so "+00:00" sent and "Z" returned (or the reverse) reads as a change
-    # (tests/push/test_push_flow.py::test_412_from_our_own_earlier_push_is_not_a_conflict, two tests in
-    # tests/convergence/test_regressions.py, tests/convergence/test_state_machine.py::test_converges_under_faults).
-    rerender_matching_offsets: bool = False
+    # of returning them as stored. On: the sync compares date-times as instants (shared/gcal/wire.content_hash).
+    rerender_matching_offsets: bool = True
     # Attendees who are stand-in accounts get a copy of the event in their primary calendar (guides/invite-attendees).
     invitation_copies: bool = True
     # Status events (focusTime, outOfOffice, workingLocation) refused with attendees, and focusTime / outOfOffice
