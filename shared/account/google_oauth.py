@@ -327,6 +327,17 @@ def _revoke_replaced_token(ctx: AppContext, existing: Integration | None, user_i
     return revoked
 
 
+def _detach_old_events(ctx: AppContext, existing: Integration, calendars: set[str]) -> None:
+    """Events linked to the replaced account's calendars (and its target calendar) are marked, never re-pushed."""
+    from shared.account.account_switch import detach_old_account_events
+
+    for calendar_id in (existing.target_calendar_id, existing.account_email):
+        if calendar_id and calendar_id != "primary":
+            calendars.add(calendar_id)
+    old_account = existing.account_email or existing.account_subject or "the previous account"
+    detach_old_account_events(ctx, existing.user_id, old_account, calendars)
+
+
 def _may_hold_a_live_grant(ctx: AppContext, user_id: str) -> bool:
     """This user already has a connection whose grant a fresh token of the same account would share."""
     existing = ctx.store.get_integration(user_id)
@@ -387,7 +398,9 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
         )
         if existing is not None and account_changed:
             # Another Google account: the old account's calendars and channels no longer apply.
+            old_calendars = {cal.calendar_id for cal in ctx.store.list_calendars(user_id)}
             enablement.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
+            _detach_old_events(ctx, existing, old_calendars)
             if previous_subject:
                 ctx.store.release_google_account(previous_subject, user_id)
         ciphertext, key_id = ctx.cipher.encrypt(refresh_token, owner=user_id)

@@ -206,6 +206,8 @@ def plan_push(
         return Delete(old_value_link.calendar_id, old_value_link.event_id, None, send, hard=True)
     if event.sync.content_hash == content_hash(event):
         return Nothing("in sync (echo of a sync write)")
+    if event.sync.detached_from:
+        return Nothing("linked to a replaced Google account (shared/account/account_switch.py)")
     if in_backoff(event, now):
         return Nothing("backoff: a failed push of this content is waiting for the cron")
     if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
