@@ -301,7 +301,7 @@ def crm_to_google(event: CrmEvent) -> dict[str, Any]:
 def content_hash(event: CrmEvent) -> str:
     """SHA-256 over the synced content fields in canonical JSON: equal content, equal hash, whichever side wrote it."""
     content = event.model_dump(mode="json", include=set(CONTENT_FIELDS))
-    _date_times_as_instants(content)
+    date_times_as_instants(content)
     # Google owns these attendee flags; they must not make a CRM-side copy look changed.
     for attendee in content.get("attendees", []):
         attendee.pop("organizer", None)
@@ -316,7 +316,7 @@ def _instant(value: str) -> str:
     return parsed.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _date_times_as_instants(content: dict[str, Any]) -> None:
+def date_times_as_instants(content: dict[str, Any]) -> None:
     """Compare date-times as instants, not strings: `start`, `end` and a series' `original_start` (in place)."""
     times = [content.get("start"), content.get("end"), (content.get("series") or {}).get("original_start")]
     for time in times:
