@@ -21,7 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import DocumentChanged, FullSyncRequired, GooglePermanentError, KeptChanging, SyncError
+from shared.errors import (
+    DocumentChanged,
+    FullSyncRequired,
+    GoogleApiError,
+    GooglePermanentError,
+    KeptChanging,
+    SyncError,
+)
 from shared.gcal.wire import google_private
 from shared.logs import log_event
 from shared.models import CrmEvent, IntegrationStatus, calendar_key, crm_event_id_for_google, dump_for_firestore
@@ -219,6 +226,16 @@ def pull_calendar(
                 except FullSyncRequired as again:
                     raise _full_list_refused(again) from again
         lease_released = lease is not None
+        return report
+    except GoogleApiError as exc:
+        from shared.account.calendar_access import is_access_lost, stop_lost_calendar
+
+        if not is_access_lost(exc):
+            _record_failure(ctx, cal_ref, exc, report, lease)
+            lease_released = lease is not None
+            raise
+        stop_lost_calendar(ctx, user_id, calendar_id, exc)
+        report.outcome = "access_lost"
         return report
     except SyncError as exc:
         _record_failure(ctx, cal_ref, exc, report, lease)
