@@ -32,7 +32,7 @@ GOOGLE_KEYS: dict[str, tuple[str, ...]] = {
     "status": ("status",),
     "attendees": ("attendees",),
     "reminders": ("reminders",),
-    "recurrence": ("recurrence",),
+    "recurrence": ("recurrence", "start", "end"),  # Google checks a series' start/end time zones with its rule
     "attachments": ("attachments",),
     "visibility": ("visibility",),
     "transparency": ("transparency",),

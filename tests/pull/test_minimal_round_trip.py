@@ -112,3 +112,17 @@ def test_a_respelled_instant_is_not_a_change(synced: SyncedUser, google: Any) ->
     stored = synced.ctx.store.get_event(event.id)
     assert stored is not None and not has_unpushed_change(stored)  # same instants: nothing to push
     assert push_event(synced.ctx, event.id).outcome == "nothing"
+
+
+def test_a_crm_rule_change_sends_the_series_times_with_it(synced: SyncedUser, google: Any) -> None:
+    """Google checks a series' start/end time zones whenever the rule changes: they travel with the rule."""
+    created = google.control.create_event(synced.email, RICH_SERIES)
+    synced.flush()
+    event = synced.by_google_id(created["id"])
+    _crm_edit(synced, event.id, recurrence=["RRULE:FREQ=WEEKLY;COUNT=6"])
+    assert push_event(synced.ctx, event.id).outcome == "pushed"
+    after = _raw(google, synced.email, created["id"])
+    assert after["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=6"]
+    assert after["start"]["timeZone"] == "Europe/Berlin"
+    for key in UNMODELLED:
+        assert after.get(key) == created.get(key), key
