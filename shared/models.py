@@ -331,6 +331,8 @@ class SyncInfo(Stored):
     attempted_hash: str | None = None
     # The three-way merge's base, written with every successful push or pull; None for events synced before it.
     base: SyncBase | None = None
+    # The Google account this event's link belongs to, once the owner reconnected with another account: not synced.
+    detached_from: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -64,7 +64,8 @@ max_channel_lifetime=7d, sync_before_response=True, push_retry_base=1.0 s (doubl
 xprops_over_limit=reject|truncate, minimal_cancelled=True, recurrence_horizon_days=366, max_instances_per_series=2500,
 sync_token_ttl_seconds=None, reject_duplicate_channel_ids=True, rate_limit_reason=userRateLimitExceeded (or
 rateLimitExceeded; 429 always rateLimitExceeded), updated_min_max_age_days=28 (410 updatedMinTooLongAgo),
-placeholder_deleted_dates=True, render_in_calendar_offset=True, invitation_copies=True, strict_status_events=True.
+placeholder_deleted_dates=True, render_in_calendar_offset=True, invitation_copies=True, strict_status_events=True,
+revoke_whole_grant=True (revoking one token revokes every token of that user for that client).
 
 Behaviour notes: patch merges nested objects but replaces start/end whole and arrays whole; null deletes; a patch
 is validated on what it touches (a series' missing end.timeZone is refused only when the patch touches start, end

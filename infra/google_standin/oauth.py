@@ -257,6 +257,8 @@ class OAuthServer:
         revoking an access token that has a corresponding refresh token revokes that refresh token too.
         """
         with self.lock:
+            if self.options.revoke_whole_grant:
+                return self._revoke_grant(token)
             access = self.access_tokens.get(token)
             if access is not None and access.refresh_token in self.refresh_tokens:
                 token = access.refresh_token
@@ -270,6 +272,17 @@ class OAuthServer:
                 self.access_tokens[token].revoked = True
                 return True
             return False
+
+    def _revoke_grant(self, token: str) -> bool:
+        """Option `revoke_whole_grant`: every token of the same user and client goes (lock held)."""
+        record = self.refresh_tokens.get(token) or self.access_tokens.get(token)
+        if record is None:
+            return False
+        grant = (record.email, record.client_id)
+        for other in [*self.refresh_tokens.values(), *self.access_tokens.values()]:
+            if (other.email, other.client_id) == grant:
+                other.revoked = True
+        return True
 
     def expire_access_tokens(self) -> int:
         with self.lock:

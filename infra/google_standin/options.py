@@ -16,6 +16,12 @@ class StandinOptions:
     default_client_id: str = "standin-client.apps.googleusercontent.com"
     default_client_secret: str = "standin-client-secret"
     auto_create_accounts: bool = True  # OAuth consent for an unknown login_hint creates the account
+    # Revoking any token revokes the whole grant: every refresh and access token of that user for that client.
+    # RFC 7009 §2.1 lets a server revoke "other tokens based on the same authorization grant", Google's "Revoking a
+    # token" (identity/protocols/oauth2/web-server#tokenrevoke) says an access token's refresh token goes too, and
+    # users report that a revocation also signs out the app's other tokens: UNCONFIRMED in Google's docs, so strict
+    # (grant-wide) by default; False revokes only that token and its own access tokens.
+    revoke_whole_grant: bool = True
     # Quota
     quota_per_minute: int = 600
     # Which documented rate-limit answer the per-user quota gives (guides/errors: "403: User rate limit exceeded",
@@ -39,11 +45,8 @@ class StandinOptions:
     # the events reference only says "the time zone offset is required unless a time zone is specified").
     render_in_calendar_offset: bool = True
     # Also re-spell values already in the calendar's offset (UTC as "Z", as recorded Google responses show), instead
-    # of returning them as stored. Default off until the sync handles it: the sync and the convergence machine
-    # compare dateTime strings, not instants, so "+00:00" sent and "Z" returned (or the reverse) reads as a change
-    # (tests/push/test_push_flow.py::test_412_from_our_own_earlier_push_is_not_a_conflict, two tests in
-    # tests/convergence/test_regressions.py, tests/convergence/test_state_machine.py::test_converges_under_faults).
-    rerender_matching_offsets: bool = False
+    # of returning them as stored. On: the sync compares date-times as instants (shared/gcal/wire.content_hash).
+    rerender_matching_offsets: bool = True
     # Attendees who are stand-in accounts get a copy of the event in their primary calendar (guides/invite-attendees).
     invitation_copies: bool = True
     # Status events (focusTime, outOfOffice, workingLocation) refused with attendees, and focusTime / outOfOffice

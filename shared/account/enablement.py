@@ -119,6 +119,7 @@ class GoogleCalendarChoice(BaseModel):
     access_role: str
     syncable: bool
     writable: bool
+    offered: bool = False  # syncable and not synced yet: a calendar that appeared (shared/account/calendar_access.py)
 
 
 class StatusResponse(BaseModel):
@@ -492,6 +493,8 @@ def calendar_status(
         notices.append("no_channel: a channel will be opened by the next renewal run")
     if cal.last_error:
         notices.append("last_sync_failed")
+    if not cal.enabled and (cal.last_error or "").startswith("access_lost"):
+        notices.append("access_lost: Google no longer shows this calendar to the account; sync stopped")
     health = _liveness(cal, now, ctx.settings.stale_sync_seconds, notices)
     importing = cal.import_progress.state == "running"
     return CalendarStatus(
@@ -560,6 +563,7 @@ def google_calendar_choices(ctx: AppContext, integration: Integration) -> list[G
     """The account's calendar list (one calendarList call); a lost grant marks the integration needs_reauth."""
     with ctx.reauth_guard(integration.user_id):
         entries = ctx.calendar_client(integration).list_calendars()
+    synced = {cal.calendar_id for cal in ctx.store.list_calendars(integration.user_id) if cal.enabled}
     choices = [
         GoogleCalendarChoice(
             calendar_id=str(entry["id"]),
@@ -568,6 +572,7 @@ def google_calendar_choices(ctx: AppContext, integration: Integration) -> list[G
             access_role=str(entry.get("accessRole") or ""),
             syncable=entry.get("accessRole") in READABLE_ROLES,
             writable=entry.get("accessRole") in WRITABLE_ROLES,
+            offered=entry.get("accessRole") in READABLE_ROLES and str(entry["id"]) not in synced,
         )
         for entry in entries
         if not entry.get("deleted")

@@ -9,8 +9,14 @@ Why this shape:
   and whose `SameSite=None` cookies are third-party cookies that Safari and Firefox block by default.
 - One Google account belongs to one CRM user: `google_accounts/{sub}` (Google's stable subject id, from the ID token
   the token endpoint returns for the `openid` scope) is created if absent at the first link and deleted on
-  disconnect; a second CRM user linking the same account gets 409 and the fresh token is revoked.
-- A reconnect revokes the refresh token it replaces (same or another Google account).
+  disconnect; a second CRM user linking the same account gets 409 and the fresh token is dropped unused (not revoked:
+  it shares the holder's grant, see below).
+- A reconnect to ANOTHER Google account revokes the old account's refresh token. A reconnect to the SAME account does
+  not: Google's revocation is grant-wide (revoking an access token revokes its refresh token, per "Revoking a token" in
+  Google's OAuth web-server guide; RFC 7009 lets a server revoke every token of the same grant, and a revocation is
+  reported to sign the app out of that user's other tokens too), so revoking the replaced token would also kill the
+  one just issued. The replaced token of the same account is only forgotten (its ciphertext overwritten); Google
+  invalidates the oldest beyond its per-client limit of refresh tokens.
 - `state` is `v1.<payload>.<hmac>`: the payload names the CRM user, a nonce and an expiry (10 minutes); the HMAC key is
   derived from the token encryption key (`cipher.derive_key("oauth-state")`), so no extra secret is needed. Tampering,
   expiry or a replay are a 400 and change nothing.
@@ -321,6 +327,23 @@ def _revoke_replaced_token(ctx: AppContext, existing: Integration | None, user_i
     return revoked
 
 
+def _detach_old_events(ctx: AppContext, existing: Integration, calendars: set[str]) -> None:
+    """Events linked to the replaced account's calendars (and its target calendar) are marked, never re-pushed."""
+    from shared.account.account_switch import detach_old_account_events
+
+    for calendar_id in (existing.target_calendar_id, existing.account_email):
+        if calendar_id and calendar_id != "primary":
+            calendars.add(calendar_id)
+    old_account = existing.account_email or existing.account_subject or "the previous account"
+    detach_old_account_events(ctx, existing.user_id, old_account, calendars)
+
+
+def _may_hold_a_live_grant(ctx: AppContext, user_id: str) -> bool:
+    """This user already has a connection whose grant a fresh token of the same account would share."""
+    existing = ctx.store.get_integration(user_id)
+    return existing is not None and existing.status != IntegrationStatus.DISCONNECTED
+
+
 def complete_connection(ctx: AppContext, state: str | None, code: str | None, *, user_id: str) -> ConnectResult:
     """Finish connecting for the signed-in `user_id`: verify and consume state, exchange the code, claim the Google
     account, store the encrypted refresh token and revoke the one it replaces."""
@@ -337,7 +360,8 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
         raise OAuthExchangeError("Google returned no refresh token (offline access was not granted)")
     missing = missing_capabilities(scopes)
     if missing:
-        revoke_token(ctx, refresh_token)
+        if not _may_hold_a_live_grant(ctx, user_id):
+            revoke_token(ctx, refresh_token)  # else the same grant may back this user's working connection
         log_event(logger, "oauth scopes insufficient", level=logging.WARNING, user_id=user_id, missing=missing)
         raise Forbidden("the calendar permissions were not all granted; connect again and allow them", missing=missing)
     try:
@@ -353,7 +377,8 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
     existing = ctx.store.get_integration(user_id)
     holder = ctx.store.claim_google_account(subject, user_id, account_email, now)
     if holder != user_id:
-        revoke_token(ctx, refresh_token)
+        # Not revoked: the token belongs to the same grant as the holder's (same Google account, same client), and a
+        # grant-wide revocation would disconnect the CRM user who legitimately holds the account. It is dropped unused.
         log_event(
             logger, "google account already linked", level=logging.WARNING, user_id=user_id, account_email=account_email
         )
@@ -373,7 +398,9 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
         )
         if existing is not None and account_changed:
             # Another Google account: the old account's calendars and channels no longer apply.
+            old_calendars = {cal.calendar_id for cal in ctx.store.list_calendars(user_id)}
             enablement.disable_all(ctx, user_id, reason="account_changed", forget_sync_tokens=True)
+            _detach_old_events(ctx, existing, old_calendars)
             if previous_subject:
                 ctx.store.release_google_account(previous_subject, user_id)
         ciphertext, key_id = ctx.cipher.encrypt(refresh_token, owner=user_id)
@@ -399,7 +426,8 @@ def complete_connection(ctx: AppContext, state: str | None, code: str | None, *,
             ctx.store.release_google_account(subject, user_id)
         raise
     ctx.forget_calendar_client(user_id)
-    previous_revoked = _revoke_replaced_token(ctx, existing, user_id)
+    # Only another account's token: revoking the same account's old token would revoke the new grant too (docstring).
+    previous_revoked = _revoke_replaced_token(ctx, existing, user_id) if account_changed else False
     reconnected = existing is not None
     if existing is not None and not account_changed:
         enablement.mark_calendars_due(ctx, user_id)

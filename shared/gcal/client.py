@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+# 410 reasons that mean "list everything again" (guides/errors: "410: Gone" -> fullSyncRequired for a dead sync
+# token, updatedMinTooLongAgo for an updatedMin Google no longer has deletions for). Every other 410 (`deleted`, on a
+# write or delete of a deleted event) means the event is already gone.
+FULL_SYNC_REASONS = frozenset({"fullSyncRequired", "updatedMinTooLongAgo"})
 MAX_BACKOFF_SECONDS = 32.0
 LIST_PAGE_SIZE = 2500  # Google's maximum: 10,000 events import in 4 pages, not 40.
 HTTP_TIMEOUT_SECONDS = 30
@@ -61,7 +65,7 @@ def classify_http_error(status: int, content: bytes | str | None) -> GoogleApiEr
     """Map one Google error answer to the library's typed exception (README, Google facts: errors and limits)."""
     reason, message = _error_reason(content)
     message = message or f"Google answered {status}"
-    if status == 410 and reason == "fullSyncRequired":
+    if status == 410 and reason in FULL_SYNC_REASONS:
         return FullSyncRequired(message, status=status, reason=reason)
     if status in (404, 410):
         return GoogleNotFound(message, status=status, reason=reason)

@@ -212,10 +212,14 @@ def apply_google_event(event: CrmEvent, google_event: dict[str, Any], calendar_i
 def mark_synced_from_google(
     event: CrmEvent, now: dt.datetime, decisions: list[ConflictDecision] | None = None
 ) -> CrmEvent:
-    """The event marked in sync with its own content: the echo guard that keeps the CRM trigger from resending it."""
+    """The event marked in sync with its own content: the echo guard that keeps the CRM trigger from resending it.
+    Its `sync.base` (what both sides now agree on) tells a later CRM edit which fields to patch."""
+    from shared.sync.merge import base_of
+
     update: dict[str, Any] = {
         "state": SyncState.SYNCED,
         "content_hash": content_hash(event),
+        "base": base_of(event),
         "pulled_at": now,
         "last_error": None,
         "last_error_at": None,
@@ -254,6 +258,7 @@ def crm_to_google(event: CrmEvent) -> dict[str, Any]:
                     "displayName": a.display_name,
                     "responseStatus": a.response_status,
                     "optional": a.optional or None,
+                    "resource": a.resource or None,  # a room stays a room: the attendees array is replaced whole
                     "comment": a.comment,
                     "additionalGuests": a.additional_guests or None,
                 }.items()
@@ -296,12 +301,27 @@ def crm_to_google(event: CrmEvent) -> dict[str, Any]:
 def content_hash(event: CrmEvent) -> str:
     """SHA-256 over the synced content fields in canonical JSON: equal content, equal hash, whichever side wrote it."""
     content = event.model_dump(mode="json", include=set(CONTENT_FIELDS))
+    date_times_as_instants(content)
     # Google owns these attendee flags; they must not make a CRM-side copy look changed.
     for attendee in content.get("attendees", []):
         attendee.pop("organizer", None)
         attendee.pop("is_self", None)
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _instant(value: str) -> str:
+    """One spelling per instant: Google re-renders date-times in the calendar's offset ("Z" for UTC)."""
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    return parsed.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def date_times_as_instants(content: dict[str, Any]) -> None:
+    """Compare date-times as instants, not strings: `start`, `end` and a series' `original_start` (in place)."""
+    times = [content.get("start"), content.get("end"), (content.get("series") or {}).get("original_start")]
+    for time in times:
+        if isinstance(time, dict) and time.get("date_time"):
+            time["date_time"] = _instant(time["date_time"])
 
 
 def has_unpushed_change(event: CrmEvent) -> bool:

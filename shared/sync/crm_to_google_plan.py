@@ -149,13 +149,24 @@ def wire_event(event: CrmEvent) -> CrmEvent:
     return event.model_copy(update=update) if update else event
 
 
-def google_body(event: CrmEvent, *, for_patch: bool) -> dict[str, Any]:
-    """The request body: every synced field, the CRM metadata and our content stamp in extendedProperties.private."""
+def google_body(event: CrmEvent, *, for_patch: bool, minimal: bool = False) -> dict[str, Any]:
+    """The request body: every synced field, the CRM metadata and our content stamp in extendedProperties.private.
+
+    `minimal` (a patch of an event both sides agreed on): only what the CRM changed (shared/sync/minimal_patch.py);
+    the stamp then hashes what Google will hold, which keeps its own start/end when they are not sent."""
     wire = wire_event(event)
     body = crm_to_google(wire)
-    body["extendedProperties"]["private"][STAMP_KEY] = content_hash(wire)
     if for_patch and event.series is None and not event.recurrence:
         body["recurrence"] = None  # patch keeps omitted fields: clear a recurrence the CRM removed
+    if for_patch and minimal:
+        from shared.sync.minimal_patch import minimal_patch
+
+        partial = minimal_patch(event, body)
+        if partial is not None:
+            stamped = wire if "start" in partial else event
+            partial["extendedProperties"]["private"][STAMP_KEY] = content_hash(stamped)
+            return partial
+    body["extendedProperties"]["private"][STAMP_KEY] = content_hash(wire)
     return body
 
 
@@ -195,6 +206,8 @@ def plan_push(
         return Delete(old_value_link.calendar_id, old_value_link.event_id, None, send, hard=True)
     if event.sync.content_hash == content_hash(event):
         return Nothing("in sync (echo of a sync write)")
+    if event.sync.detached_from:
+        return Nothing("linked to a replaced Google account (shared/account/account_switch.py)")
     if in_backoff(event, now):
         return Nothing("backoff: a failed push of this content is waiting for the cron")
     if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
@@ -240,7 +253,8 @@ def google_has_our_content(event: CrmEvent, google_event: dict[str, Any], calend
     """Google already holds exactly the content we want to push (a retried insert, a push that raced ours)."""
     if google_event.get("status") == "cancelled":
         return False
-    return content_hash(google_view(event, google_event, calendar_id, now)) == content_hash(wire_event(event))
+    held = content_hash(google_view(event, google_event, calendar_id, now))
+    return held in (content_hash(wire_event(event)), content_hash(event))  # a minimal patch leaves start/end as is
 
 
 def google_is_our_version(event: CrmEvent, google_event: dict[str, Any], calendar_id: str, now: dt.datetime) -> bool:

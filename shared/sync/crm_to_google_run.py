@@ -78,6 +78,7 @@ from shared.sync.crm_to_google_plan import (
     resolve_conflict,
     retry_delay,
 )
+from shared.sync.merge import base_of
 
 if TYPE_CHECKING:
     from shared.context import AppContext
@@ -194,6 +195,7 @@ class _CrmToGoogleRun:
             update={
                 "state": SyncState.SYNCED,
                 "content_hash": content_hash(replaced),
+                "base": base_of(replaced),
                 "pulled_at": self.now,
                 "last_error": None,
                 "last_error_at": None,
@@ -237,7 +239,9 @@ class _CrmToGoogleRun:
         self._wrote(created, calendar_id)
 
     def _patch(self, calendar_id: str, event_id: str, etag: str | None, send_updates: str, rounds: int = 0) -> None:
-        body = google_body(self.event, for_patch=True)
+        # Minimal only on the first round: after a conflict, the CRM's whole version is what wins.
+        minimal = rounds == 0 and self.event.google is not None and self.event.google.event_id == event_id
+        body = google_body(self.event, for_patch=True, minimal=minimal)
         try:
             patched = self.client.patch_event(calendar_id, event_id, body, etag=etag, send_updates=send_updates)
         except PreconditionFailed:
@@ -377,6 +381,7 @@ def _success_sync(event: CrmEvent, done: _Done, now: dt.datetime) -> SyncInfo:
             "attempts": 0,
             "next_attempt_at": None,
             "attempted_hash": None,
+            "base": base_of(event),
             "pushed_at": now if done.google_writes else event.sync.pushed_at,
             "decisions": with_decision(event.sync.decisions, *done.decisions),
         }

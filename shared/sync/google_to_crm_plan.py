@@ -40,7 +40,7 @@ from shared.gcal.wire import (
     new_crm_event_from_google,
     parse_rfc3339,
 )
-from shared.models import ConflictDecision, CrmEvent, crm_event_id_for_google
+from shared.models import ConflictDecision, CrmEvent, GoogleLink, crm_event_id_for_google
 from shared.sync.conflict import google_deletion_wins, last_write_wins, tombstone, with_decision
 from shared.sync.conflict_record import describe
 
@@ -173,6 +173,11 @@ class StoredIndex:
                 return crm_id
         return crm_event_id_for_google(self.calendar_id, recurring)
 
+    def has_series(self, google_event: dict[str, Any]) -> bool:
+        """The CRM holds this instance's series (live or tombstoned)."""
+        series = self.series_crm_id(google_event)
+        return series is not None and series in self.by_id
+
     def series_deleted(self, google_event: dict[str, Any]) -> bool:
         series = self.series_crm_id(google_event)
         master = self.by_id.get(series) if series else None
@@ -203,6 +208,39 @@ def _is_minimal_cancelled(google_event: dict[str, Any]) -> bool:
     return is_cancelled(google_event) and "start" not in google_event
 
 
+# What a cancelled item is trusted for. The sync guide ("Synchronize resources efficiently") promises only the id of a
+# deleted entry; the events reference says a cancelled exception carries id, recurringEventId, originalStartTime (and
+# possibly status). Google also lists some deleted events with start/end of 2000-01-01 (recorded responses, the
+# stand-in's `placeholder_deleted_dates`): a cancelled item's other fields are never read as content.
+CANCELLED_TRUSTED_FIELDS = frozenset(
+    {"kind", "id", "status", "recurringEventId", "originalStartTime", "etag", "updated", "iCalUID", "htmlLink"}
+)
+ORPHAN_CANCELLATION = "cancelled instance of a series the CRM does not have"
+
+
+def cancelled_shape(google_event: dict[str, Any]) -> dict[str, Any]:
+    """A cancelled item reduced to the fields Google guarantees for it (no placeholder dates, no stale content)."""
+    if not is_cancelled(google_event):
+        return google_event
+    return {key: value for key, value in google_event.items() if key in CANCELLED_TRUSTED_FIELDS}
+
+
+def kept_link(before: CrmEvent, link: GoogleLink) -> GoogleLink:
+    """Google's link for a minimal item, with what the CRM knew where the item is silent (a minimal cancelled item
+    carries no iCalUID, htmlLink or updated: it must not erase them)."""
+    if before.google is None or before.google.event_id != link.event_id:
+        return link
+    known = before.google
+    return link.model_copy(
+        update={
+            "etag": link.etag or known.etag,
+            "updated": link.updated or known.updated,
+            "ical_uid": link.ical_uid or known.ical_uid,
+            "html_link": link.html_link or known.html_link,
+        }
+    )
+
+
 def _google_version(
     before: CrmEvent | None,
     google_event: dict[str, Any],
@@ -227,9 +265,7 @@ def _google_version(
         return _fix_series(event, None, index.series_crm_id(google_event))
     if _is_minimal_cancelled(google_event):
         # A cancelled instance carries only id/recurringEventId/originalStartTime: keep what we know, mark cancelled.
-        link = link_from_google(google_event, calendar_id)
-        if before.google is not None and link.updated is None:
-            link = link.model_copy(update={"updated": before.google.updated, "html_link": before.google.html_link})
+        link = kept_link(before, link_from_google(google_event, calendar_id))
         event = before.model_copy(
             update={"status": "cancelled", "google": link, "deleted": False, "deleted_at": None, "purge_at": None}
         )
@@ -258,6 +294,7 @@ def plan_one(
     deleted_series: frozenset[str] = frozenset(),
 ) -> Action:
     calendar_id = index.calendar_id
+    google_event = cancelled_shape(google_event)
     google_id = google_event["id"]
     crm_id, stored = index.match(google_event)
     etag = google_event.get("etag")
@@ -293,6 +330,9 @@ def plan_one(
         return TombstoneFromGoogle(crm_id, google_id, stored, after, decision)
 
     if stored is None:
+        if cancelled and not index.has_series(google_event):
+            # Its series was deleted (and purged) or is a split series `…_R<date>` never seen: nothing to cancel.
+            return SkipEcho(None, google_id, ORPHAN_CANCELLATION)
         after = _google_version(None, google_event, index, crm_id, owner_id, now)
         return CreateFromGoogle(crm_id, google_id, mark_synced_from_google(after, now, []))
 
@@ -349,7 +389,16 @@ def plan_changes(
     changes = [g for g in changes if g.get("id")]
     deleted_series = deleted_series_ids(changes)
     actions: list[Action] = []
+    orphans: list[dict[str, Any]] = []
     for google_event in changes:
+        action = plan_one(google_event, index, owner_id=owner_id, now=now, deleted_series=deleted_series)
+        if isinstance(action, SkipEcho) and action.reason == ORPHAN_CANCELLATION:
+            orphans.append(google_event)  # planned again below: its series may come later in the batch
+            continue
+        if not isinstance(action, SkipEcho):
+            index.put(action.crm_id, action.after)
+        actions.append(action)
+    for google_event in orphans:
         action = plan_one(google_event, index, owner_id=owner_id, now=now, deleted_series=deleted_series)
         if not isinstance(action, SkipEcho):
             index.put(action.crm_id, action.after)

@@ -24,12 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import DocumentChanged, FullSyncRequired, KeptChanging, SyncError
+from shared.errors import (
+    DocumentChanged,
+    FullSyncRequired,
+    GoogleApiError,
+    GooglePermanentError,
+    KeptChanging,
+    SyncError,
+)
 from shared.gcal.wire import google_private
 from shared.logs import log_event
 from shared.models import CrmEvent, IntegrationStatus, calendar_key, crm_event_id_for_google, dump_for_firestore
 from shared.store import MAX_BATCH_WRITES, Lease, Write, is_valid_document_id, retry_if_changed
 from shared.sync.google_to_crm_plan import (
+    ORPHAN_CANCELLATION,
     Action,
     CreateFromGoogle,
     SkipEcho,
@@ -219,9 +227,9 @@ def pull_calendar(
             run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
             try:
                 run.run(client, sync_token, first_page=first_page)
-            except FullSyncRequired:
+            except FullSyncRequired as exc:
                 if sync_token is None:
-                    raise
+                    raise _full_list_refused(exc) from exc
                 log_event(
                     logger,
                     "sync token rejected (410); full resync",
@@ -232,11 +240,24 @@ def pull_calendar(
                 report.resynced_after_410 = True
                 run.writer.flush()
                 run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
-                run.run(client, None)
+                try:
+                    run.run(client, None)
+                except FullSyncRequired as again:
+                    raise _full_list_refused(again) from again
         lease_released = lease is not None
         return report
     except _StaleFirstPage:
         restart = True
+    except GoogleApiError as exc:
+        from shared.account.calendar_access import is_access_lost, stop_lost_calendar
+
+        if not is_access_lost(exc):
+            _record_failure(ctx, cal_ref, exc, report, lease)
+            lease_released = lease is not None
+            raise
+        stop_lost_calendar(ctx, user_id, calendar_id, exc)
+        report.outcome = "access_lost"
+        return report
     except SyncError as exc:
         _record_failure(ctx, cal_ref, exc, report, lease)
         lease_released = lease is not None
@@ -252,6 +273,14 @@ def pull_calendar(
     fresh = pull_calendar(ctx, user_id, calendar_id, full=full, lease=lease, reason=reason)
     fresh.list_calls += report.list_calls
     return fresh
+
+
+def _full_list_refused(exc: FullSyncRequired) -> GooglePermanentError:
+    """A 410 on a list that already had no sync token and no updatedMin: listing again would only loop, so it is a
+    permanent refusal of this run (recorded on the calendar; the cron's stale-sync pull tries again later)."""
+    return GooglePermanentError(
+        f"Google refused a full list (410 {exc.reason}): {exc.message}", status=exc.status, reason=exc.reason or "gone"
+    )
 
 
 def _record_failure(
@@ -307,6 +336,7 @@ class _GoogleToCrmRun:
         self.linked_times: dict[str, dt.datetime] = {}
         self.seen: set[str] = set()
         self.deleted_series: set[str] = set()
+        self.orphan_cancellations: list[dict[str, Any]] = []  # re-planned at the end: their series may come later
 
     # -- helpers ------------------------------------------------------------------------------------------------------
     def _candidate_ids(self, items: list[dict[str, Any]]) -> set[str]:
@@ -347,9 +377,24 @@ class _GoogleToCrmRun:
             and item["id"] not in linked_ids
             and crm_event_id_for_google(self.calendar_id, item["id"]) not in found
         ]
+        unmatched += self._unmatched_series(items, found, linked_ids)
         if not unmatched:
             return {}
         return self.ctx.store.events_by_google_ids(self.user_id, self.calendar_id, unmatched)
+
+    def _unmatched_series(
+        self, items: list[dict[str, Any]], found: dict[str, tuple[CrmEvent, dt.datetime]], linked_ids: set[str]
+    ) -> list[str]:
+        """Series of cancelled instances that nothing loaded identifies (a CRM-made series: its CRM id is not derived
+        from the Google id, and a minimal cancelled instance carries no private properties)."""
+        return [
+            item["recurringEventId"]
+            for item in items
+            if item.get("status") == "cancelled"
+            and item.get("recurringEventId")
+            and item["recurringEventId"] not in linked_ids
+            and crm_event_id_for_google(self.calendar_id, item["recurringEventId"]) not in found
+        ]
 
     def _queue(self, action: Action, google_event: dict[str, Any] | None, update_time: dt.datetime | None) -> None:
         self.report.count(action.kind)
@@ -437,6 +482,7 @@ class _GoogleToCrmRun:
                 break
             if full:
                 self._between_pages()
+        self._replan_orphan_cancellations()
         if full:
             removals = plan_removals(list(self.linked.items()), self.seen, calendar_id=self.calendar_id, now=self.now)
             for removal in removals:
@@ -445,7 +491,14 @@ class _GoogleToCrmRun:
                 )
         self._finish(next_sync_token)
 
-    def _apply_page(self, items: list[dict[str, Any]], early: FirstPage | None = None) -> None:
+    def _replan_orphan_cancellations(self) -> None:
+        """Cancelled instances whose series was not known when their page was planned: their series may have been
+        listed on a later page. Planned once more now; those still without a series are skipped for good."""
+        deferred, self.orphan_cancellations = self.orphan_cancellations, []
+        if deferred:
+            self._apply_page(deferred, final=True)
+
+    def _apply_page(self, items: list[dict[str, Any]], early: FirstPage | None = None, *, final: bool = False) -> None:
         if not items:
             return  # an early page without items stores nothing: an older sync token only means re-listing later
         ids = self._candidate_ids(items)
@@ -470,6 +523,9 @@ class _GoogleToCrmRun:
             action = plan_one(
                 item, index, owner_id=self.user_id, now=self.now, deleted_series=frozenset(self.deleted_series)
             )
+            if isinstance(action, SkipEcho) and action.reason == ORPHAN_CANCELLATION and not final:
+                self.orphan_cancellations.append(item)
+                continue
             if not isinstance(action, SkipEcho):
                 index.put(action.crm_id, action.after)
             self._queue(action, item, times.get(action.crm_id) if action.crm_id else None)

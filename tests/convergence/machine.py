@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from shared.context import AppContext, set_default_context
-from shared.gcal.wire import apply_google_event, content_hash
+from shared.gcal.wire import apply_google_event, content_hash, date_times_as_instants
 from shared.models import CONTENT_FIELDS, CrmEvent, SyncedCalendar, dump_for_firestore, utcnow
 
 USER = "conv-user"
@@ -191,6 +191,7 @@ def _outage_client(env: Env) -> tuple[Any, Any]:
 def content_of(event: CrmEvent) -> dict[str, Any]:
     """The synced content compared across sides (the series link is bookkeeping; Google owns attendee flags)."""
     content = event.model_dump(mode="json", include=set(CONTENT_FIELDS) - {"series"})
+    date_times_as_instants(content)  # Google re-spells offsets; the instant is the content
     for attendee in content.get("attendees", []):
         attendee.pop("organizer", None)
         attendee.pop("is_self", None)

@@ -148,15 +148,14 @@ def test_one_google_account_one_crm_user(api: Api, app_context: AppContext, goog
     assert holders == ["user-b"]
 
 
-@pytest.mark.parametrize("second_account", ["alice@example.com", "alice.work@example.com"])
-def test_reconnect_revokes_the_replaced_refresh_token(
-    api: Api, app_context: AppContext, google, second_account: str
+def test_reconnect_with_another_account_revokes_the_old_accounts_token(
+    api: Api, app_context: AppContext, google
 ) -> None:
     assert api.connect("user-a", "alice@example.com").status_code == 200
     old_token = refresh_token_of(app_context, "user-a")
     assert _refresh(google, old_token).status_code == 200
 
-    again = api.connect("user-a", second_account)
+    again = api.connect("user-a", "alice.work@example.com")
     assert again.status_code == 200, again.text
     new_token = refresh_token_of(app_context, "user-a")
     assert new_token != old_token
@@ -166,6 +165,23 @@ def test_reconnect_revokes_the_replaced_refresh_token(
     assert _refresh(google, new_token).status_code == 200
     holders = [(s.id, s.to_dict()["user_id"]) for s in app_context.store.db.collection(GOOGLE_ACCOUNTS).stream()]
     assert len(holders) == 1 and holders[0][1] == "user-a"  # a changed account releases the old claim
+
+
+def test_reconnect_with_the_same_account_keeps_the_new_grant_alive(api: Api, app_context: AppContext, google) -> None:
+    """Google's revocation is grant-wide (the stand-in's default `revoke_whole_grant`): revoking the replaced token of
+    the same account would revoke the one just issued, so a same-account reconnect revokes nothing."""
+    assert google.control.options()["revoke_whole_grant"] is True
+    assert api.connect("user-a", "alice@example.com").status_code == 200
+    old_token = refresh_token_of(app_context, "user-a")
+    again = api.connect("user-a", "alice@example.com")
+    assert again.status_code == 200, again.text
+    new_token = refresh_token_of(app_context, "user-a")
+    assert new_token != old_token
+    assert _refresh(google, new_token).status_code == 200
+    enabled = api.enable("user-a")  # calls Google with the new token
+    assert enabled.status_code == 200, enabled.text
+    integration = app_context.store.get_integration("user-a")
+    assert integration is not None and integration.status == "connected"
 
 
 def test_callback_returns_the_browser_to_the_crm_page(

@@ -174,6 +174,8 @@ def test_datetime_rendered_in_the_calendar_offset(google) -> None:
 
 
 def test_values_already_in_the_calendar_offset_switch(google, service) -> None:
+    assert google.control.options()["rerender_matching_offsets"] is True  # the default: re-spelled as Google does
+    google.control.set_options(rerender_matching_offsets=False)
     body = {"start": {"dateTime": "2024-05-01T12:00:00+02:00"}, "end": {"dateTime": "2024-05-01T10:00:00+00:00"}}
     created = service.events().insert(calendarId="primary", body=body).execute()
     assert (created["start"], created["end"]) == (

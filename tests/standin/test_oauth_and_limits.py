@@ -228,3 +228,35 @@ def test_build_against_standin_with_explicit_credentials(google) -> None:
         "calendar", "v3", credentials=creds, client_options={"api_endpoint": google.api_endpoint}, cache_discovery=False
     )
     assert service.calendarList().get(calendarId="primary").execute()["primary"] is True
+
+
+def test_revocation_is_grant_wide_by_default(google) -> None:
+    """Option revoke_whole_grant (default True): revoking one token revokes every token of that user for that client;
+    off, only that token (and its own access tokens) goes."""
+    first = google.control.issue_refresh_token("grant@example.com")
+    second = google.control.issue_refresh_token("grant@example.com")
+    other_user = google.control.issue_refresh_token("other@example.com")
+    assert google.control.revoke_token(first)
+    assert _refresh_status(google, second) == 400
+    assert _refresh_status(google, other_user) == 200
+    google.control.set_options(revoke_whole_grant=False)
+    third = google.control.issue_refresh_token("grant@example.com")
+    fourth = google.control.issue_refresh_token("grant@example.com")
+    assert google.control.revoke_token(third)
+    assert _refresh_status(google, fourth) == 200
+
+
+def _refresh_status(google, refresh_token: str) -> int:
+    import requests
+
+    answer = requests.post(
+        google.token_uri,
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": google.client_id,
+            "client_secret": google.client_secret,
+        },
+        timeout=30,
+    )
+    return answer.status_code
