@@ -29,7 +29,9 @@ from shared.errors import (
     FullSyncRequired,
     GoogleApiError,
     GooglePermanentError,
+    GoogleTransientError,
     KeptChanging,
+    NeedsReauth,
     SyncError,
 )
 from shared.gcal.wire import google_private
@@ -220,12 +222,16 @@ def pull_calendar(
             report.outcome = "not_enabled"
             return report
         sync_token = None if full else calendar.sync_token
+        early_refusal = _early_refusal(first_page, sync_token)
         if first_page is not None and (first_page.page is None or first_page.sync_token != sync_token):
-            first_page = None  # the early list failed (listed again here, errors and all) or does not apply
+            first_page = None  # the early list failed transiently (listed again here) or does not apply
         with ctx.reauth_guard(user_id):
             client = ctx.calendar_client(integration)
             run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
             try:
+                if early_refusal is not None:
+                    report.list_calls += 1
+                    raise early_refusal  # Google's answer to this very list: a 410 or a refusal repeats for it
                 run.run(client, sync_token, first_page=first_page)
             except FullSyncRequired as exc:
                 if sync_token is None:
@@ -273,6 +279,19 @@ def pull_calendar(
     fresh = pull_calendar(ctx, user_id, calendar_id, full=full, lease=lease, reason=reason)
     fresh.list_calls += report.list_calls
     return fresh
+
+
+def _early_refusal(first_page: FirstPage | None, sync_token: str | None) -> BaseException | None:
+    """The early list's error when Google refused that same list for good (a 410 for the token, a permanent 4xx,
+    a dead grant): asking again would get the same answer, so it is handled as this run's own list error."""
+    if first_page is None or first_page.error is None or first_page.sync_token != sync_token:
+        return None
+    error = first_page.error
+    if isinstance(error, NeedsReauth) or (
+        isinstance(error, GoogleApiError) and not isinstance(error, GoogleTransientError)
+    ):
+        return error
+    return None
 
 
 def _full_list_refused(exc: FullSyncRequired) -> GooglePermanentError:
