@@ -295,11 +295,22 @@ def _store_import_types(ctx: AppContext, integration: Integration, change: Impor
     if change is None:
         return
     chosen = integration.import_types.model_copy(update=change.model_dump(exclude_none=True))
-    if chosen != integration.import_types:
-        ctx.store.update_integration(
-            integration.user_id, {"import_types": chosen.model_dump(), "updated_at": ctx.clock()}
-        )
-        integration.import_types = chosen
+    if chosen == integration.import_types:
+        return
+    switched_on = [key for key, on in chosen.model_dump().items() if on and not getattr(integration.import_types, key)]
+    ctx.store.update_integration(integration.user_id, {"import_types": chosen.model_dump(), "updated_at": ctx.clock()})
+    integration.import_types = chosen
+    if switched_on:
+        # Events of a type just switched on exist in Google already: the next pull of each enabled calendar lists
+        # everything (a full list reconciles with what is stored, README invariant 2) and brings them in.
+        now = ctx.clock()
+        with ctx.store.batch() as batch:
+            for cal in ctx.store.list_calendars(integration.user_id):
+                if cal.enabled:
+                    batch.update(
+                        ctx.store.calendar_ref(integration.user_id, cal.key), {"sync_token": None, "pull_due_at": now}
+                    )
+        log_event(logger, "import types switched on; full pull due", user_id=integration.user_id, types=switched_on)
 
 
 def _choose_target(request: EnableRequest, integration: Integration, primary: str, enabled_after: set[str]) -> str:
