@@ -123,3 +123,24 @@ def test_crm_reminders_and_metadata_stay_on_the_users_copy(
     organiser_copy = google.service_for(BOB).events().get(calendarId="primary", eventId=made["id"]).execute()
     assert "private" not in (organiser_copy.get("extendedProperties") or {})
     assert app_context.store.get_event(event.id).sync.state == SyncState.SYNCED
+
+
+def test_an_invitation_stored_before_roles_were_recorded_is_refused_by_google_once(
+    alice: SyncedUser, google: Any, served: dict[str, Any], app_context: Any
+) -> None:
+    """A CRM copy that does not know it is an invitation sends a full patch; Google's 403 is recorded, not retried."""
+    made = _invite(google)
+    event = _imported(alice, made["id"])
+    app_context.store.update_event(event.id, {"user_is_organizer": True})  # as stored by an earlier version
+    edit(app_context, event.id, title="Our pitch")
+    google.control.reset_counters()
+    trigger(served["push_event"], app_context, event.id)
+
+    stored = app_context.store.get_event(event.id)
+    assert stored.sync.state == SyncState.ERROR and "refused by Google" in stored.sync.last_error
+    assert stored.title == "ACME pitch" and stored.user_is_organizer is False  # restored, role now recorded
+    organiser_copy = google.service_for(BOB).events().get(calendarId="primary", eventId=made["id"]).execute()
+    assert organiser_copy["summary"] == "ACME pitch"
+    google.control.reset_counters()
+    trigger(served["push_event"], app_context, event.id)
+    assert google.control.counters()["total"] == 0
