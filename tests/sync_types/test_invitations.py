@@ -144,3 +144,21 @@ def test_an_invitation_stored_before_roles_were_recorded_is_refused_by_google_on
     google.control.reset_counters()
     trigger(served["push_event"], app_context, event.id)
     assert google.control.counters()["total"] == 0
+
+
+def test_organiser_changes_reach_the_crm_and_deleting_the_invitation_declines_it(
+    alice: SyncedUser, google: Any, served: dict[str, Any], app_context: Any
+) -> None:
+    made = _invite(google)
+    event = _imported(alice, made["id"])
+    google.control.edit_event(BOB, made["id"], {"location": "ACME HQ", "guestsCanModify": True})
+    event = _imported(alice, made["id"])
+    assert event.location == "ACME HQ" and event.guests_can_modify is True and event.user_is_organizer is False
+
+    edit(app_context, event.id, deleted=True)
+    trigger(served["push_event"], app_context, event.id)
+    assert _answers(google, BOB, made["id"])[ALICE] == "declined"  # the organiser's event stays, answered
+    organiser_copy = google.service_for(BOB).events().get(calendarId="primary", eventId=made["id"]).execute()
+    assert organiser_copy["status"] == "confirmed"
+    stored = app_context.store.get_event(event.id)
+    assert stored.deleted and stored.sync.state == SyncState.SYNCED
