@@ -435,6 +435,17 @@ def _merge_carried(event: CrmEvent, carried: tuple[GoogleLink | None, bool, str]
     )
 
 
+def _kept_refusal(stored: CrmEvent, refusal: tuple[str, str], now: dt.datetime) -> dict[str, Any]:
+    """The refusal's record on a document a pull brought to the restored content meanwhile ({}: nothing to keep)."""
+    restored_hash, reason = refusal
+    if content_hash(stored) != restored_hash or stored.sync.last_error == reason[:500]:
+        return {}
+    sync = stored.sync.model_copy(
+        update={"state": SyncState.ERROR, "last_error": reason[:500], "last_error_at": now, "next_attempt_at": None}
+    )
+    return {"sync": dump_for_firestore(sync)}
+
+
 def _success_sync(event: CrmEvent, done: _Done, now: dt.datetime) -> SyncInfo:
     return event.sync.model_copy(
         update={
@@ -495,11 +506,12 @@ def push_event(
     """
     now = now or ctx.clock()
     carried: tuple[GoogleLink | None, bool, str] | None = None
+    refusal: tuple[str, str] | None = None  # (restored content hash, reason) of a refusal whose write-back raced
     result = CrmToGoogleReport(event_id=event_id, outcome="nothing", action="nothing")
 
     def attempt() -> CrmToGoogleReport:
         """Read, plan, run, write back if the document is unchanged (DocumentChanged: run again on a fresh read)."""
-        nonlocal carried
+        nonlocal carried, refusal
         try:
             stored, update_time = ctx.store.get_event_snapshot(event_id)
         except ValidationError as exc:
@@ -517,7 +529,11 @@ def push_event(
             send_updates_override=send_updates,
         )
         result.action = action.kind
-        if isinstance(action, Nothing) and event is not stored:
+        if isinstance(action, Nothing) and refusal is not None and (kept := _kept_refusal(stored, refusal, now)):
+            # The notification of our own allowed patch was pulled first: the content is Google's, keep the reason.
+            fields, done = kept, None
+            result.outcome, result.reason = "refused", refusal[1]
+        elif isinstance(action, Nothing) and event is not stored:
             # We pushed, lost the write-back race, and nothing newer needs pushing: store what Google now holds.
             fields = _write_fields(
                 stored, google=event.google, sync=_success_sync(event, _Done("pushed"), now), extra={}
@@ -534,6 +550,8 @@ def push_event(
             return result  # hard-deleted meanwhile: its own trigger deletes in Google
         except DocumentChanged:
             # A concurrent write (usually a newer CRM edit) landed meanwhile: re-read and re-plan.
+            if done is not None and done.refused is not None and done.replaced is not None:
+                refusal = (content_hash(done.replaced), done.refused)
             if done is not None and done.pushed and done.replaced is None:
                 carried = (done.link, done.clear_link, content_hash(event))
             log_event(

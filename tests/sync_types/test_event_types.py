@@ -166,6 +166,7 @@ def test_a_forbidden_birthday_edit_is_refused_and_restored_without_retrying(
     assert google.control.counters()["by_method"].get("calendar.events.patch") == 1
 
     # No retry loop: our write-back and a redelivery push nothing; the cron finds nothing due.
+    alice.flush()  # our write's notification is handled first (its pull lists once)
     google.control.reset_counters()
     trigger(served["push_event"], app_context, event.id)
     trigger(served["push_event"], app_context, event.id)
