@@ -66,6 +66,35 @@ class IntegrationStatus(StrEnum):
     DISCONNECTED = "disconnected"
 
 
+# Event types (shared/gcal/event_types.py says what each becomes in the CRM). Meetings are always imported.
+MEETING_TYPES = frozenset({"default", "fromGmail"})
+# sync_enable's `import_types` keys -> Google's eventType.
+IMPORT_TYPE_KEYS: dict[str, str] = {
+    "out_of_office": "outOfOffice",
+    "focus_time": "focusTime",
+    "working_location": "workingLocation",
+    "birthday": "birthday",
+}
+
+
+class ImportTypes(Stored):
+    """Which non-meeting event types a user imports (stored on the Integration; sync_enable / sync_status)."""
+
+    out_of_office: bool = True
+    focus_time: bool = True
+    working_location: bool = False
+    birthday: bool = False
+
+    def imports(self, event_type: str) -> bool:
+        """Meetings always; the other types as chosen; a type Google adds later is not imported."""
+        if event_type in MEETING_TYPES:
+            return True
+        for key, google_type in IMPORT_TYPE_KEYS.items():
+            if google_type == event_type:
+                return bool(getattr(self, key))
+        return False
+
+
 class Integration(Stored):
     """`integrations/{userId}`: one Google connection per CRM user. The refresh token is only ever stored encrypted."""
 
@@ -83,6 +112,8 @@ class Integration(Stored):
     updated_at: dt.datetime | None = None
     # How conflicts are decided for this user: last write wins (the default) or held for the user ("ask me").
     conflict_mode: Literal["last_write_wins", "ask_me"] = "last_write_wins"
+    # Which non-meeting Google event types enter the CRM (sync_enable `import_types`; new imports only).
+    import_types: ImportTypes = Field(default_factory=ImportTypes)
 
 
 class ChannelInfo(Stored):
@@ -362,6 +393,14 @@ class CrmEvent(Stored):
     visibility: Literal["default", "public", "private", "confidential"] = "default"
     transparency: Literal["opaque", "transparent"] = "opaque"
     html_link: str | None = None
+    # Google-owned, recorded from Google, not synced content (shared/gcal/event_types.py): the event's type and its
+    # properties object, whether the CRM treats it as a meeting, and the user's role in it (an invitation from
+    # someone else has user_is_organizer False; guests_can_modify widens what such a user may change).
+    event_type: str = "default"  # a type Google adds later is stored as it comes
+    type_properties: dict[str, Any] | None = None
+    is_meeting: bool = True
+    user_is_organizer: bool = True
+    guests_can_modify: bool = False
     meta: CrmMeta = Field(default_factory=CrmMeta)
     google: GoogleLink | None = None
     sync: SyncInfo = Field(default_factory=SyncInfo)

@@ -22,6 +22,7 @@ from shared.errors import BadRequest, Conflict, GoogleApiError, NeedsReauth, Not
 from shared.logs import log_event
 from shared.models import (
     ImportProgress,
+    ImportTypes,
     Integration,
     IntegrationStatus,
     Strict,
@@ -55,6 +56,17 @@ class EnableRequest(Strict):
     target_calendar_id: CalendarId | None = None
     # How conflicts are decided from now on (unchanged when absent): last write wins, or held for the user.
     conflict_mode: Literal["last_write_wins", "ask_me"] | None = None
+    # Which out-of-office, focus-time, working-location and birthday events are imported from now on.
+    import_types: ImportTypesChange | None = None
+
+
+class ImportTypesChange(Strict):
+    """sync_enable's `import_types`: which non-meeting event types enter the CRM (absent keys unchanged)."""
+
+    out_of_office: bool | None = None
+    focus_time: bool | None = None
+    working_location: bool | None = None
+    birthday: bool | None = None
 
 
 class DisableRequest(Strict):
@@ -137,6 +149,7 @@ class StatusResponse(BaseModel):
     events: EventCounts
     generated_at: dt.datetime
     conflict_mode: str = "last_write_wins"
+    import_types: ImportTypes = Field(default_factory=ImportTypes)
     google_calendars: list[GoogleCalendarChoice] | None = None  # only when asked for (one calendarList call)
 
 
@@ -278,12 +291,36 @@ def enable(ctx: AppContext, user_id: str, request: EnableRequest) -> StatusRespo
         raise BadRequest("the target calendar must be writable", calendar_id=target)
     if request.conflict_mode is not None and request.conflict_mode != integration.conflict_mode:
         ctx.store.update_integration(user_id, {"conflict_mode": request.conflict_mode, "updated_at": ctx.clock()})
+    _store_import_types(ctx, integration, request.import_types)
     outcomes: dict[str, str] = {}
     for calendar_id in wanted:
         outcomes[calendar_id] = _enable_one(ctx, integration, calendar_id, existing.get(calendar_id), target)
     _set_target(ctx, integration, target, {c.calendar_id: c for c in ctx.store.list_calendars(user_id)})
     log_event(logger, "sync enabled", user_id=user_id, outcomes=outcomes, target_calendar_id=target)
     return status(ctx, user_id, outcomes=outcomes)
+
+
+def _store_import_types(ctx: AppContext, integration: Integration, change: ImportTypesChange | None) -> None:
+    """Merge the request's import_types into the stored choice (before the import, so it already applies)."""
+    if change is None:
+        return
+    chosen = integration.import_types.model_copy(update=change.model_dump(exclude_none=True))
+    if chosen == integration.import_types:
+        return
+    switched_on = [key for key, on in chosen.model_dump().items() if on and not getattr(integration.import_types, key)]
+    ctx.store.update_integration(integration.user_id, {"import_types": chosen.model_dump(), "updated_at": ctx.clock()})
+    integration.import_types = chosen
+    if switched_on:
+        # Events of a type just switched on exist in Google already: the next pull of each enabled calendar lists
+        # everything (a full list reconciles with what is stored, README invariant 2) and brings them in.
+        now = ctx.clock()
+        with ctx.store.batch() as batch:
+            for cal in ctx.store.list_calendars(integration.user_id):
+                if cal.enabled:
+                    batch.update(
+                        ctx.store.calendar_ref(integration.user_id, cal.key), {"sync_token": None, "pull_due_at": now}
+                    )
+        log_event(logger, "import types switched on; full pull due", user_id=integration.user_id, types=switched_on)
 
 
 def _choose_target(request: EnableRequest, integration: Integration, primary: str, enabled_after: set[str]) -> str:
@@ -620,5 +657,6 @@ def status(
         events=counts,
         generated_at=now,
         conflict_mode=integration.conflict_mode if integration else "last_write_wins",
+        import_types=integration.import_types if integration else ImportTypes(),
         google_calendars=choices,
     )

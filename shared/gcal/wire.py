@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Any
 
+from shared.gcal.event_types import type_fields_from_google
 from shared.models import (
     CONTENT_FIELDS,
     Attachment,
@@ -188,6 +189,7 @@ def new_crm_event_from_google(
         created_at=now,
         updated_at=parse_rfc3339(google_event.get("updated")) or now,
         **google_content(google_event, calendar_id),
+        **type_fields_from_google(google_event),
     )
     event.sync = SyncInfo(state=SyncState.SYNCED, origin="google", content_hash=content_hash(event), pulled_at=now)
     return event
@@ -198,6 +200,7 @@ def apply_google_event(event: CrmEvent, google_event: dict[str, Any], calendar_i
     updated = event.model_copy(
         update={
             **google_content(google_event, calendar_id),
+            **type_fields_from_google(google_event),
             "organizer": google_organizer(google_event) or event.organizer,
             "html_link": google_event.get("htmlLink") or event.html_link,
             "google": link_from_google(google_event, calendar_id),

@@ -44,6 +44,7 @@ from shared.errors import (
     NeedsReauth,
     PreconditionFailed,
 )
+from shared.gcal.event_types import is_restricted
 from shared.gcal.wire import content_hash, format_rfc3339, google_private, link_from_google, parse_rfc3339
 from shared.logs import log_event
 from shared.models import (
@@ -79,6 +80,7 @@ from shared.sync.crm_to_google_plan import (
     retry_delay,
 )
 from shared.sync.merge import base_of
+from shared.sync.restricted_push import is_refusal, plan_restricted
 
 if TYPE_CHECKING:
     from shared.context import AppContext
@@ -123,6 +125,7 @@ class _Done:
     tombstone_done: bool = False
     google_writes: int = 0
     replaced: CrmEvent | None = None  # Google won: the whole CRM event is replaced by this one
+    refused: str | None = None  # the change was refused (type / role restriction): why; `replaced` restores it
     decisions: list[ConflictDecision] = field(default_factory=list)
 
 
@@ -239,11 +242,20 @@ class _CrmToGoogleRun:
         self._wrote(created, calendar_id)
 
     def _patch(self, calendar_id: str, event_id: str, etag: str | None, send_updates: str, rounds: int = 0) -> None:
+        if is_restricted(self.event):
+            self._patch_restricted(calendar_id, event_id, send_updates, rounds)
+            return
         # Minimal only on the first round: after a conflict, the CRM's whole version is what wins.
         minimal = rounds == 0 and self.event.google is not None and self.event.google.event_id == event_id
         body = google_body(self.event, for_patch=True, minimal=minimal)
         try:
             patched = self.client.patch_event(calendar_id, event_id, body, etag=etag, send_updates=send_updates)
+        except GooglePermanentError as exc:
+            if not is_refusal(exc, self.event):
+                raise
+            # Google knows a restriction the CRM copy did not record (e.g. an exception of an invitation's series).
+            self._refuse(self.client.get_event(calendar_id, event_id), calendar_id, f"refused by Google: {exc.message}")
+            return
         except PreconditionFailed:
             if rounds >= MAX_CONFLICT_ROUNDS:
                 raise _Conflict("Google kept changing the event during the push") from None
@@ -258,6 +270,62 @@ class _CrmToGoogleRun:
             self._insert(Insert(calendar_id, google_event_id_for_crm(self.event.id), send_updates))
             return
         self._wrote(patched, calendar_id)
+
+    def _patch_restricted(self, calendar_id: str, event_id: str, send_updates: str, rounds: int) -> None:
+        """A birthday, an event from Gmail or an invitation: send only what Google allows, refuse the rest
+        (shared/sync/restricted_push.py). Judged against Google's current copy (one events.get); a copy Google
+        changed since our last sync first goes through the conflict rule, as a stale If-Match would."""
+        current = self.client.get_event(calendar_id, event_id)
+        link = self.event.google
+        stale = link is not None and link.event_id == event_id and link.etag and link.etag != current.get("etag")
+        if current.get("status") == "cancelled" or (stale and rounds == 0):
+            self._resolve(current, calendar_id, send_updates, "Google's copy changed since the last sync", rounds + 1)
+            return
+        plan = plan_restricted(self.event, current, calendar_id, self.now)
+        result = current
+        if plan.body is not None:
+            try:
+                result = self.client.patch_event(
+                    calendar_id, event_id, plan.body, etag=current.get("etag"), send_updates=send_updates
+                )
+            except PreconditionFailed:
+                if rounds >= MAX_CONFLICT_ROUNDS:
+                    raise _Conflict("Google kept changing the event during the push") from None
+                self._patch_restricted(calendar_id, event_id, send_updates, rounds + 1)
+                return
+            except GooglePermanentError as exc:
+                if not is_refusal(exc, plan.google_version):
+                    raise
+                self._refuse(current, calendar_id, f"refused by Google: {exc.message}")
+                return
+            self._wrote(result, calendar_id)
+        if plan.refusal is not None:
+            self._refuse(result, calendar_id, plan.refusal)
+            return
+        self.done.link = link_from_google(result, calendar_id)
+        self.done.pushed = True
+        self._log("pushed an allowed change only", calendar_id=calendar_id, fields=list(plan.sent))
+
+    def _refuse(self, google_event: dict[str, Any], calendar_id: str, reason: str) -> None:
+        """A CRM change Google cannot take: the CRM copy becomes Google's (CRM metadata kept), `sync.state` error
+        with the reason; its content hash is the synced one, so nothing retries it until the next CRM edit."""
+        restored = google_view(self.event, google_event, calendar_id, self.now)
+        restored.sync = restored.sync.model_copy(
+            update={
+                "state": SyncState.ERROR,
+                "content_hash": content_hash(restored),
+                "pulled_at": self.now,
+                "last_error": reason[:500],
+                "last_error_at": self.now,
+                "attempts": 0,
+                "next_attempt_at": None,
+                "attempted_hash": None,
+            }
+        )
+        self.done.replaced = restored
+        self.done.outcome = "refused"
+        self.done.refused = reason
+        self._log("push refused: a change Google does not allow", level=logging.WARNING, reason=reason)
 
     def _resolve(
         self, current: dict[str, Any], calendar_id: str, send_updates: str, reason: str, rounds: int = 1
@@ -371,6 +439,17 @@ def _merge_carried(event: CrmEvent, carried: tuple[GoogleLink | None, bool, str]
     )
 
 
+def _kept_refusal(stored: CrmEvent, refusal: tuple[str, str], now: dt.datetime) -> dict[str, Any]:
+    """The refusal's record on a document a pull brought to the restored content meanwhile ({}: nothing to keep)."""
+    restored_hash, reason = refusal
+    if content_hash(stored) != restored_hash or stored.sync.last_error == reason[:500]:
+        return {}
+    sync = stored.sync.model_copy(
+        update={"state": SyncState.ERROR, "last_error": reason[:500], "last_error_at": now, "next_attempt_at": None}
+    )
+    return {"sync": dump_for_firestore(sync)}
+
+
 def _success_sync(event: CrmEvent, done: _Done, now: dt.datetime) -> SyncInfo:
     return event.sync.model_copy(
         update={
@@ -432,11 +511,12 @@ def push_event(
     """
     now = now or ctx.clock()
     carried: tuple[GoogleLink | None, bool, str] | None = None
+    refusal: tuple[str, str] | None = None  # (restored content hash, reason) of a refusal whose write-back raced
     result = CrmToGoogleReport(event_id=event_id, outcome="nothing", action="nothing")
 
     def attempt() -> CrmToGoogleReport:
         """Read, plan, run, write back if the document is unchanged (DocumentChanged: run again on a fresh read)."""
-        nonlocal carried
+        nonlocal carried, refusal
         try:
             stored, update_time = ctx.store.get_event_snapshot(event_id)
         except ValidationError as exc:
@@ -454,7 +534,11 @@ def push_event(
             send_updates_override=send_updates,
         )
         result.action = action.kind
-        if isinstance(action, Nothing) and event is not stored:
+        if isinstance(action, Nothing) and refusal is not None and (kept := _kept_refusal(stored, refusal, now)):
+            # The notification of our own allowed patch was pulled first: the content is Google's, keep the reason.
+            fields, done = kept, None
+            result.outcome, result.reason = "refused", refusal[1]
+        elif isinstance(action, Nothing) and event is not stored:
             # We pushed, lost the write-back race, and nothing newer needs pushing: store what Google now holds.
             fields = _write_fields(
                 stored, google=event.google, sync=_success_sync(event, _Done("pushed"), now), extra={}
@@ -471,6 +555,8 @@ def push_event(
             return result  # hard-deleted meanwhile: its own trigger deletes in Google
         except DocumentChanged:
             # A concurrent write (usually a newer CRM edit) landed meanwhile: re-read and re-plan.
+            if done is not None and done.refused is not None and done.replaced is not None:
+                refusal = (content_hash(done.replaced), done.refused)
             if done is not None and done.pushed and done.replaced is None:
                 carried = (done.link, done.clear_link, content_hash(event))
             log_event(
@@ -611,7 +697,9 @@ def _execute(
         replaced.sync = replaced.sync.model_copy(
             update={"decisions": with_decision(event.sync.decisions, *done.decisions)}
         )
-        result.outcome, result.reason = "conflict", "Google's version won"
+        result.outcome, result.reason = (
+            ("refused", done.refused) if done.refused else ("conflict", "Google's version won")
+        )
         data = dump_for_firestore(replaced)
         data.pop("id", None)
         return data, done

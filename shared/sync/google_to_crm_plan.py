@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.gcal.event_types import not_imported_reason, recorded_type_fields
 from shared.gcal.wire import (
     apply_google_event,
     content_hash,
@@ -40,7 +41,7 @@ from shared.gcal.wire import (
     new_crm_event_from_google,
     parse_rfc3339,
 )
-from shared.models import ConflictDecision, CrmEvent, GoogleLink, crm_event_id_for_google
+from shared.models import ConflictDecision, CrmEvent, GoogleLink, ImportTypes, crm_event_id_for_google
 from shared.sync.conflict import google_deletion_wins, last_write_wins, tombstone, with_decision
 from shared.sync.conflict_record import describe
 
@@ -292,11 +293,14 @@ def plan_one(
     owner_id: str,
     now: dt.datetime,
     deleted_series: frozenset[str] = frozenset(),
+    import_types: ImportTypes | None = None,
 ) -> Action:
     calendar_id = index.calendar_id
     google_event = cancelled_shape(google_event)
     google_id = google_event["id"]
     crm_id, stored = index.match(google_event)
+    if stored is None and import_types is not None and (skip := not_imported_reason(google_event, import_types)):
+        return SkipEcho(None, google_id, skip)  # a type switched off: new ones stay out, stored ones keep syncing
     etag = google_event.get("etag")
     google_time = parse_rfc3339(google_event.get("updated"))
 
@@ -368,7 +372,7 @@ def plan_one(
 
     if same_content:
         # Same content (an etag-only change, or our own push whose write-back is still on its way): link only.
-        after = stored.model_copy(update={"google": google_version.google})
+        after = stored.model_copy(update={"google": google_version.google, **recorded_type_fields(google_version)})
         after = mark_synced_from_google(after, now, list(stored.sync.decisions))
         return UpdateFromGoogle(crm_id, google_id, stored, after, False)
     after = mark_synced_from_google(google_version, now, list(stored.sync.decisions))
@@ -385,13 +389,16 @@ def plan_changes(
     *,
     owner_id: str,
     now: dt.datetime,
+    import_types: ImportTypes | None = None,
 ) -> list[Action]:
     changes = [g for g in changes if g.get("id")]
     deleted_series = deleted_series_ids(changes)
     actions: list[Action] = []
     orphans: list[dict[str, Any]] = []
     for google_event in changes:
-        action = plan_one(google_event, index, owner_id=owner_id, now=now, deleted_series=deleted_series)
+        action = plan_one(
+            google_event, index, owner_id=owner_id, now=now, deleted_series=deleted_series, import_types=import_types
+        )
         if isinstance(action, SkipEcho) and action.reason == ORPHAN_CANCELLATION:
             orphans.append(google_event)  # planned again below: its series may come later in the batch
             continue
@@ -399,7 +406,9 @@ def plan_changes(
             index.put(action.crm_id, action.after)
         actions.append(action)
     for google_event in orphans:
-        action = plan_one(google_event, index, owner_id=owner_id, now=now, deleted_series=deleted_series)
+        action = plan_one(
+            google_event, index, owner_id=owner_id, now=now, deleted_series=deleted_series, import_types=import_types
+        )
         if not isinstance(action, SkipEcho):
             index.put(action.crm_id, action.after)
         actions.append(action)
@@ -458,10 +467,13 @@ def plan_pull(
     owner_id: str,
     now: dt.datetime,
     full: bool,
+    import_types: ImportTypes | None = None,
 ) -> list[Action]:
-    """The actions that bring `stored` in line with Google's `changes` (all of Google's events when `full`)."""
+    """The actions that bring `stored` in line with Google's `changes` (all of Google's events when `full`).
+
+    `import_types`: which non-meeting event types may enter the CRM (None: every type)."""
     index = StoredIndex(stored, calendar_id)
-    actions = plan_changes(changes, index, owner_id=owner_id, now=now)
+    actions = plan_changes(changes, index, owner_id=owner_id, now=now, import_types=import_types)
     if full:
         seen = {g["id"] for g in changes if g.get("id")}
         actions.extend(plan_removals(list(index.by_id.items()), seen, calendar_id=calendar_id, now=now))

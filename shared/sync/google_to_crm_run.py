@@ -36,7 +36,14 @@ from shared.errors import (
 )
 from shared.gcal.wire import google_private
 from shared.logs import log_event
-from shared.models import CrmEvent, IntegrationStatus, calendar_key, crm_event_id_for_google, dump_for_firestore
+from shared.models import (
+    CrmEvent,
+    ImportTypes,
+    IntegrationStatus,
+    calendar_key,
+    crm_event_id_for_google,
+    dump_for_firestore,
+)
 from shared.store import MAX_BATCH_WRITES, Lease, Write, is_valid_document_id, retry_if_changed
 from shared.sync.google_to_crm_plan import (
     ORPHAN_CANCELLATION,
@@ -228,6 +235,7 @@ def pull_calendar(
         with ctx.reauth_guard(user_id):
             client = ctx.calendar_client(integration)
             run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
+            run.import_types = integration.import_types
             try:
                 if early_refusal is not None:
                     report.list_calls += 1
@@ -246,6 +254,7 @@ def pull_calendar(
                 report.resynced_after_410 = True
                 run.writer.flush()
                 run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
+                run.import_types = integration.import_types
                 try:
                     run.run(client, None)
                 except FullSyncRequired as again:
@@ -356,6 +365,7 @@ class _GoogleToCrmRun:
         self.seen: set[str] = set()
         self.deleted_series: set[str] = set()
         self.orphan_cancellations: list[dict[str, Any]] = []  # re-planned at the end: their series may come later
+        self.import_types: ImportTypes | None = None  # the owner's choice (pull_calendar sets it)
 
     # -- helpers ------------------------------------------------------------------------------------------------------
     def _candidate_ids(self, items: list[dict[str, Any]]) -> set[str]:
@@ -446,6 +456,7 @@ class _GoogleToCrmRun:
                 owner_id=self.user_id,
                 now=self.now,
                 deleted_series=frozenset(self.deleted_series),
+                import_types=self.import_types,
             )
             if isinstance(action, SkipEcho):
                 return True
@@ -540,7 +551,12 @@ class _GoogleToCrmRun:
         for item in items:
             self.seen.add(item["id"])
             action = plan_one(
-                item, index, owner_id=self.user_id, now=self.now, deleted_series=frozenset(self.deleted_series)
+                item,
+                index,
+                owner_id=self.user_id,
+                now=self.now,
+                deleted_series=frozenset(self.deleted_series),
+                import_types=self.import_types,
             )
             if isinstance(action, SkipEcho) and action.reason == ORPHAN_CANCELLATION and not final:
                 self.orphan_cancellations.append(item)
