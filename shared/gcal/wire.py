@@ -30,6 +30,7 @@ from shared.models import (
     SyncState,
     crm_event_id_for_google,
 )
+from shared.sync.merge import base_of
 
 # extendedProperties.private keys (≤ 44 chars each, Google silently drops longer keys).
 META_KEYS: dict[str, str] = {
@@ -189,7 +190,9 @@ def new_crm_event_from_google(
         updated_at=parse_rfc3339(google_event.get("updated")) or now,
         **google_content(google_event, calendar_id),
     )
-    event.sync = SyncInfo(state=SyncState.SYNCED, origin="google", content_hash=content_hash(event), pulled_at=now)
+    event.sync = SyncInfo(
+        state=SyncState.SYNCED, origin="google", content_hash=content_hash(event), pulled_at=now, base=base_of(event)
+    )
     return event
 
 
@@ -212,10 +215,12 @@ def apply_google_event(event: CrmEvent, google_event: dict[str, Any], calendar_i
 def mark_synced_from_google(
     event: CrmEvent, now: dt.datetime, decisions: list[ConflictDecision] | None = None
 ) -> CrmEvent:
-    """The event marked in sync with its own content: the echo guard that keeps the CRM trigger from resending it."""
+    """The event marked in sync with its own content: the echo guard that keeps the CRM trigger from resending it,
+    and the three-way merge's base (both sides now hold this content), in the same write."""
     update: dict[str, Any] = {
         "state": SyncState.SYNCED,
         "content_hash": content_hash(event),
+        "base": base_of(event),
         "pulled_at": now,
         "last_error": None,
         "last_error_at": None,

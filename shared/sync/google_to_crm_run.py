@@ -26,6 +26,7 @@ from shared.gcal.wire import google_private
 from shared.logs import log_event
 from shared.models import CrmEvent, IntegrationStatus, calendar_key, crm_event_id_for_google, dump_for_firestore
 from shared.store import MAX_BATCH_WRITES, Lease, Write, is_valid_document_id, retry_if_changed
+from shared.sync.conflict import ConflictMode
 from shared.sync.google_to_crm_plan import (
     Action,
     CreateFromGoogle,
@@ -198,6 +199,7 @@ def pull_calendar(
         with ctx.reauth_guard(user_id):
             client = ctx.calendar_client(integration)
             run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
+            run.conflict_mode = integration.conflict_mode
             try:
                 run.run(client, sync_token)
             except FullSyncRequired:
@@ -213,6 +215,7 @@ def pull_calendar(
                 report.resynced_after_410 = True
                 run.writer.flush()
                 run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
+                run.conflict_mode = integration.conflict_mode
                 run.run(client, None)
         lease_released = lease is not None
         return report
@@ -279,6 +282,7 @@ class _GoogleToCrmRun:
         self.linked_times: dict[str, dt.datetime] = {}
         self.seen: set[str] = set()
         self.deleted_series: set[str] = set()
+        self.conflict_mode: ConflictMode = "last_write_wins"  # the owner's Integration.conflict_mode
 
     # -- helpers ------------------------------------------------------------------------------------------------------
     def _candidate_ids(self, items: list[dict[str, Any]]) -> set[str]:
@@ -354,6 +358,7 @@ class _GoogleToCrmRun:
                 owner_id=self.user_id,
                 now=self.now,
                 deleted_series=frozenset(self.deleted_series),
+                conflict_mode=self.conflict_mode,
             )
             if isinstance(action, SkipEcho):
                 return True
@@ -432,7 +437,12 @@ class _GoogleToCrmRun:
         for item in items:
             self.seen.add(item["id"])
             action = plan_one(
-                item, index, owner_id=self.user_id, now=self.now, deleted_series=frozenset(self.deleted_series)
+                item,
+                index,
+                owner_id=self.user_id,
+                now=self.now,
+                deleted_series=frozenset(self.deleted_series),
+                conflict_mode=self.conflict_mode,
             )
             if not isinstance(action, SkipEcho):
                 index.put(action.crm_id, action.after)
