@@ -337,6 +337,9 @@ class ConflictDecision(Stored):
     # and the fields both sides changed differently, which this decision settled. Both empty: a deletion's decision.
     fields_merged: list[str] = Field(default_factory=list)
     fields_decided: list[str] = Field(default_factory=list)
+    # "Ask me" mode: the conflicting fields were not decided; the event holds both versions (`sync.state` conflict,
+    # `winning` the CRM's values, `losing` Google's) until the user chooses in the conflict center.
+    pending: bool = False
 
 
 class SyncBase(Stored):

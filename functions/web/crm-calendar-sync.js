@@ -669,13 +669,14 @@ class CrmCalendarSync extends HTMLElement {
 
   _renderConflict(conflict, index) {
     const other = conflict.winner === "crm" ? "google" : "crm";
+    const won = conflict.pending ? "" : conflict.winner; // "ask me": held, nothing won yet
     const headingId = `conflict-${index}-title`;
     const table = h(
       "table",
       { class: "versions" },
       h("caption", { class: "visually-hidden", text: `Both versions of ${conflict.title}` }),
       h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Field" }), ["crm", "google"].map((side) =>
-        h("th", { scope: "col", class: side === conflict.winner ? "won" : "" }, `${SIDE[side]} version`, side === conflict.winner ? h("span", { class: "tag", text: "won" }) : null),
+        h("th", { scope: "col", class: side === won ? "won" : "" }, `${SIDE[side]} version`, side === won ? h("span", { class: "tag", text: "won" }) : null),
       ))),
       h(
         "tbody",
@@ -685,7 +686,7 @@ class CrmCalendarSync extends HTMLElement {
             "tr",
             { class: "differs" },
             h("th", { scope: "row", text: FIELD_LABELS[field] || field }),
-            ["crm", "google"].map((side) => h("td", { "data-side": side, "data-field": field, class: side === conflict.winner ? "won" : "lost" }, h("mark", { text: showValue(field, conflict[side][field]) }))),
+            ["crm", "google"].map((side) => h("td", { "data-side": side, "data-field": field, class: side === won ? "won" : won ? "lost" : "" }, h("mark", { text: showValue(field, conflict[side][field]) }))),
           ),
         ),
       ),
@@ -695,7 +696,9 @@ class CrmCalendarSync extends HTMLElement {
       "li",
       { class: "conflict", "aria-labelledby": headingId, "data-event": conflict.event_id },
       h("h3", { id: headingId, text: conflict.title || "(untitled meeting)" }),
-      h("p", { class: "why" }, h("strong", { text: `${SIDE[conflict.winner]} won` }), ` on ${when(conflict.at)}: ${conflict.reason}.`),
+      conflict.pending
+        ? h("p", { class: "why" }, h("strong", { text: "Waiting for your choice" }), ` since ${when(conflict.at)}: ${conflict.reason}.`)
+        : h("p", { class: "why" }, h("strong", { text: `${SIDE[conflict.winner]} won` }), ` on ${when(conflict.at)}: ${conflict.reason}.`),
       h("div", { class: "table-scroll" }, table),
       resolution
         ? h("p", { class: "resolved", text: `You chose the ${SIDE[resolution.keep]} version on ${when(resolution.at)}.` })

@@ -4,6 +4,12 @@ Why through the CRM document: "keep the other version" is written as a new CRM e
 precondition on the document's update time, so it travels the normal sync path (the push sends it to Google with
 If-Match, the pull's echo guard keeps it from bouncing back) and a concurrent edit is never clobbered. Choosing the
 version that already won changes no content and only records the choice.
+
+A conflict held for the user ("ask me": a pending decision, the event in `sync.state = conflict` holding the CRM's
+values and Google's in the record) is resolved the same way, and either choice releases the hold to the normal paths:
+keeping the CRM's values makes them a new CRM edit that the push sends to Google with If-Match (the event kept Google's
+etag, so a Google edit made meanwhile is merged first); keeping Google's values writes them to the CRM document with a
+precondition, and the push sends whatever else the CRM changed (the merged one-sided fields), If-Match as well.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from shared.errors import BadRequest, Conflict, DocumentChanged, DocumentMissing, NotFound
+from shared.gcal.wire import content_hash
 from shared.logs import log_event
 from shared.models import ConflictDecision, CrmEvent, Strict, SyncState, UserResolution
+from shared.sync.conflict import held_for_user
 from shared.sync.conflict_record import field_values
 
 if TYPE_CHECKING:
@@ -59,6 +67,7 @@ class ConflictView(BaseModel):
     google: dict[str, Any]
     resolvable: bool
     resolved_by_user: UserResolution | None
+    pending: bool = False  # held for the user's choice ("ask me"): nothing was applied yet
 
 
 class ConflictPage(BaseModel):
@@ -101,6 +110,7 @@ def view(event: CrmEvent, decision: ConflictDecision) -> ConflictView:
         google=google_side,
         resolvable=_resolvable(decision) and decision.resolved_by_user is None,
         resolved_by_user=decision.resolved_by_user,
+        pending=decision.pending and decision.resolved_by_user is None,
     )
 
 
@@ -145,6 +155,16 @@ def list_conflicts(ctx: AppContext, user_id: str, *, page_size: int, page: str |
     return ConflictPage(conflicts=views, next_page=next_page)
 
 
+def _chosen_event(event: CrmEvent, decision: ConflictDecision) -> CrmEvent:
+    """The event with the losing side's values of the decided fields, validated as a whole event."""
+    candidate = event.model_dump(mode="json")
+    candidate.update(decision.losing)
+    try:
+        return CrmEvent.model_validate(candidate)
+    except ValidationError as exc:
+        raise Conflict("the other version is no longer a valid event") from exc
+
+
 def _chosen_update(event: CrmEvent, decision: ConflictDecision, now: dt.datetime) -> dict[str, Any]:
     """The CRM edit that puts the losing side's values back: checked as a whole event before anything is written."""
     current = field_values(event, decision.fields)
@@ -153,14 +173,27 @@ def _chosen_update(event: CrmEvent, decision: ConflictDecision, now: dt.datetime
             "the event changed after this conflict was decided; the other version would overwrite that change",
             fields=[name for name in decision.fields if current.get(name) != decision.winning.get(name)],
         )
-    candidate = event.model_dump(mode="json")
-    candidate.update(decision.losing)
-    try:
-        chosen = CrmEvent.model_validate(candidate)
-    except ValidationError as exc:
-        raise Conflict("the other version is no longer a valid event") from exc
-    values = chosen.model_dump(mode="python", include=set(decision.fields))
+    values = _chosen_event(event, decision).model_dump(mode="python", include=set(decision.fields))
     return {**values, "updated_at": now, "sync.state": SyncState.PENDING.value}
+
+
+def _release_hold(event: CrmEvent, decision: ConflictDecision, keep: str, now: dt.datetime) -> dict[str, Any]:
+    """The write that ends a hold: the chosen values as a new CRM edit, pending for the push.
+
+    Keeping the CRM's values writes no content (the event holds them). Keeping Google's is checked like any "keep the
+    other version" (the CRM's held values must still be there). When the result is exactly what Google holds at the
+    stored etag, the push must still run once, If-Match that etag, so a Google edit skipped while the event was held
+    is merged rather than lost: the echo guard's hash is cleared.
+    """
+    if keep == "google":
+        fields = _chosen_update(event, decision, now)
+        chosen = _chosen_event(event, decision)
+    else:
+        fields = {"updated_at": now, "sync.state": SyncState.PENDING.value}
+        chosen = event
+    if content_hash(chosen) == event.sync.content_hash:
+        fields["sync.content_hash"] = None
+    return fields
 
 
 def resolve(ctx: AppContext, user_id: str, request: ResolveRequest) -> ResolveResponse:
@@ -184,9 +217,15 @@ def resolve(ctx: AppContext, user_id: str, request: ResolveRequest) -> ResolveRe
         raise Conflict("this conflict was already resolved the other way", keep=decision.resolved_by_user.keep)
     now = ctx.clock()
     changed = request.keep != decision.winner
+    held = decision.pending and held_for_user(event)
+    if decision.pending and not held:
+        raise Conflict("this conflict is no longer held: the event was deleted in Google", event_id=event.id)
     if changed and not _resolvable(decision):
         raise Conflict("a deletion in Google cannot be undone from the conflict center", fields=decision.fields)
-    fields: dict[str, Any] = _chosen_update(event, decision, now) if changed else {}
+    if held:
+        fields: dict[str, Any] = _release_hold(event, decision, request.keep, now)
+    else:
+        fields = _chosen_update(event, decision, now) if changed else {}
     resolution = UserResolution(at=now, keep=request.keep, user_id=user_id, changed=changed)
     decisions = [d.model_dump(mode="python") for d in event.sync.decisions]
     decisions[index]["resolved_by_user"] = resolution.model_dump(mode="python")
@@ -204,7 +243,7 @@ def resolve(ctx: AppContext, user_id: str, request: ResolveRequest) -> ResolveRe
         keep=request.keep,
         changed=changed,
     )
-    state = SyncState.PENDING.value if changed else event.sync.state.value
+    state = SyncState.PENDING.value if changed or held else event.sync.state.value
     return ResolveResponse(
         event_id=event.id, decision=request.decision, keep=request.keep, changed=changed, state=state
     )

@@ -31,6 +31,7 @@ from shared.models import (
     SyncState,
     crm_event_id_for_google,
 )
+from shared.sync.merge import base_of
 
 # extendedProperties.private keys (≤ 44 chars each, Google silently drops longer keys).
 META_KEYS: dict[str, str] = {
@@ -191,7 +192,9 @@ def new_crm_event_from_google(
         **google_content(google_event, calendar_id),
         **type_fields_from_google(google_event),
     )
-    event.sync = SyncInfo(state=SyncState.SYNCED, origin="google", content_hash=content_hash(event), pulled_at=now)
+    event.sync = SyncInfo(
+        state=SyncState.SYNCED, origin="google", content_hash=content_hash(event), pulled_at=now, base=base_of(event)
+    )
     return event
 
 
@@ -215,10 +218,8 @@ def apply_google_event(event: CrmEvent, google_event: dict[str, Any], calendar_i
 def mark_synced_from_google(
     event: CrmEvent, now: dt.datetime, decisions: list[ConflictDecision] | None = None
 ) -> CrmEvent:
-    """The event marked in sync with its own content: the echo guard that keeps the CRM trigger from resending it.
-    Its `sync.base` (what both sides now agree on) tells a later CRM edit which fields to patch."""
-    from shared.sync.merge import base_of
-
+    """The event marked in sync with its own content: the echo guard that keeps the CRM trigger from resending it,
+    and the three-way merge's base (both sides now hold this content), in the same write."""
     update: dict[str, Any] = {
         "state": SyncState.SYNCED,
         "content_hash": content_hash(event),

@@ -9,6 +9,16 @@
   Google event was deleted stays on record).
 - Every decision is a `ConflictDecision` appended to `sync.decisions` (the newest MAX_DECISIONS kept).
 
+Merge, then decide (`merge_then_decide`): before the rule, the three-way merge (shared/sync/merge.py) against
+`sync.base` takes every field that only one side changed from that side; only fields both sides changed to different
+values go to the rule, whose winner brings its values of those fields. No base (events synced before bases were
+stored): every differing field goes to the rule, which is plain last-write-wins. A deletion is not merged: a Google
+deletion wins as above, a CRM deletion against a Google edit is decided by the clocks as a whole.
+"Ask me" (`Integration.conflict_mode == "ask_me"`): fields both sides changed are not decided; the one-sided fields
+still merge into the CRM event, which holds the CRM's values of the conflicting fields and a pending decision (both
+versions) in `sync.state = conflict`; no push and no pull overwrites it until the user chooses
+(shared/account/conflict_center.py). A Google deletion still wins over a held event.
+
 The Google → CRM planner asks when a Google change meets an unpushed CRM edit; the CRM → Google runner asks when its
 conditional write finds a newer Google version. One rule, so the winner never depends on which function sees the
 conflict first (a property test runs the same conflicts through both).
@@ -18,11 +28,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
-from shared.models import ConflictDecision, CrmEvent, GoogleLink
+from shared.gcal.wire import content_hash
+from shared.models import ConflictDecision, CrmEvent, GoogleLink, SyncState
+from shared.sync.conflict_record import describe_merge
+from shared.sync.merge import MERGED_FIELDS, three_way_merge
 
 Winner = Literal["crm", "google"]
+ConflictMode = Literal["last_write_wins", "ask_me"]
+HELD_REASON = "changed on both sides; held for your choice (ask me)"
+MERGED_REASON = "merged: every field was changed on one side only"
 
 MAX_DECISIONS = 10
 TOMBSTONE_RETENTION = dt.timedelta(days=30)  # tombstones are purged by Firestore TTL (`purge_at`) after this
@@ -85,3 +102,68 @@ def tombstone(
             "google": link,
         }
     )
+
+
+def held_for_user(event: CrmEvent) -> bool:
+    """The event holds both versions of a conflict for the user ("ask me"): no push or pull may overwrite it."""
+    return event.sync.state == SyncState.CONFLICT and any(
+        d.pending and d.resolved_by_user is None for d in event.sync.decisions
+    )
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """The CRM event after merging with Google's version and deciding what both sides changed.
+
+    - content: the CRM event with the merged content (everything not merged: meta, ids, times, link, sync, kept);
+    - decision: the described decision (`fields_merged`, `fields_decided`; `pending` when held);
+    - held: "ask me" held a conflict: `content` keeps the CRM's values of the conflicting fields, nothing was decided;
+    - google_only: the merged content is Google's version: nothing is left to push.
+    """
+
+    content: CrmEvent
+    decision: ConflictDecision
+    held: bool
+    google_only: bool
+
+
+def merge_then_decide(
+    event: CrmEvent,
+    google: CrmEvent,
+    google_updated: dt.datetime | None,
+    now: dt.datetime,
+    *,
+    mode: ConflictMode = "last_write_wins",
+    crm_reason: str,
+    google_reason: str,
+) -> MergeOutcome:
+    """Merge the CRM event with Google's version (`google`: its content mapped onto the CRM event) against
+    `event.sync.base`, then decide the fields both sides changed by the rule, or hold them ("ask me")."""
+    result = three_way_merge(event.sync.base, event, google)
+    held = result.has_conflict and mode == "ask_me"
+    if held:
+        decision = ConflictDecision(
+            at=now,
+            winner="crm",
+            reason=HELD_REASON,
+            crm_updated_at=crm_clock(event),
+            google_updated=google_updated,
+            pending=True,
+        )
+    else:
+        decision = last_write_wins(event, google_updated, now, crm_reason=crm_reason, google_reason=google_reason)
+        if not result.has_conflict:
+            decision = decision.model_copy(update={"reason": MERGED_REASON})
+    winner: Winner = "crm" if held else decision.winner
+    content = result.merged(winner)
+    loser = google if winner == "crm" else event
+    described = describe_merge(
+        decision,
+        applied=content,
+        loser=loser,
+        fields_merged=result.fields_merged,
+        fields_decided=result.fields_conflicting,
+    )
+    as_google = google.model_copy(update={name: getattr(content, name) for name in MERGED_FIELDS})
+    google_only = not held and content_hash(as_google) == content_hash(google)
+    return MergeOutcome(content=content, decision=described, held=held, google_only=google_only)

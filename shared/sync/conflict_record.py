@@ -62,3 +62,43 @@ def describe(decision: ConflictDecision, *, crm: CrmEvent, google: CrmEvent | No
     winning, losing = (crm_side, google_side) if decision.winner == "crm" else (google_side, crm_side)
     described = decision.model_copy(update={"fields": fields, "winning": winning, "losing": losing})
     return described.model_copy(update={"id": decision_id(described)})
+
+
+def described(
+    decision: ConflictDecision | None, crm: CrmEvent, google: CrmEvent | None = None
+) -> ConflictDecision | None:
+    """`describe` for an optional decision (the planners record None when there was no conflict)."""
+    return None if decision is None else describe(decision, crm=crm, google=google)
+
+
+def choosable_fields(merge_fields: tuple[str, ...] | list[str]) -> list[str]:
+    """The choosable fields a merge's field names touch (a guest `attendees[x]` is the field `attendees`)."""
+    touched = {name.split("[", 1)[0] for name in merge_fields}
+    return [name for name in CHOOSABLE_FIELDS if name in touched]
+
+
+def describe_merge(
+    decision: ConflictDecision,
+    *,
+    applied: CrmEvent,
+    loser: CrmEvent,
+    fields_merged: tuple[str, ...],
+    fields_decided: tuple[str, ...],
+) -> ConflictDecision:
+    """A decision after a three-way merge: only the decided fields are a user's choice.
+
+    `winning` holds the values the event now has (`applied`: the merge's result), `losing` the other side's values of
+    the decided fields, so "keep the other version" changes only what the rule decided and keeps every merged edit.
+    A merge without a decided field records `fields_merged` and no choosable field (nothing to undo).
+    """
+    fields = choosable_fields(fields_decided)
+    described = decision.model_copy(
+        update={
+            "fields": fields,
+            "winning": field_values(applied, fields) if fields else {},
+            "losing": field_values(loser, fields) if fields else {},
+            "fields_merged": list(fields_merged),
+            "fields_decided": list(fields_decided),
+        }
+    )
+    return described.model_copy(update={"id": decision_id(described)})

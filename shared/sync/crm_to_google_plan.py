@@ -8,8 +8,10 @@ No I/O: the runner (shared/sync/crm_to_google_run.py) reads, calls Google and wr
 - `resolve_conflict`: after a 412 (stale etag) or a 409 (the derived id exists), Google's current version is compared
   with ours: Google already holds exactly our content -> adopt it; it holds a version we pushed earlier (our stamp
   `crmContentHash` in extendedProperties.private matches its content) -> re-apply without calling it a conflict;
-  otherwise shared/sync/conflict.py decides (last write wins by clock, ties to the CRM, a Google deletion wins) and
-  the decision is recorded.
+  otherwise shared/sync/conflict.py merges, then decides (fields one side changed are taken from it; fields both sides
+  changed go to last write wins by clock, ties to the CRM; a Google deletion wins) and the decision is recorded; in
+  "ask me" mode a conflict is held for the user instead (no Google write).
+- A held event (`conflict.held_for_user`) is not pushed until the user chooses; a CRM deletion still is.
 
 sendUpdates (who gets invitation / update / cancellation mails): `"none"` for events imported from Google
 (`sync.origin == "google"`: Google already told the guests) and when the CRM wrote `send_updates="none"` on the event
@@ -35,7 +37,7 @@ from shared.models import (
     SyncState,
     google_event_id_for_crm,
 )
-from shared.sync.conflict import google_deletion_wins, last_write_wins
+from shared.sync.conflict import ConflictMode, google_deletion_wins, held_for_user, last_write_wins, merge_then_decide
 
 STAMP_KEY = "crmContentHash"  # extendedProperties.private: hash of the content we pushed (<= 44 chars key)
 RETRY_BASE_SECONDS = 30.0
@@ -208,6 +210,8 @@ def plan_push(
         return Nothing("in sync (echo of a sync write)")
     if event.sync.detached_from:
         return Nothing("linked to a replaced Google account (shared/account/account_switch.py)")
+    if held_for_user(event) and not event.deleted:
+        return Nothing("held for the user's choice (ask me)")
     if in_backoff(event, now):
         return Nothing("backoff: a failed push of this content is waiting for the cron")
     if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
@@ -277,12 +281,17 @@ class ConflictResolution:
     """What the runner does with Google's current version after its conditional write lost.
 
     adopt: Google already holds our content; reapply: Google holds a version we pushed, re-apply ours (no conflict);
-    push_crm: the CRM won, re-apply ours; take_google: Google won (`deleted`: it deleted the event or its series).
+    push_crm: push `merged` (the CRM's edit merged with Google's, the CRM's values where the CRM won); take_google:
+    Google's version is the result (`deleted`: it deleted the event or its series); hold: "ask me" held a conflict,
+    `merged` is what the CRM event holds meanwhile (the CRM's values of the conflicting fields), nothing is pushed.
+    `google`: Google's version as a CRM event (for push_crm and hold).
     """
 
-    kind: Literal["adopt", "reapply", "push_crm", "take_google"]
+    kind: Literal["adopt", "reapply", "push_crm", "take_google", "hold"]
     decision: ConflictDecision | None = None
     deleted: bool = False
+    merged: CrmEvent | None = None
+    google: CrmEvent | None = None
 
 
 def resolve_conflict(
@@ -293,6 +302,7 @@ def resolve_conflict(
     reason: str,
     *,
     deleted_in_google: bool,
+    mode: ConflictMode = "last_write_wins",
 ) -> ConflictResolution:
     """Google's current version vs ours (`deleted_in_google`: the event, or its whole series, is deleted there)."""
     if google_has_our_content(event, current, calendar_id, now):
@@ -303,8 +313,15 @@ def resolve_conflict(
         google_updated = parse_rfc3339(current.get("updated"))
         decision = google_deletion_wins(event, google_updated, now, f"{reason}; deleted in Google (a deletion wins)")
         return ConflictResolution("take_google", decision, deleted=True)
-    decision = decide(event, current, now, reason)
-    return ConflictResolution("push_crm" if decision.winner == "crm" else "take_google", decision)
+    google = google_view(event, current, calendar_id, now)
+    outcome = merge_then_decide(
+        event, google, parse_rfc3339(current.get("updated")), now, mode=mode, crm_reason=reason, google_reason=reason
+    )
+    if outcome.held:
+        return ConflictResolution("hold", outcome.decision, merged=outcome.content, google=google)
+    if outcome.google_only:
+        return ConflictResolution("take_google", outcome.decision)
+    return ConflictResolution("push_crm", outcome.decision, merged=outcome.content, google=google)
 
 
 def retry_delay(attempts: int, rng: random.Random) -> float:

@@ -7,8 +7,11 @@ How one CRM write reaches Google exactly once (README, invariants 1-4):
   a `last_update_time` precondition, so a concurrent CRM edit is never clobbered: when it loses, it re-reads, re-plans
   (carrying the link Google just gave it) and tries again (shared/store.py `retry_if_changed`).
 - Conflicts (412 on patch/delete, 409 on insert): the current Google event is fetched and `resolve_conflict` says what
-  to do; decisions are recorded in `sync.decisions` either way. A Google deletion (of the event, or of the whole series
-  of an occurrence) always wins, as in Google → CRM: the CRM event becomes a tombstone that keeps its link.
+  to do (shared/sync/conflict.py merges, then decides); decisions are recorded in `sync.decisions` either way. A merge
+  that took fields from Google pushes the merged event (If-Match the fetched etag) and writes it back whole; "ask me"
+  holds a conflict (no Google write; the event stores both versions in `sync.state = conflict`). A Google deletion
+  (of the event, or of the whole series of an occurrence) always wins, as in Google → CRM: the CRM event becomes a
+  tombstone that keeps its link.
 
 Failures: the Google client already retried transient errors (bounded, jittered). What survives is *recorded* and the
 function returns success, the cron re-pushes when due (Eventarc retries are not used for Google errors: one place
@@ -124,7 +127,8 @@ class _Done:
     pushed: bool = False  # Google now holds this event's content: sync.content_hash = content_hash(event)
     tombstone_done: bool = False
     google_writes: int = 0
-    replaced: CrmEvent | None = None  # Google won: the whole CRM event is replaced by this one
+    replaced: CrmEvent | None = None  # Google won, a merge, or a hold: the whole CRM event is replaced by this one
+    merged: CrmEvent | None = None  # a merge took fields from Google: what was pushed, to store whole once it is
     refused: str | None = None  # the change was refused (type / role restriction): why; `replaced` restores it
     decisions: list[ConflictDecision] = field(default_factory=list)
 
@@ -150,8 +154,9 @@ class _CrmToGoogleRun:
 
     def _record(self, decision: ConflictDecision, calendar_id: str, google_event: dict[str, Any] | None) -> None:
         """Keep the decision, described for the conflict center (`google_event` None: Google deleted the event)."""
-        google = None if google_event is None else google_view(self.event, google_event, calendar_id, self.now)
-        decision = describe_conflict(decision, crm=self.event, google=google)
+        if decision.id is None:  # a merge's decision comes described
+            google = None if google_event is None else google_view(self.event, google_event, calendar_id, self.now)
+            decision = describe_conflict(decision, crm=self.event, google=google)
         self.done.decisions.append(decision)
         self._log(
             "push conflict decided",
@@ -332,7 +337,15 @@ class _CrmToGoogleRun:
     ) -> None:
         """Google's current version vs ours: crm_to_google_plan.resolve_conflict decides, this carries it out."""
         deleted = self._deleted_in_google(current, calendar_id)
-        resolution = resolve_conflict(self.event, current, calendar_id, self.now, reason, deleted_in_google=deleted)
+        resolution = resolve_conflict(
+            self.event,
+            current,
+            calendar_id,
+            self.now,
+            reason,
+            deleted_in_google=deleted,
+            mode=self.integration.conflict_mode,
+        )
         if resolution.decision is not None:
             self._record(resolution.decision, calendar_id, None if resolution.deleted else current)
         if resolution.kind == "adopt":
@@ -340,8 +353,41 @@ class _CrmToGoogleRun:
             self.done.pushed = True
         elif resolution.kind == "take_google":
             self._take_google(current, calendar_id, deleted=resolution.deleted)
+        elif resolution.kind == "hold":
+            assert resolution.merged is not None
+            assert resolution.google is not None
+            self._hold(resolution.merged, resolution.google, current, calendar_id)
         else:
+            if resolution.merged is not None and content_hash(resolution.merged) != content_hash(self.event):
+                assert resolution.google is not None
+                # Google's fields are now part of what we push: Google's version is the base of any further round.
+                base = base_of(resolution.google)
+                self.event = resolution.merged.model_copy(
+                    update={"sync": resolution.merged.sync.model_copy(update={"base": base})}
+                )
+                self.done.merged = self.event
             self._patch(calendar_id, current["id"], current.get("etag"), send_updates, rounds)
+
+    def _hold(self, held: CrmEvent, google: CrmEvent, current: dict[str, Any], calendar_id: str) -> None:
+        """ "Ask me": the CRM event keeps both versions for the user; Google is not written. Its link, hash and base
+        become Google's version (what Google holds at that etag), so the push after the user's choice sends exactly
+        the CRM's differences, If-Match that etag."""
+        replaced = held.model_copy(update={"google": link_from_google(current, calendar_id)})
+        replaced.sync = replaced.sync.model_copy(
+            update={
+                "state": SyncState.CONFLICT,
+                "content_hash": content_hash(google),
+                "base": base_of(google),
+                "last_error": None,
+                "last_error_at": None,
+                "attempts": 0,
+                "next_attempt_at": None,
+                "attempted_hash": None,
+            }
+        )
+        self.done.replaced = replaced
+        self.done.outcome = "conflict"
+        self.done.reason = "held for the user's choice (ask me)"
 
     def _find_instance(self, calendar_id: str, recurring_event_id: str) -> dict[str, Any]:
         assert self.event.series is not None
@@ -455,12 +501,12 @@ def _success_sync(event: CrmEvent, done: _Done, now: dt.datetime) -> SyncInfo:
         update={
             "state": SyncState.SYNCED,
             "content_hash": content_hash(event),
+            "base": base_of(event),  # both sides now hold this content: the three-way merge's base
             "last_error": None,
             "last_error_at": None,
             "attempts": 0,
             "next_attempt_at": None,
             "attempted_hash": None,
-            "base": base_of(event),
             "pushed_at": now if done.google_writes else event.sync.pushed_at,
             "decisions": with_decision(event.sync.decisions, *done.decisions),
         }
@@ -692,13 +738,18 @@ def _execute(
         return _write_fields(stored, google=event.google, sync=sync, extra={}), None
     result.google_writes = done.google_writes
     result.decisions = list(done.decisions)
+    if done.merged is not None and done.pushed and done.replaced is None:
+        # Pushed a merge that took fields from Google: the CRM event takes them too, in the same write-back.
+        done.replaced = done.merged.model_copy(update={"google": done.link or event.google})
+        done.replaced.sync = _success_sync(done.merged, done, now)
+        done.reason = "merged with Google's version and pushed"
     if done.replaced is not None:
         replaced = done.replaced
         replaced.sync = replaced.sync.model_copy(
             update={"decisions": with_decision(event.sync.decisions, *done.decisions)}
         )
         result.outcome, result.reason = (
-            ("refused", done.refused) if done.refused else ("conflict", "Google's version won")
+            ("refused", done.refused) if done.refused else ("conflict", done.reason or "Google's version won")
         )
         data = dump_for_firestore(replaced)
         data.pop("id", None)

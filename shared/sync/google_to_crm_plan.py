@@ -7,18 +7,22 @@ No I/O (vdirsyncer-style): `plan_pull` computes, `apply_plan` shows the state th
 - `UpdateFromGoogle`     Google's content (and link/etag) onto the stored CRM event; CRM metadata is kept;
                          `content_changed` False = only the link moved (etag differs, same content);
 - `TombstoneFromGoogle`  a cancelled (deleted) Google event -> CRM tombstone (`deleted`, `purge_at`);
-- `KeepLocal`            conflict: the CRM event has a newer, not-yet-pushed edit -> keep it (CRM → Google pushes
-                         it), store Google's etag and the decision;
+- `KeepLocal`            conflict: the CRM event has a not-yet-pushed edit -> keep it, merged with what Google alone
+                         changed (CRM → Google pushes the result), store Google's etag and the decision; or hold
+                         both versions for the user ("ask me": `sync.state = conflict`);
 - `SkipEcho`             Google's etag is the one we stored (we wrote it, or we already applied it): nothing;
 - `RemoveMissing`        full sync only: a CRM event linked to this calendar that Google no longer lists -> tombstone.
 Matching a Google event to a stored CRM event: by link (google.event_id), by the CRM id CRM → Google put in
 `extendedProperties.private.crmEventId` (not for an instance that merely inherited its series' properties), then by the
 derived id. Cancelled instances of a series become cancelled exceptions (status `cancelled`, series link); modified
 instances are stored linked to their series (`series.series_crm_id`).
-Conflicts arise only when the CRM event `has_unpushed_change`; who wins is shared/sync/conflict.py's rule (last write
-wins by clock, ties to the CRM, a Google deletion always wins).
+Conflicts arise only when the CRM event `has_unpushed_change`; shared/sync/conflict.py merges, then decides (last write
+wins by clock, ties to the CRM, a Google deletion always wins), or holds the conflict for the user ("ask me"). A held
+event is not overwritten by a Google edit (only a deletion wins over it); the link keeps the etag it held, so the push
+after the user's choice meets Google's newer version with a 412 and merges it then.
 Echo (README, invariant 3): every write of this direction sets `sync.content_hash = content_hash(new)`, so the CRM
-trigger sees nothing to push; a KeepLocal write leaves the hash alone (the unpushed edit stays visible to CRM → Google).
+trigger sees nothing to push, and `sync.base` (shared/sync/merge.py) to what both sides now hold; a KeepLocal write sets
+both to Google's version, whose etag it stores, so the CRM's remaining differences are exactly what CRM → Google pushes.
 """
 
 from __future__ import annotations
@@ -41,9 +45,18 @@ from shared.gcal.wire import (
     new_crm_event_from_google,
     parse_rfc3339,
 )
-from shared.models import ConflictDecision, CrmEvent, GoogleLink, ImportTypes, crm_event_id_for_google
-from shared.sync.conflict import google_deletion_wins, last_write_wins, tombstone, with_decision
+from shared.models import ConflictDecision, CrmEvent, GoogleLink, ImportTypes, SyncState, crm_event_id_for_google
+from shared.sync.conflict import (
+    ConflictMode,
+    google_deletion_wins,
+    held_for_user,
+    last_write_wins,
+    merge_then_decide,
+    tombstone,
+    with_decision,
+)
 from shared.sync.conflict_record import describe
+from shared.sync.merge import base_of
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Actions
@@ -294,6 +307,7 @@ def plan_one(
     now: dt.datetime,
     deleted_series: frozenset[str] = frozenset(),
     import_types: ImportTypes | None = None,
+    conflict_mode: ConflictMode = "last_write_wins",
 ) -> Action:
     calendar_id = index.calendar_id
     google_event = cancelled_shape(google_event)
@@ -339,21 +353,23 @@ def plan_one(
             return SkipEcho(None, google_id, ORPHAN_CANCELLATION)
         after = _google_version(None, google_event, index, crm_id, owner_id, now)
         return CreateFromGoogle(crm_id, google_id, mark_synced_from_google(after, now, []))
+    if held_for_user(stored):
+        return SkipEcho(crm_id, google_id, "held for the user's choice (ask me)")
 
     google_version = _google_version(stored, google_event, index, crm_id, owner_id, now)
     same_content = content_hash(google_version) == content_hash(stored)
+    if has_unpushed_change(stored) and not same_content and not stored.deleted:
+        return _merge(crm_id, google_id, stored, google_version, google_time, now, calendar_id, conflict_mode)
     if has_unpushed_change(stored) and not same_content:
-        decision = describe(
-            last_write_wins(
-                stored,
-                google_time,
-                now,
-                crm_reason="the CRM edit is newer than Google's change; kept (pushed later)",
-                google_reason="Google's change is newer than the CRM's unpushed edit",
-            ),
-            crm=stored,
-            google=google_version,
+        # A CRM deletion against a Google edit: not merged, the clocks decide the whole event.
+        decision = last_write_wins(
+            stored,
+            google_time,
+            now,
+            crm_reason="the CRM edit is newer than Google's change; kept (pushed later)",
+            google_reason="Google's change is newer than the CRM's unpushed edit",
         )
+        decision = describe(decision, crm=stored, google=google_version)
         if decision.winner == "crm":
             link = google_version.google
             if stored.google is not None and not linked_here(stored, calendar_id):
@@ -379,6 +395,43 @@ def plan_one(
     return UpdateFromGoogle(crm_id, google_id, stored, after, True)
 
 
+def _merge(
+    crm_id: str,
+    google_id: str,
+    stored: CrmEvent,
+    google_version: CrmEvent,
+    google_time: dt.datetime | None,
+    now: dt.datetime,
+    calendar_id: str,
+    conflict_mode: ConflictMode,
+) -> UpdateFromGoogle | KeepLocal:
+    """A Google change meets an unpushed CRM edit: shared/sync/conflict.py merges, then decides (or holds)."""
+    outcome = merge_then_decide(
+        stored,
+        google_version,
+        google_time,
+        now,
+        mode=conflict_mode,
+        crm_reason="the CRM edit is newer than Google's change; kept (pushed later)",
+        google_reason="Google's change is newer than the CRM's unpushed edit",
+    )
+    decisions = with_decision(stored.sync.decisions, outcome.decision)
+    if outcome.google_only:
+        after = mark_synced_from_google(google_version, now, decisions)
+        return UpdateFromGoogle(crm_id, google_id, stored, after, True, outcome.decision)
+    sync_update: dict[str, Any] = {"decisions": decisions}
+    link = google_version.google
+    if stored.google is not None and not linked_here(stored, calendar_id):
+        link = stored.google
+    else:
+        # The CRM now holds Google's version merged in: it is the base, and what Google holds at the stored etag.
+        sync_update.update(content_hash=content_hash(google_version), base=base_of(google_version))
+    if outcome.held:
+        sync_update["state"] = SyncState.CONFLICT
+    after = outcome.content.model_copy(update={"google": link, "sync": stored.sync.model_copy(update=sync_update)})
+    return KeepLocal(crm_id, google_id, stored, after, outcome.decision)
+
+
 def deleted_series_ids(changes: Iterable[dict[str, Any]]) -> frozenset[str]:
     return frozenset(g["id"] for g in changes if is_cancelled(g) and not g.get("recurringEventId"))
 
@@ -390,6 +443,7 @@ def plan_changes(
     owner_id: str,
     now: dt.datetime,
     import_types: ImportTypes | None = None,
+    conflict_mode: ConflictMode = "last_write_wins",
 ) -> list[Action]:
     changes = [g for g in changes if g.get("id")]
     deleted_series = deleted_series_ids(changes)
@@ -397,7 +451,13 @@ def plan_changes(
     orphans: list[dict[str, Any]] = []
     for google_event in changes:
         action = plan_one(
-            google_event, index, owner_id=owner_id, now=now, deleted_series=deleted_series, import_types=import_types
+            google_event,
+            index,
+            owner_id=owner_id,
+            now=now,
+            deleted_series=deleted_series,
+            import_types=import_types,
+            conflict_mode=conflict_mode,
         )
         if isinstance(action, SkipEcho) and action.reason == ORPHAN_CANCELLATION:
             orphans.append(google_event)  # planned again below: its series may come later in the batch
@@ -407,7 +467,13 @@ def plan_changes(
         actions.append(action)
     for google_event in orphans:
         action = plan_one(
-            google_event, index, owner_id=owner_id, now=now, deleted_series=deleted_series, import_types=import_types
+            google_event,
+            index,
+            owner_id=owner_id,
+            now=now,
+            deleted_series=deleted_series,
+            import_types=import_types,
+            conflict_mode=conflict_mode,
         )
         if not isinstance(action, SkipEcho):
             index.put(action.crm_id, action.after)
@@ -438,9 +504,8 @@ def plan_removals(
                 crm=event,
                 google=None,
             )
-        after = mark_synced_from_google(
-            _tombstone(event, None, now), now, with_decision(event.sync.decisions, decision)
-        )
+        decisions = with_decision(event.sync.decisions, decision)
+        after = mark_synced_from_google(_tombstone(event, None, now), now, decisions)
         removals.append(RemoveMissing(crm_id, event.google.event_id, event, after, decision))
     return removals
 
@@ -468,12 +533,15 @@ def plan_pull(
     now: dt.datetime,
     full: bool,
     import_types: ImportTypes | None = None,
+    conflict_mode: ConflictMode = "last_write_wins",
 ) -> list[Action]:
     """The actions that bring `stored` in line with Google's `changes` (all of Google's events when `full`).
 
     `import_types`: which non-meeting event types may enter the CRM (None: every type)."""
     index = StoredIndex(stored, calendar_id)
-    actions = plan_changes(changes, index, owner_id=owner_id, now=now, import_types=import_types)
+    actions = plan_changes(
+        changes, index, owner_id=owner_id, now=now, import_types=import_types, conflict_mode=conflict_mode
+    )
     if full:
         seen = {g["id"] for g in changes if g.get("id")}
         actions.extend(plan_removals(list(index.by_id.items()), seen, calendar_id=calendar_id, now=now))

@@ -45,6 +45,7 @@ from shared.models import (
     dump_for_firestore,
 )
 from shared.store import MAX_BATCH_WRITES, Lease, Write, is_valid_document_id, retry_if_changed
+from shared.sync.conflict import ConflictMode
 from shared.sync.google_to_crm_plan import (
     ORPHAN_CANCELLATION,
     Action,
@@ -236,6 +237,7 @@ def pull_calendar(
             client = ctx.calendar_client(integration)
             run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
             run.import_types = integration.import_types
+            run.conflict_mode = integration.conflict_mode
             try:
                 if early_refusal is not None:
                     report.list_calls += 1
@@ -255,6 +257,7 @@ def pull_calendar(
                 run.writer.flush()
                 run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
                 run.import_types = integration.import_types
+                run.conflict_mode = integration.conflict_mode
                 try:
                     run.run(client, None)
                 except FullSyncRequired as again:
@@ -366,6 +369,7 @@ class _GoogleToCrmRun:
         self.deleted_series: set[str] = set()
         self.orphan_cancellations: list[dict[str, Any]] = []  # re-planned at the end: their series may come later
         self.import_types: ImportTypes | None = None  # the owner's choice (pull_calendar sets it)
+        self.conflict_mode: ConflictMode = "last_write_wins"  # the owner's Integration.conflict_mode
 
     # -- helpers ------------------------------------------------------------------------------------------------------
     def _candidate_ids(self, items: list[dict[str, Any]]) -> set[str]:
@@ -457,6 +461,7 @@ class _GoogleToCrmRun:
                 now=self.now,
                 deleted_series=frozenset(self.deleted_series),
                 import_types=self.import_types,
+                conflict_mode=self.conflict_mode,
             )
             if isinstance(action, SkipEcho):
                 return True
@@ -557,6 +562,7 @@ class _GoogleToCrmRun:
                 now=self.now,
                 deleted_series=frozenset(self.deleted_series),
                 import_types=self.import_types,
+                conflict_mode=self.conflict_mode,
             )
             if isinstance(action, SkipEcho) and action.reason == ORPHAN_CANCELLATION and not final:
                 self.orphan_cancellations.append(item)

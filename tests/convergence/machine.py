@@ -1,6 +1,8 @@
 """The convergence state machine: random interleavings of CRM and Google edits, lost / duplicated / reordered
 notifications, Google faults, 410s, channel loss, crashes between writes and cron runs; then quiescence and the
-invariants (both sides agree, nothing lost, no duplicate, no ping-pong).
+invariants (both sides agree, nothing lost, no duplicate, no ping-pong, and an edit is lost only to a later edit of the
+same field: `concurrent_field_edits` edits different fields of one meeting in the CRM and in Google at once, and what
+each side wrote must be on both sides at the end unless a later rule edited that field or someone deleted the event).
 
 What is real: the Firestore emulator, the Google stand-in (the engine talks to it through google-api-python-client),
 and the webhook, served by functions-framework over HTTP: every Google-side change makes the stand-in POST a real
@@ -57,6 +59,9 @@ FAULT_METHODS = [
     "calendar.events.get",
 ]
 TITLES = st.sampled_from(["Demo", "Kickoff", "Review", "Lunch", "Call", "Sync", "Ünïcødé ✓"])
+GOOGLE_KEYS = {"title": "summary", "location": "location", "description": "description"}
+# (field the CRM edits, field Google edits): the issue's case first (the CRM renames, Google moves the room).
+FIELD_PAIRS = [("title", "location"), ("location", "title"), ("description", "title"), ("title", "description")]
 
 
 class Divergence(AssertionError):
@@ -300,6 +305,34 @@ def check_convergence(
     return problems
 
 
+def check_field_edits(ctx: AppContext, google: Any, field_edits: dict[tuple[str, str, str], str]) -> list[str]:
+    """An edit is lost only to a later edit of the same field: every concurrent edit no later rule superseded is on
+    both sides, unless the meeting was deleted (a deletion wins, the existing rule)."""
+    problems: list[str] = []
+    docs: dict[tuple[str, str], CrmEvent] = {}
+    for snapshot in ctx.store.db.collection("events").stream():
+        data = snapshot.to_dict() or {}
+        data["id"] = snapshot.id
+        event = CrmEvent.model_validate(data)
+        if event.google is not None and not event.deleted:
+            docs[(event.google.calendar_id, event.google.event_id)] = event
+    items: dict[tuple[str, str], dict[str, Any]] = {}
+    for calendar_id in {key[0] for key in field_edits}:
+        for item in google.control.raw_events(calendar_id):
+            items[(calendar_id, item["id"])] = item
+    for (calendar_id, event_id, name), value in sorted(field_edits.items()):
+        event, item = docs.get((calendar_id, event_id)), items.get((calendar_id, event_id))
+        if event is None or item is None or item.get("status") == "cancelled" or event.status == "cancelled":
+            continue  # deleted on one side: the deletion rule decides
+        in_crm, in_google = getattr(event, name), item.get(GOOGLE_KEYS[name])
+        if in_crm != value or in_google != value:
+            problems.append(
+                f"the edit {name}={value!r} of {event.id} / Google {event_id} was lost without a later edit of "
+                f"{name}: CRM {in_crm!r}, Google {in_google!r}"
+            )
+    return problems
+
+
 def google_writes(counters: dict[str, Any]) -> int:
     by_method = counters.get("by_method", {})
     return sum(by_method.get(f"calendar.events.{m}", 0) for m in WRITE_METHODS)
@@ -328,6 +361,8 @@ class SyncMachine(RuleBasedStateMachine):
         self.redeliver: set[str] = set()
         self.crm_changes = 0
         self.n = 0
+        # (calendar, Google id, CRM field) -> the value a concurrent edit wrote; dropped when a later rule edits it.
+        self.field_edits: dict[tuple[str, str, str], str] = {}
 
     # -- setup ---------------------------------------------------------------------------------------------------
     @initialize()
@@ -467,6 +502,7 @@ class SyncMachine(RuleBasedStateMachine):
             fields["start"], fields["end"] = start, end
         assert self.ctx is not None
         self.ctx.store.update_event(event.id, fields)
+        self._superseded(event, *(name for name in fields if name != "updated_at"))
         self.crm_changes += 1
         self.deliver_triggers()
 
@@ -513,6 +549,8 @@ class SyncMachine(RuleBasedStateMachine):
         if describe:
             patch["description"] = f"notes {self.n}"
         self.control.edit_event(calendar_id, item["id"], patch)
+        for name in ("title", "description") if describe else ("title",):
+            self.field_edits.pop((calendar_id, item["id"], name), None)
 
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50))
@@ -570,6 +608,54 @@ class SyncMachine(RuleBasedStateMachine):
         except Exception as exc:  # the series may have been deleted from the CRM side meanwhile
             if "404" not in str(exc) and "410" not in str(exc):
                 raise
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(
+        pick=st.integers(0, 50),
+        fields=st.sampled_from(FIELD_PAIRS),
+        order=st.sampled_from(["push_first", "pull_first", "later"]),
+        title=TITLES,
+    )
+    def concurrent_field_edits(self, pick: int, fields: tuple[str, str], order: str, title: str) -> None:
+        """The CRM edits one field of a synced meeting while a Google user edits another; then the push meets the
+        412 first, or the pull meets the unpushed CRM edit first, or other rules deliver both later."""
+        self._step("concurrent_field_edits", locals())
+        assert self.ctx is not None
+        live = {(c, item["id"]) for c, item in self._live_google()}
+        docs = [
+            d
+            for d in self._live_docs()
+            if d.google is not None
+            and d.series is None
+            and not d.recurrence
+            and (d.google.calendar_id, d.google.event_id) in live
+        ]
+        if not docs:
+            return
+        event = docs[pick % len(docs)]
+        assert event.google is not None
+        key = (event.google.calendar_id, event.google.event_id)
+        crm_field, google_field = fields
+        self.n += 1
+        crm_value, google_value = f"{title} (crm {self.n})", f"{title} (google {self.n})"
+        self.ctx.store.update_event(event.id, {crm_field: crm_value, "updated_at": self._now()})
+        self.crm_changes += 1
+        self.control.edit_event(key[0], key[1], {GOOGLE_KEYS[google_field]: google_value})
+        self.field_edits[(*key, crm_field)] = crm_value
+        self.field_edits[(*key, google_field)] = google_value
+        if order == "push_first":
+            self.deliver_triggers()
+        elif order == "pull_first":
+            self.control.release_notifications("fifo")
+            self._settle()
+            self.control.configure_push(hold=True)
+            self.deliver_triggers()
+
+    def _superseded(self, event: CrmEvent, *fields: str) -> None:
+        """A later CRM edit of these fields: an earlier concurrent edit of them may rightly be gone."""
+        if event.google is not None:
+            for name in fields:
+                self.field_edits.pop((event.google.calendar_id, event.google.event_id, name), None)
 
     # -- notifications -------------------------------------------------------------------------------------------
     @precondition(lambda self: self.ctx is not None)
@@ -684,6 +770,7 @@ class SyncMachine(RuleBasedStateMachine):
         event = docs[pick % len(docs)]
         assert self.ctx is not None
         self.ctx.store.update_event(event.id, {"title": f"{title} (crashy)", "updated_at": self._now()})
+        self._superseded(event, "title")
         self.crm_changes += 1
         snapshot = self.ctx.store.event_ref(event.id).get()
         self.triggered[event.id] = snapshot.update_time
@@ -765,6 +852,7 @@ class SyncMachine(RuleBasedStateMachine):
             must_live_crm=self._must_live_crm(),
             must_live_google=self._must_live_google(),
         )
+        problems += check_field_edits(self.ctx, self.google, self.field_edits)
         # No ping-pong: a further round of notifications, triggers and cron changes nothing anywhere.
         events_before = {s.id: s.update_time for s in self.ctx.store.db.collection("events").stream()}
         self.quiesce()
