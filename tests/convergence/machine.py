@@ -307,7 +307,8 @@ def check_convergence(
 
 def check_field_edits(ctx: AppContext, google: Any, field_edits: dict[tuple[str, str, str], str]) -> list[str]:
     """An edit is lost only to a later edit of the same field: every concurrent edit no later rule superseded is on
-    both sides, unless the meeting was deleted (a deletion wins, the existing rule)."""
+    both sides, unless the meeting was deleted (a deletion wins, the existing rule). Fields both sides edited before
+    syncing are left out by the caller: the conflict rule decides those by the meeting's clocks."""
     problems: list[str] = []
     docs: dict[tuple[str, str], CrmEvent] = {}
     for snapshot in ctx.store.db.collection("events").stream():
@@ -363,6 +364,11 @@ class SyncMachine(RuleBasedStateMachine):
         self.n = 0
         # (calendar, Google id, CRM field) -> the value a concurrent edit wrote; dropped when a later rule edits it.
         self.field_edits: dict[tuple[str, str, str], str] = {}
+        # Which side made each recorded field edit; a field the two sides both edited before either edit could sync
+        # is "contested": the conflict rule decides it by the event's clocks (Google gives no per-field edit times),
+        # so its loser is not a lost edit; both sides must still agree (the general invariants check that).
+        self.field_edit_side: dict[tuple[str, str, str], str] = {}
+        self.contested_fields: set[tuple[str, str, str]] = set()
 
     # -- setup ---------------------------------------------------------------------------------------------------
     @initialize()
@@ -550,7 +556,7 @@ class SyncMachine(RuleBasedStateMachine):
             patch["description"] = f"notes {self.n}"
         self.control.edit_event(calendar_id, item["id"], patch)
         for name in ("title", "description") if describe else ("title",):
-            self.field_edits.pop((calendar_id, item["id"], name), None)
+            self._forget_field_edit((calendar_id, item["id"], name))
 
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50))
@@ -641,8 +647,11 @@ class SyncMachine(RuleBasedStateMachine):
         self.ctx.store.update_event(event.id, {crm_field: crm_value, "updated_at": self._now()})
         self.crm_changes += 1
         self.control.edit_event(key[0], key[1], {GOOGLE_KEYS[google_field]: google_value})
-        self.field_edits[(*key, crm_field)] = crm_value
-        self.field_edits[(*key, google_field)] = google_value
+        for name, side, value in ((crm_field, "crm", crm_value), (google_field, "google", google_value)):
+            if self.field_edit_side.get((*key, name), side) != side:
+                self.contested_fields.add((*key, name))
+            self.field_edits[(*key, name)] = value
+            self.field_edit_side[(*key, name)] = side
         if order == "push_first":
             self.deliver_triggers()
         elif order == "pull_first":
@@ -655,7 +664,12 @@ class SyncMachine(RuleBasedStateMachine):
         """A later CRM edit of these fields: an earlier concurrent edit of them may rightly be gone."""
         if event.google is not None:
             for name in fields:
-                self.field_edits.pop((event.google.calendar_id, event.google.event_id, name), None)
+                self._forget_field_edit((event.google.calendar_id, event.google.event_id, name))
+
+    def _forget_field_edit(self, key: tuple[str, str, str]) -> None:
+        self.field_edits.pop(key, None)
+        self.field_edit_side.pop(key, None)
+        self.contested_fields.discard(key)
 
     # -- notifications -------------------------------------------------------------------------------------------
     @precondition(lambda self: self.ctx is not None)
@@ -852,7 +866,8 @@ class SyncMachine(RuleBasedStateMachine):
             must_live_crm=self._must_live_crm(),
             must_live_google=self._must_live_google(),
         )
-        problems += check_field_edits(self.ctx, self.google, self.field_edits)
+        uncontested = {k: v for k, v in self.field_edits.items() if k not in self.contested_fields}
+        problems += check_field_edits(self.ctx, self.google, uncontested)
         # No ping-pong: a further round of notifications, triggers and cron changes nothing anywhere.
         events_before = {s.id: s.update_time for s in self.ctx.store.db.collection("events").stream()}
         self.quiesce()
