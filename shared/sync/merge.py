@@ -81,8 +81,12 @@ def _digest(value: Any) -> str:
 
 
 def _field_digests(event: CrmEvent) -> dict[str, str]:
-    """One digest per whole field; a field at its default digests as `{}`, any other value as `{"v": value}`."""
+    """One digest per whole field; a field at its default digests as `{}`, any other value as `{"v": value}`.
+    Date-times digest as instants: Google re-spells an offset (`Z`, `+00:00`, the calendar's own) at will."""
+    from shared.gcal.wire import date_times_as_instants
+
     dumped = event.model_dump(mode="json", include=set(_WHOLE_FIELDS), exclude_defaults=True)
+    date_times_as_instants(dumped)
     return {name: _digest({"v": dumped[name]} if name in dumped else {}) for name in _WHOLE_FIELDS}
 
 

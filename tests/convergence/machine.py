@@ -556,7 +556,7 @@ class SyncMachine(RuleBasedStateMachine):
             patch["description"] = f"notes {self.n}"
         self.control.edit_event(calendar_id, item["id"], patch)
         for name in ("title", "description") if describe else ("title",):
-            self._forget_field_edit((calendar_id, item["id"], name))
+            self._forget_field_edit((calendar_id, item["id"], name), "google")
 
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50))
@@ -664,12 +664,14 @@ class SyncMachine(RuleBasedStateMachine):
         """A later CRM edit of these fields: an earlier concurrent edit of them may rightly be gone."""
         if event.google is not None:
             for name in fields:
-                self._forget_field_edit((event.google.calendar_id, event.google.event_id, name))
+                self._forget_field_edit((event.google.calendar_id, event.google.event_id, name), "crm")
 
-    def _forget_field_edit(self, key: tuple[str, str, str]) -> None:
+    def _forget_field_edit(self, key: tuple[str, str, str], side: str) -> None:
+        """A later edit of this field by `side` supersedes the recorded one; a later concurrent edit of it by the
+        other side is contested (this one may not have synced yet)."""
         self.field_edits.pop(key, None)
-        self.field_edit_side.pop(key, None)
         self.contested_fields.discard(key)
+        self.field_edit_side[key] = side
 
     # -- notifications -------------------------------------------------------------------------------------------
     @precondition(lambda self: self.ctx is not None)
