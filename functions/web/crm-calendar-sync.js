@@ -487,7 +487,7 @@ class CrmCalendarSync extends HTMLElement {
     const draft = this._draft;
     const modes = [
       ["last_write_wins", "The latest change wins (recommended)", "When both sides changed a meeting, the newer change is kept; you can switch to the other version below."],
-      ["ask_me", "Ask me", "Your choice is recorded now; holding conflicts until you choose is not available yet, so the latest change still wins meanwhile."],
+      ["ask_me", "Ask me", "When both sides changed the same detail, the meeting waits in the conflict center until you choose; other changes still merge."],
     ];
     return h(
       "section",
