@@ -752,6 +752,7 @@ class SyncMachine(RuleBasedStateMachine):
         if docs:
             edited = docs[pick % len(docs)].id
             self.ctx.store.update_event(edited, {"title": f"{title} (outage)", "updated_at": self._now()})
+            self._superseded(docs[pick % len(docs)], "title")  # a later CRM edit of the title
             self.crm_changes += 1
             self.triggered[edited] = self.ctx.store.event_ref(edited).get().update_time
         proxy.inject("ABORTED" if whole else code, calls=None if whole else calls)
