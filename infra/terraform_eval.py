@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from abc import ABC, abstractmethod
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -435,9 +436,11 @@ class TerraformModule:
         return out_list if tuple_form else out_map
 
 
-class _Lazy:
-    def get(self, key: Any) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
+class _Lazy(ABC):
+    """A reference resolved one attribute at a time (a resource type, its arguments, a data source)."""
+
+    @abstractmethod
+    def get(self, key: Any) -> Any: ...
 
 
 @dataclass
