@@ -14,10 +14,10 @@ number, the gateway's hostname).
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from abc import ABC, abstractmethod
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
