@@ -11,9 +11,15 @@ notification to it, and it pulls through shared.sync.coalesce. What is in-proces
 (exactly what Eventarc would deliver; the served CloudEvent adapter is covered by tests/push), and the cron by
 calling `shared.account.renewal.run_renewal(ctx)` (the served `renew` function is a thin adapter over it).
 
-Per example: a fresh stand-in (control.reset) and a fresh Firestore project (emulator reset), one connected user with
-two calendars enabled through `enable` (real channels to the served webhook). Notifications are held
-by the stand-in and delivered only by the notification rules, so examples replay deterministically enough to shrink.
+Per example: a fresh stand-in (control.reset) and a fresh Firestore project (emulator reset), two CRM users of one
+CRM, each with their own Google account: the first with two calendars, the peer with one and every event type
+imported, all enabled through `enable` (real channels to the served webhook). The two invite each other (from the CRM
+and from Google), so meetings are shared through Google's invitation copies; they answer invitations from the CRM and
+from Google; Google users make out-of-office, focus-time, working-location, birthday and Gmail events and split series
+("this and following"). Added invariants: no user's data reaches the other user's CRM events or calendar except an
+invitation Google shares; an event type the user does not import never enters the CRM; a CRM edit Google refuses for
+the type or the user's role is restored, recorded and not retried. Notifications are held by the stand-in and
+delivered only by the notification rules, so examples replay deterministically enough to shrink.
 
 A "crash" runs the engine with Firestore commits failing after k of them, in this thread only, until the work
 unwinds: the process died between two writes. Eventarc redelivers a crashed push; a crashed pull leaves its lease
@@ -37,11 +43,39 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from shared.context import AppContext, set_default_context
 from shared.gcal.wire import apply_google_event, content_hash, date_times_as_instants
-from shared.models import CONTENT_FIELDS, CrmEvent, SyncedCalendar, dump_for_firestore, utcnow
+from shared.models import CONTENT_FIELDS, CrmEvent, ImportTypes, SyncedCalendar, dump_for_firestore, utcnow
 
 USER = "conv-user"
 EMAIL = "conv@example.com"
-GUEST = "guest@example.com"
+# A second CRM user of the same CRM with their own Google account: the two invite each other, so meetings are shared
+# (invitation copies with the same iCalUID in both calendars), and no user's data may reach the other's CRM events or
+# calendar except through an invitation Google itself shares.
+PEER = "conv-peer"
+PEER_EMAIL = "peer@example.com"
+USERS = {USER: EMAIL, PEER: PEER_EMAIL}
+GUEST = "guest@example.com"  # a guest outside the CRM
+# Google-made event types (guides/event-types): what each rule creates; the peer imports every type, the first user
+# keeps the defaults (working locations and birthdays are not imported).
+TYPED_BODIES: dict[str, dict[str, Any]] = {
+    "outOfOffice": {
+        "summary": "OOO",
+        "outOfOfficeProperties": {"autoDeclineMode": "declineNone"},
+    },
+    "focusTime": {"summary": "Focus", "focusTimeProperties": {"chatStatus": "doNotDisturb"}},
+    "workingLocation": {
+        "summary": "Home",
+        "visibility": "public",
+        "transparency": "transparent",
+        "workingLocationProperties": {"type": "homeOffice", "homeOffice": {}},
+    },
+    "birthday": {"summary": "Birthday", "recurrence": ["RRULE:FREQ=YEARLY"]},
+    "fromGmail": {"summary": "Flight"},
+}
+ALL_DAY_TYPES = {"workingLocation", "birthday"}
+# What a Google user may edit of each type in Calendar (the rules below edit titles and descriptions only).
+GOOGLE_EDITABLE_TYPES = {"default", "outOfOffice", "focusTime"}
+RESTRICTED_TYPES = {"birthday", "fromGmail"}  # a CRM edit of these may be refused in part (README, event types)
+PEER_IMPORTS = {"out_of_office": True, "focus_time": True, "working_location": True, "birthday": True}
 WRITE_METHODS = ("insert", "patch", "update", "delete", "import", "move")
 FAULTS = [
     (500, "backendError"),
@@ -211,8 +245,10 @@ def check_convergence(
     crm_meta: dict[str, dict[str, Any]],
     must_live_crm: set[str],
     must_live_google: set[tuple[str, str]],
+    imported: Any = None,
 ) -> list[str]:
-    """Every invariant, as a list of human-readable divergences (empty: converged)."""
+    """Every invariant, as a list of human-readable divergences (empty: converged). `imported(calendar, item)` says
+    whether the calendar's owner imports the item's event type (default: every type)."""
     problems: list[str] = []
     now = ctx.clock()
     docs: dict[str, CrmEvent] = {}
@@ -240,6 +276,10 @@ def check_convergence(
                 if docs[crm_id].status != "cancelled":
                     problems.append(f"Google {key} is deleted/cancelled but CRM {crm_id} is live")
             continue
+        if imported is not None and not imported(key[0], item):
+            if holders:
+                problems.append(f"Google {key} is a {item.get('eventType')} the user does not import, in CRM {holders}")
+            continue
         private = (item.get("extendedProperties") or {}).get("private") or {}
         if private.get("crmEventId") and not item.get("recurringEventId"):
             crm_ids_in_google.setdefault(private["crmEventId"], []).append(key)
@@ -258,8 +298,11 @@ def check_convergence(
                 f"error={sync.last_error!r}, google etag {event.google.etag if event.google else None} "
                 f"vs {item.get('etag')})"
             )
-        if event.sync.state != "synced":
+        refused = event.sync.state == "error" and (event.sync.last_error or "").startswith("refused:")
+        if event.sync.state != "synced" and not refused:  # a refused edit is restored from Google and not retried
             problems.append(f"CRM {event.id} is {event.sync.state} after quiescence: {event.sync.last_error}")
+        if refused and (event.event_type not in RESTRICTED_TYPES and event.user_is_organizer):
+            problems.append(f"CRM {event.id} was refused although its user organises an unrestricted event")
     for crm_id, keys in crm_ids_in_google.items():
         if len(keys) > 1:
             problems.append(f"CRM event {crm_id} exists {len(keys)} times in Google: {keys}")
@@ -305,6 +348,38 @@ def check_convergence(
     return problems
 
 
+def check_isolation(
+    ctx: AppContext, google: Any, calendars_of: dict[str, list[str]], crm_owner: dict[str, str]
+) -> list[str]:
+    """No user's data reaches another user: a CRM event links only to a calendar of its owner and carries only its
+    owner's CRM metadata; a user's calendar holds only events the user made (in Google or through their own CRM
+    events) and invitations in which the user is a guest (Google's own sharing, `attendees[].self`)."""
+    problems: list[str] = []
+    owner_of_calendar = {calendar: user for user, calendars in calendars_of.items() for calendar in calendars}
+    owner_of_deal = {f"deal-{crm_id.removeprefix('crm-')}": user for crm_id, user in crm_owner.items()}
+    for snapshot in ctx.store.db.collection("events").stream():
+        data = snapshot.to_dict() or {}
+        owner, link = data.get("owner_id"), data.get("google")
+        if link and owner_of_calendar.get(link["calendar_id"]) != owner:
+            problems.append(f"CRM {snapshot.id} of {owner} links to {link['calendar_id']}, another user's calendar")
+        deal = (data.get("meta") or {}).get("deal_id")
+        if deal and owner_of_deal.get(deal, owner) != owner:
+            problems.append(f"CRM {snapshot.id} of {owner} carries {deal}, a meeting of {owner_of_deal[deal]}")
+    for calendar_id, owner in owner_of_calendar.items():
+        for item in google.control.raw_events(calendar_id):
+            if item.get("status") == "cancelled" or item.get("recurringEventId"):
+                continue
+            private = (item.get("extendedProperties") or {}).get("private") or {}
+            crm_id = private.get("crmEventId")
+            if crm_id and crm_owner.get(crm_id, owner) != owner:
+                problems.append(f"Google {calendar_id}/{item['id']} carries {crm_id} of {crm_owner[crm_id]}")
+            if (item.get("organizer") or {}).get("self"):
+                continue
+            if not any(a.get("self") for a in item.get("attendees") or []):
+                problems.append(f"Google {calendar_id}/{item['id']} is someone else's event without inviting {owner}")
+    return problems
+
+
 def check_field_edits(ctx: AppContext, google: Any, field_edits: dict[tuple[str, str, str], str]) -> list[str]:
     """An edit is lost only to a later edit of the same field: every concurrent edit no later rule superseded is on
     both sides, unless the meeting was deleted (a deletion wins, the existing rule). Fields both sides edited before
@@ -341,7 +416,8 @@ def google_writes(counters: dict[str, Any]) -> int:
 
 # --- the machine ----------------------------------------------------------------------------------------------------
 class SyncMachine(RuleBasedStateMachine):
-    """One user, two synced calendars (the primary receives CRM events); see the module docstring."""
+    """Two CRM users, three synced calendars (each primary receives its user's CRM events); see the module
+    docstring."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -369,6 +445,8 @@ class SyncMachine(RuleBasedStateMachine):
         # so its loser is not a lost edit; both sides must still agree (the general invariants check that).
         self.field_edit_side: dict[tuple[str, str, str], str] = {}
         self.contested_fields: set[tuple[str, str, str]] = set()
+        self.calendars_of: dict[str, list[str]] = {}  # CRM user -> their synced calendars
+        self.crm_owner: dict[str, str] = {}  # CRM id made by a CRM rule -> its owner
 
     # -- setup ---------------------------------------------------------------------------------------------------
     @initialize()
@@ -386,18 +464,32 @@ class SyncMachine(RuleBasedStateMachine):
         self.ctx = AppContext.create(settings, env.client(), clock=self.clock)
         set_default_context(self.ctx)
         self.control.create_account(EMAIL)
+        self.control.create_account(PEER_EMAIL)
         secondary = self.control.create_calendar(EMAIL, "Team")["id"]
-        self.calendars = [EMAIL, secondary]
-        # A small synced world, so every rule has something to act on: one Google event per calendar (one with a
-        # guest) and a daily series in the primary calendar (imported by enable's full sync), then two CRM meetings
-        # (one with a guest) pushed, and their notifications delivered.
+        self.calendars = [EMAIL, secondary, PEER_EMAIL]
+        self.calendars_of = {USER: [EMAIL, secondary], PEER: [PEER_EMAIL]}
+        # A small synced world, so every rule has something to act on: one Google event per calendar of the first
+        # user (one with a guest) and a daily series in their primary calendar, a meeting the peer organises in
+        # Google inviting the first user (imported by enable's full sync on both sides), then two CRM meetings of
+        # the first user (one with a guest) and one of the peer inviting the first user, pushed, and their
+        # notifications delivered.
         self.google_create(0, "Seed", 3, False, True)
         self.google_create(1, "Seed", 4, True, False)
         self.google_recurring_create(0, "Seed", 0)
+        self.google_create(2, "Seed shared", 5, False, False, peer=True)
         connect_user(self.ctx, self.google, USER, EMAIL)
+        connect_user(self.ctx, self.google, PEER, PEER_EMAIL)
         enablement.enable(self.ctx, USER, enablement.EnableRequest(calendar_ids=[EMAIL, secondary]))
+        enablement.enable(
+            self.ctx,
+            PEER,
+            enablement.EnableRequest(
+                calendar_ids=[PEER_EMAIL], import_types=enablement.ImportTypesChange(**PEER_IMPORTS)
+            ),
+        )
         self.crm_create("Seed", 1, 10, False, True)
         self.crm_create("Seed all-day", 2, 10, True, False)
+        self.crm_create("Seed shared", 3, 11, False, False, owner=1, peer=True)
         self.control.flush(timeout=20)
         self.deliver_triggers()
         self.control.configure_push(hold=True)
@@ -437,6 +529,26 @@ class SyncMachine(RuleBasedStateMachine):
                     found.append((calendar_id, item))
         return sorted(found, key=lambda x: (x[0], x[1]["id"]))
 
+    @staticmethod
+    def _other_email(user: str) -> str:
+        return PEER_EMAIL if user == USER else EMAIL
+
+    def _owner_of(self, calendar_id: str) -> str:
+        return next(user for user, calendars in self.calendars_of.items() if calendar_id in calendars)
+
+    def _imported(self, calendar_id: str, item: dict[str, Any]) -> bool:
+        """Whether the calendar's owner imports the item's event type (the peer chose every type)."""
+        chosen = ImportTypes(**PEER_IMPORTS) if self._owner_of(calendar_id) == PEER else ImportTypes()
+        return chosen.imports(item.get("eventType", "default"))
+
+    def _organised(self) -> list[tuple[str, dict[str, Any]]]:
+        """Live Google events (not occurrences) the calendar's owner organises: what a Google user may edit."""
+        return [
+            (calendar_id, item)
+            for calendar_id, item in self._live_google()
+            if not item.get("recurringEventId") and (item.get("organizer") or {}).get("self")
+        ]
+
     def _push(self, event_id: str) -> None:
         from shared.sync.crm_to_google_run import push_event
 
@@ -468,29 +580,46 @@ class SyncMachine(RuleBasedStateMachine):
         return ({"date_time": start.isoformat()}, {"date_time": (start + dt.timedelta(hours=1)).isoformat()})
 
     # -- CRM rules -----------------------------------------------------------------------------------------------
-    @rule(title=TITLES, day=st.integers(0, 20), hour=st.integers(6, 18), all_day=st.booleans(), guest=st.booleans())
-    def crm_create(self, title: str, day: int, hour: int, all_day: bool, guest: bool) -> None:
+    @rule(
+        title=TITLES,
+        day=st.integers(0, 20),
+        hour=st.integers(6, 18),
+        all_day=st.booleans(),
+        guest=st.booleans(),
+        owner=st.integers(0, 1),
+        peer=st.booleans(),
+    )
+    def crm_create(
+        self, title: str, day: int, hour: int, all_day: bool, guest: bool, owner: int = 0, peer: bool = False
+    ) -> None:
+        """A CRM user makes a meeting (`guest`: with an outside guest; `peer`: inviting the other CRM user, whose
+        Google calendar then holds an invitation copy that their own sync imports)."""
         self._step("crm_create", locals())
         assert self.ctx is not None
         self.n += 1
         crm_id = f"crm-{self.n}"
+        user = list(USERS)[owner]
         start, end = self._times(day, hour, all_day)
         meta = {"deal_id": f"deal-{self.n}", "company_id": "acme", "quote_id": None, "kind": "demo"}
+        attendees = [{"email": GUEST}] if guest else []
+        if peer:
+            attendees.append({"email": self._other_email(user)})
         event = CrmEvent.model_validate(
             {
                 "id": crm_id,
-                "owner_id": USER,
+                "owner_id": user,
                 "title": title,
                 "start": start,
                 "end": end,
                 "meta": meta,
-                "attendees": [{"email": GUEST}] if guest else [],
+                "attendees": attendees,
                 "created_at": self._now(),
                 "updated_at": self._now(),
             }
         )
         self.ctx.store.save_event(event)
         self.crm_meta[crm_id] = meta
+        self.crm_owner[crm_id] = user
         self.crm_changes += 1
         self.deliver_triggers()
 
@@ -529,8 +658,16 @@ class SyncMachine(RuleBasedStateMachine):
 
     # -- Google rules --------------------------------------------------------------------------------------------
     @precondition(lambda self: self.ctx is not None)
-    @rule(cal=st.integers(0, 1), title=TITLES, day=st.integers(0, 20), all_day=st.booleans(), guest=st.booleans())
-    def google_create(self, cal: int, title: str, day: int, all_day: bool, guest: bool) -> None:
+    @rule(
+        cal=st.integers(0, 2),
+        title=TITLES,
+        day=st.integers(0, 20),
+        all_day=st.booleans(),
+        guest=st.booleans(),
+        peer=st.booleans(),
+    )
+    def google_create(self, cal: int, title: str, day: int, all_day: bool, guest: bool, peer: bool = False) -> None:
+        """A Google user makes an event (`peer`: inviting the other CRM user, who gets an invitation copy)."""
         self._step("google_create", locals())
         start, end = self._times(day, 14, all_day)
         body: dict[str, Any] = {
@@ -538,16 +675,41 @@ class SyncMachine(RuleBasedStateMachine):
             "start": {"date": start["date"]} if all_day else {"dateTime": start["date_time"]},
             "end": {"date": end["date"]} if all_day else {"dateTime": end["date_time"]},
         }
-        if guest:
-            body["attendees"] = [{"email": GUEST}]
+        attendees = [{"email": GUEST}] if guest else []
+        if peer:
+            attendees.append({"email": self._other_email(self._owner_of(self.calendars[cal]))})
+        if attendees:
+            body["attendees"] = attendees
         created = self.control.create_event(self.calendars[cal], body)
         self.google_created.add((self.calendars[cal], created["id"]))
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(
+        user=st.integers(0, 1),
+        kind=st.sampled_from(sorted(TYPED_BODIES)),
+        day=st.integers(0, 20),
+    )
+    def google_typed_create(self, user: int, kind: str, day: int) -> None:
+        """The Google user makes an out-of-office, focus-time, working-location, birthday or Gmail event in their
+        primary calendar: each becomes what the README's event-type table says, or nothing when not imported."""
+        self._step("google_typed_create", locals())
+        calendar_id = list(USERS.values())[user]
+        all_day = kind in ALL_DAY_TYPES
+        start, end = self._times(day, 7, all_day)
+        body: dict[str, Any] = {
+            **TYPED_BODIES[kind],
+            "eventType": kind,
+            "start": {"date": start["date"]} if all_day else {"dateTime": start["date_time"]},
+            "end": {"date": end["date"]} if all_day else {"dateTime": end["date_time"]},
+        }
+        created = self.control.create_event(calendar_id, body)
+        self.google_created.add((calendar_id, created["id"]))
 
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50), title=TITLES, describe=st.booleans())
     def google_edit(self, pick: int, title: str, describe: bool) -> None:
         self._step("google_edit", locals())
-        live = [x for x in self._live_google() if not x[1].get("recurringEventId")]
+        live = [x for x in self._organised() if x[1].get("eventType", "default") in GOOGLE_EDITABLE_TYPES]
         if not live:
             return
         calendar_id, item = live[pick % len(live)]
@@ -576,15 +738,56 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.ctx is not None)
     @rule(pick=st.integers(0, 50), answer=st.sampled_from(["accepted", "declined", "tentative"]))
     def google_reply(self, pick: int, answer: str) -> None:
+        """The outside guest answers an invitation (the organiser's event changes)."""
         self._step("google_reply", locals())
-        live = [x for x in self._live_google() if any(a.get("email") == GUEST for a in x[1].get("attendees", []))]
+        live = [x for x in self._organised() if any(a.get("email") == GUEST for a in x[1].get("attendees", []))]
         if not live:
             return
         calendar_id, item = live[pick % len(live)]
         self.control.reply(calendar_id, item["id"], GUEST, answer)
 
     @precondition(lambda self: self.ctx is not None)
-    @rule(cal=st.integers(0, 1), title=TITLES, day=st.integers(0, 10))
+    @rule(pick=st.integers(0, 50), answer=st.sampled_from(["accepted", "declined", "tentative"]))
+    def google_guest_answers(self, pick: int, answer: str) -> None:
+        """A CRM user answers, in Google Calendar, an invitation the other CRM user sent (their own copy changes,
+        and through Google the organiser's event)."""
+        self._step("google_guest_answers", locals())
+        invitations = [
+            (calendar_id, item)
+            for calendar_id, item in self._live_google()
+            if calendar_id in USERS.values()
+            and not item.get("recurringEventId")
+            and not (item.get("organizer") or {}).get("self")
+        ]
+        if not invitations:
+            return
+        calendar_id, item = invitations[pick % len(invitations)]
+        self.control.reply(calendar_id, item["id"], calendar_id, answer)
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(pick=st.integers(0, 50), answer=st.sampled_from(["accepted", "declined", "tentative"]))
+    def crm_rsvp(self, pick: int, answer: str) -> None:
+        """A CRM user answers an invitation from the CRM: their own attendee entry's response (README, invitations)."""
+        self._step("crm_rsvp", locals())
+        assert self.ctx is not None
+        invitations = [
+            d
+            for d in self._live_docs()
+            if not d.user_is_organizer and d.google is not None and any(a.is_self for a in d.attendees)
+        ]
+        if not invitations:
+            return
+        event = invitations[pick % len(invitations)]
+        attendees = [a.model_dump(mode="json") for a in event.attendees]
+        for attendee in attendees:
+            if attendee.get("is_self"):
+                attendee["response_status"] = answer
+        self.ctx.store.update_event(event.id, {"attendees": attendees, "updated_at": self._now()})
+        self.crm_changes += 1
+        self.deliver_triggers()
+
+    @precondition(lambda self: self.ctx is not None)
+    @rule(cal=st.integers(0, 2), title=TITLES, day=st.integers(0, 10))
     def google_recurring_create(self, cal: int, title: str, day: int) -> None:
         self._step("google_recurring_create", locals())
         start = dt.datetime.combine(dt.date(2027, 4, 1) + dt.timedelta(days=day), dt.time(8), tzinfo=dt.UTC)
@@ -615,6 +818,31 @@ class SyncMachine(RuleBasedStateMachine):
             if "404" not in str(exc) and "410" not in str(exc):
                 raise
 
+    @precondition(lambda self: self.ctx is not None and bool(self.series))
+    @rule(pick=st.integers(0, 50), which=st.integers(1, 3), title=TITLES)
+    def google_split_series(self, pick: int, which: int, title: str) -> None:
+        """The Google user edits "this and following" of a series: the original ends before the chosen instance and
+        a new series `<id>_R<stamp>` starts there with the edit (the CRM has never seen it)."""
+        self._step("google_split_series", locals())
+        calendar_id, series_id, instances = self.series[pick % len(self.series)]
+        if (calendar_id, series_id) in self.google_deleted or which >= len(instances):
+            return
+        try:
+            created = self.control.split_series(
+                calendar_id, series_id, instances[which], {"summary": f"{title} (following)"}
+            )
+        except Exception as exc:  # the series or that instance may be gone (deleted from either side)
+            if "404" not in str(exc) and "410" not in str(exc) and "400" not in str(exc):
+                raise
+            return
+        if created["id"] == series_id:
+            return  # split at the first instance: the whole series was edited
+        self.series[pick % len(self.series)] = (calendar_id, series_id, instances[:which])
+        self.series.append(
+            (calendar_id, created["id"], [f"{created['id']}_{i.rsplit('_', 1)[1]}" for i in instances[which:]])
+        )
+        self.google_created.add((calendar_id, created["id"]))
+
     @precondition(lambda self: self.ctx is not None)
     @rule(
         pick=st.integers(0, 50),
@@ -634,6 +862,8 @@ class SyncMachine(RuleBasedStateMachine):
             if d.google is not None
             and d.series is None
             and not d.recurrence
+            and d.user_is_organizer
+            and d.event_type in GOOGLE_EDITABLE_TYPES
             and (d.google.calendar_id, d.google.event_id) in live
         ]
         if not docs:
@@ -704,13 +934,13 @@ class SyncMachine(RuleBasedStateMachine):
         self.control.inject_fault(method, status, reason, count=count, retry_after=0)
 
     @precondition(lambda self: self.ctx is not None)
-    @rule(cal=st.integers(0, 1))
+    @rule(cal=st.integers(0, 2))
     def invalidate_sync_tokens(self, cal: int) -> None:
         self._step("invalidate_sync_tokens", locals())
         self.control.invalidate_sync_tokens(self.calendars[cal])
 
     @precondition(lambda self: self.ctx is not None)
-    @rule(cal=st.integers(0, 1))
+    @rule(cal=st.integers(0, 2))
     def channel_dies_at_google(self, cal: int) -> None:
         """Google stops notifying early (a lost channel): only the cron's stale pull catches up."""
         self._step("channel_dies_at_google", locals())
@@ -796,7 +1026,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.redeliver.add(event.id)
 
     @precondition(lambda self: self.ctx is not None)
-    @rule(cal=st.integers(0, 1), writes=st.integers(0, 3))
+    @rule(cal=st.integers(0, 2), writes=st.integers(0, 3))
     def pull_crashes(self, cal: int, writes: int) -> None:
         """A pull (as the webhook would run it) dies after `writes` Firestore writes."""
         self._step("pull_crashes", locals())
@@ -806,7 +1036,8 @@ class SyncMachine(RuleBasedStateMachine):
         assert self.ctx is not None
         # A SyncError (a Google fault may be active) is what the webhook answers with a status; a 5xx is redelivered.
         with crash_after(writes), contextlib.suppress(SyncError):
-            request_pull(self.ctx, USER, self.calendars[cal], reason="webhook")
+            calendar_id = self.calendars[cal]
+            request_pull(self.ctx, self._owner_of(calendar_id), calendar_id, reason="webhook")
 
     @precondition(lambda self: self.ctx is not None)
     @rule(writes=st.integers(0, 4), later=st.booleans())
@@ -868,7 +1099,9 @@ class SyncMachine(RuleBasedStateMachine):
             crm_meta=self.crm_meta,
             must_live_crm=self._must_live_crm(),
             must_live_google=self._must_live_google(),
+            imported=self._imported,
         )
+        problems += check_isolation(self.ctx, self.google, self.calendars_of, self.crm_owner)
         uncontested = {k: v for k, v in self.field_edits.items() if k not in self.contested_fields}
         problems += check_field_edits(self.ctx, self.google, uncontested)
         # No ping-pong: a further round of notifications, triggers and cron changes nothing anywhere.

@@ -11,7 +11,8 @@ import pytest
 from shared.account import enablement
 from shared.context import AppContext
 from shared.sync.crm_to_google_run import push_event
-from tests.convergence.machine import SyncMachine
+from tests.convergence import machine as conv
+from tests.convergence.machine import SyncMachine, check_isolation
 from tests.convergence.test_state_machine import env as convergence_env  # noqa: F401  (the machine's fixture)
 from tests.fixtures.functions import ServedFunction, serve_function
 from tests.fixtures.sync import connect_user, make_settings
@@ -113,3 +114,34 @@ def test_crm_edit_of_an_occurrence_does_not_revive_it_in_a_deleted_series() -> N
     stored = machine.ctx.store.get_event(occurrence.id)
     assert stored is not None and stored.deleted and stored.sync.decisions[-1].winner == "google"
     machine.teardown()  # quiescence and every invariant; raises Divergence
+
+
+@pytest.mark.usefixtures("convergence_env")
+def test_the_isolation_invariant_sees_a_meeting_in_the_wrong_users_crm() -> None:
+    """The multi-user invariant can fail: a CRM event of the peer linked to the first user's calendar, and a meeting
+    of the first user's CRM written into the peer's calendar without an invitation, are both reported."""
+    machine = SyncMachine()
+    machine.setup()
+    assert machine.ctx is not None
+    assert check_isolation(machine.ctx, machine.google, machine.calendars_of, machine.crm_owner) == []
+    # The seeded world shares meetings: the peer's two invitations (one from its CRM, one made in Google) are
+    # invitation copies in the first user's CRM.
+    invited = [d for d in machine._live_docs() if d.owner_id == conv.USER and not d.user_is_organizer]
+    assert len(invited) == 2 and all(d.organizer and d.organizer.email == conv.PEER_EMAIL for d in invited), invited
+    mine = next(
+        d for d in machine._live_docs() if d.owner_id != conv.PEER and d.google and d.google.calendar_id == conv.EMAIL
+    )
+    machine.ctx.store.update_event(mine.id, {"owner_id": conv.PEER})
+    machine.control.create_event(
+        conv.PEER_EMAIL,
+        {
+            "summary": "leaked",
+            "start": {"dateTime": "2027-03-01T10:00:00Z"},
+            "end": {"dateTime": "2027-03-01T11:00:00Z"},
+            "extendedProperties": {"private": {"crmEventId": "crm-1"}},
+        },
+    )
+    problems = check_isolation(machine.ctx, machine.google, machine.calendars_of, machine.crm_owner)
+    assert any(f"CRM {mine.id} of {conv.PEER} links to {conv.EMAIL}" in p for p in problems), problems
+    assert any("carries crm-1 of conv-user" in p for p in problems), problems
+    machine.control.configure_push(hold=False)
