@@ -145,3 +145,20 @@ def test_the_isolation_invariant_sees_a_meeting_in_the_wrong_users_crm() -> None
     assert any(f"CRM {mine.id} of {conv.PEER} links to {conv.EMAIL}" in p for p in problems), problems
     assert any("carries crm-1 of conv-user" in p for p in problems), problems
     machine.control.configure_push(hold=False)
+
+
+@pytest.mark.usefixtures("convergence_env")
+def test_an_invitation_changed_by_the_crons_push_reaches_a_guest_whose_channel_died() -> None:
+    """Soak finding (harness): the peer renames a meeting it organises in the CRM while Google fails its patches, so
+    the cron pushes it later; the first user, invited, has a channel Google stopped. The cron pulls before it pushes,
+    so only the next stale pull brings the rename into the first user's CRM: convergence, one stale period later."""
+    machine = SyncMachine()
+    machine.setup()
+    machine.google_fault(fault=(500, "backendError"), method="calendar.events.patch", count=6)
+    machine.channel_dies_at_google(cal=0)
+    docs = machine._live_docs()
+    organised = next(i for i, d in enumerate(docs) if d.owner_id == conv.PEER and d.user_is_organizer and d.attendees)
+    machine.crm_edit(pick=organised, title="Review", move=False, day=16)
+    assert machine.ctx is not None
+    assert machine.ctx.store.get_event(docs[organised].id).sync.state == "pending"  # Google refused for now
+    machine.teardown()  # quiescence and every invariant; raises Divergence
