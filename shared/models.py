@@ -347,6 +347,7 @@ class SyncBase(Stored):
 
     fields: dict[str, str] = Field(default_factory=dict)  # merged field name -> digest of its value
     attendees: dict[str, str] = Field(default_factory=dict)  # lower-cased email -> digest of the guest's entry
+    own_answer: str | None = None  # digest of the user's own answer (the `is_self` guest's response); None: unknown
 
 
 class SyncInfo(Stored):

@@ -22,6 +22,9 @@ Rules the merge keeps, and why:
   go to the conflict rule, whose winner brings its own pair.
 - A guest's answer (`response_status`) and Google's own flags (`organizer`, `is_self`) are the guest's and Google's,
   never edits to merge: they are left out of the guest's digest and always taken from Google's copy of the guest.
+  One exception: the user's own answer (the guest entry Google marks `is_self`) is theirs to change from the CRM (an
+  RSVP), so it has its own base digest (`SyncBase.own_answer`): changed in the CRM only, the CRM's answer is kept
+  (`OWN_ANSWER` among `fields_from_crm`); otherwise Google's copy holds the answer, as for every other guest.
   Guest order is not content: the merged list follows Google's order, then guests only the CRM has.
 - No base (events synced before bases were stored), or a base without a field added since: every field the two sides
   hold differently conflicts, which is plain last-write-wins.
@@ -53,6 +56,7 @@ COUPLED_FIELDS: tuple[frozenset[str], ...] = (frozenset({"start", "end"}),)
 # Attendee attributes Google owns: the guest's answer and Google's flags. Never merged, always Google's.
 GOOGLE_OWNED_ATTENDEE_FIELDS: frozenset[str] = frozenset({"response_status", "organizer", "is_self"})
 DIGEST_BYTES = 8
+OWN_ANSWER = "attendees[self].response_status"  # the user's own answer, as a MergeResult / decision names it
 
 _WHOLE_FIELDS: tuple[str, ...] = tuple(name for name in MERGED_FIELDS if name != ATTENDEES)
 
@@ -107,12 +111,22 @@ def _guest_digests(event: CrmEvent) -> dict[str, str]:
     return {key: _guest_digest(entries) for key, entries in _guests(event).items()}
 
 
+def _own_answer(event: CrmEvent) -> str | None:
+    """The user's own answer: the response of the guest entry Google marks as the calendar's owner."""
+    return next((a.response_status for a in event.attendees if a.is_self), None)
+
+
 def base_of(event: CrmEvent) -> SyncBase:
     """The base to store once both sides hold this event's content (after a successful push or pull).
 
     Compute it from the content both sides then hold: the event as pushed, or as pulled.
     """
-    return SyncBase(fields=_field_digests(event), attendees=_guest_digests(event))
+    own = _own_answer(event)
+    return SyncBase(
+        fields=_field_digests(event),
+        attendees=_guest_digests(event),
+        own_answer=None if own is None else _digest({"v": own}),
+    )
 
 
 _Verdict = Literal["same", "agreed", "crm", "google", "conflict"]
@@ -196,6 +210,10 @@ class MergeResult:
                     for i, entry in enumerate(entries)
                 ]
             merged.extend(entries)
+        if OWN_ANSWER in self.fields_from_crm:
+            # The user answered in the CRM only since the base: their answer, on their own entry.
+            answer = _own_answer(self.crm)
+            merged = [a.model_copy(update={"response_status": answer}) if a.is_self else a for a in merged]
         return merged
 
 
@@ -227,6 +245,11 @@ def three_way_merge(base: SyncBase | None, crm: CrmEvent, google: CrmEvent) -> M
     for key in sorted({*crm_guests, *google_guests, *(base.attendees if base else ())}):
         base_guest = base.attendees.get(key) if base else _UNKNOWN  # None: not a guest at the base
         verdicts[attendee_field(key)] = _verdict(base_guest, crm_guests.get(key), google_guests.get(key))
+    own_crm, own_google = _own_answer(crm), _own_answer(google)
+    if own_crm is not None and own_google is not None and own_crm != own_google:
+        base_own = base.own_answer if base is not None and base.own_answer is not None else _UNKNOWN
+        if _verdict(base_own, _digest({"v": own_crm}), _digest({"v": own_google})) == "crm":
+            verdicts[OWN_ANSWER] = "crm"  # anything else: Google's copy holds the answer, as for any guest
     by_verdict: dict[_Verdict, tuple[str, ...]] = {
         verdict: tuple(name for name, found in verdicts.items() if found == verdict)
         for verdict in ("crm", "google", "conflict", "agreed")

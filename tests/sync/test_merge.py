@@ -691,3 +691,46 @@ def test_independent_guest_edits_on_both_sides_are_all_kept(synced: CrmEvent, da
         for keys, side in ((crm_keys, crm), (google_keys, google)):
             for key in keys:
                 assert merged.get(key) == _content(side)["attendees"].get(key)
+
+
+# --- the user's own answer (an RSVP from the CRM) ---------------------------------------------------------------------
+def _invitation() -> CrmEvent:
+    """An invitation: the user (bo) is a guest whose own entry Google marks `is_self`."""
+    return with_guest(meeting(), "bo@example.com", is_self=True, response_status="needsAction")
+
+
+def test_an_answer_given_in_the_crm_only_is_kept_beside_googles_change() -> None:
+    synced = _invitation()
+    crm = with_guest(synced, "bo@example.com", response_status="accepted")
+    google = edit(synced, title="Kick-off (moved)")
+    result = three_way_merge(base_of(synced), crm, google)
+    assert result.fields_from_crm == ("attendees[self].response_status",)
+    assert not result.has_conflict
+    merged = result.merged("google")
+    assert merged.title == "Kick-off (moved)"
+    assert guest(merged, "bo@example.com").response_status == "accepted"
+    assert guest(merged, "ana@example.com").response_status == "accepted"  # another guest's answer: Google's
+
+
+@pytest.mark.parametrize(
+    ("base_answer", "google_answer"),
+    [("needsAction", "declined"), (None, "needsAction")],
+    ids=["answered-on-both-sides", "no-base-answer"],
+)
+def test_an_own_answer_is_googles_unless_only_the_crm_changed_it(base_answer: str | None, google_answer: str) -> None:
+    synced = _invitation()
+    crm = with_guest(synced, "bo@example.com", response_status="accepted")
+    google = with_guest(synced, "bo@example.com", response_status=google_answer)
+    base = base_of(synced).model_copy(update={"own_answer": None}) if base_answer is None else base_of(synced)
+    merged = three_way_merge(base, crm, google).merged("crm")
+    assert guest(merged, "bo@example.com").response_status == google_answer
+
+
+def test_the_own_answer_has_its_own_base_digest() -> None:
+    synced = _invitation()
+    assert base_of(synced).own_answer is not None
+    assert (
+        base_of(with_guest(synced, "bo@example.com", response_status="accepted")).own_answer
+        != base_of(synced).own_answer
+    )
+    assert base_of(meeting()).own_answer is None  # no entry of the user's own

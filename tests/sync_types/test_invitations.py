@@ -164,3 +164,45 @@ def test_organiser_changes_reach_the_crm_and_deleting_the_invitation_declines_it
     assert organiser_copy["status"] == "confirmed"
     stored = app_context.store.get_event(event.id)
     assert stored.deleted and stored.sync.state == SyncState.SYNCED
+
+
+def test_an_rsvp_meeting_the_organisers_concurrent_change_keeps_both(
+    alice: SyncedUser, google: Any, served: dict[str, Any], app_context: Any
+) -> None:
+    """The user's own answer is theirs to change: the organiser renames the meeting in Google while the CRM's RSVP is
+    not yet pushed. Whichever function meets the conflict first (the push's 412, or the pull), both the rename and
+    the answer survive, on both sides."""
+    made = _invite(google)
+    event = _imported(alice, made["id"])
+    attendees = [a.model_copy(update={"response_status": "declined"}) if a.is_self else a for a in event.attendees]
+    edit(app_context, event.id, attendees=[a.model_dump() for a in attendees])
+    google.control.edit_event(BOB, made["id"], {"summary": "ACME pitch (moved room)"})
+
+    trigger(served["push_event"], app_context, event.id)  # 412: Google changed since the CRM's etag
+
+    assert _answers(google, BOB, made["id"])[ALICE] == "declined"
+    organiser_copy = google.service_for(BOB).events().get(calendarId="primary", eventId=made["id"]).execute()
+    assert organiser_copy["summary"] == "ACME pitch (moved room)"
+    alice.flush()
+    alice.pull()
+    stored = app_context.store.get_event(event.id)
+    assert stored.title == "ACME pitch (moved room)"
+    assert [a.response_status for a in stored.attendees if a.is_self] == ["declined"]
+
+
+def test_an_unpushed_rsvp_survives_the_pull_of_the_organisers_change(
+    alice: SyncedUser, google: Any, served: dict[str, Any], app_context: Any
+) -> None:
+    made = _invite(google)
+    event = _imported(alice, made["id"])
+    attendees = [a.model_copy(update={"response_status": "tentative"}) if a.is_self else a for a in event.attendees]
+    edit(app_context, event.id, attendees=[a.model_dump() for a in attendees])
+    google.control.edit_event(BOB, made["id"], {"summary": "ACME pitch (v2)"})
+    alice.flush()
+    alice.pull()  # the pull meets the unpushed answer first
+    merged = app_context.store.get_event(event.id)
+    assert merged.title == "ACME pitch (v2)"
+    assert [a.response_status for a in merged.attendees if a.is_self] == ["tentative"]
+
+    trigger(served["push_event"], app_context, event.id)
+    assert _answers(google, BOB, made["id"])[ALICE] == "tentative"
