@@ -38,6 +38,7 @@ ENV_VARS: dict[str, str] = {
     "GOOGLE_RETRY_BASE_SECONDS": "google_retry_base_seconds",
     "RENEWAL_DEADLINE_SECONDS": "renewal_deadline_seconds",
     "RENEWAL_CONCURRENCY": "renewal_concurrency",
+    "FIRESTORE_CALL_DEADLINE_SECONDS": "firestore_call_deadline_seconds",
     "OAUTH_RETURN_URL": "oauth_return_url",
     "SCHEDULER_OIDC_AUDIENCE": "scheduler_oidc_audience",
     "SCHEDULER_INVOKER_EMAIL": "scheduler_invoker_email",
@@ -87,6 +88,8 @@ class Settings(BaseModel):
     google_retry_base_seconds: float = Field(default=0.5, ge=0)
     renewal_deadline_seconds: float = Field(default=240.0, gt=0)
     renewal_concurrency: int = Field(default=8, ge=1, le=64)
+    # One Firestore call (with the client's retries) gives up after this long: StoreUnavailable, a 503 / a retry.
+    firestore_call_deadline_seconds: float = Field(default=20.0, gt=0, le=300)
     # Where the OAuth callback sends the browser afterwards (the CRM settings page); empty = a JSON answer.
     oauth_return_url: str = ""
     # The private renew function checks the claims of the token Cloud Run IAM admitted (its signature is removed

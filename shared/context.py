@@ -52,7 +52,10 @@ class AppContext:
     def create(cls, settings: Settings, db: FirestoreClient | None = None, **overrides: object) -> AppContext:
         from shared.store import FirestoreStore
 
-        return cls(settings=settings, store=FirestoreStore(db or new_firestore_client(settings)), **overrides)  # type: ignore[arg-type]
+        store = FirestoreStore(
+            db or new_firestore_client(settings), call_deadline=settings.firestore_call_deadline_seconds
+        )
+        return cls(settings=settings, store=store, **overrides)  # type: ignore[arg-type]
 
     @functools.cached_property
     def cipher(self) -> TokenCipher:

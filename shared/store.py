@@ -160,11 +160,33 @@ class BatchWriter:
             self.commit()
 
 
+DEFAULT_CALL_DEADLINE_SECONDS = 20.0
+
+
+def _call_policies(deadline: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(read, write) keyword arguments every Firestore call of the gateway passes: the client's own retry predicates
+    (google.cloud.firestore_v1 transports: reads, which go through batchGet and runQuery, retry DEADLINE_EXCEEDED,
+    INTERNAL and UNAVAILABLE; commits RESOURCE_EXHAUSTED and UNAVAILABLE) with one bounded deadline instead of 60 s
+    (300 s for batchGet and queries). Under a standing outage a request then fails within `deadline` as
+    StoreUnavailable: the webhook answers 503 while Google still waits for it, and a push fails in time for
+    Eventarc's retry, instead of holding the request for minutes."""
+    from google.api_core import exceptions as gexc
+    from google.api_core.retry import Retry, if_exception_type
+
+    def retry(*errors: type[Exception]) -> Retry:
+        return Retry(initial=0.1, maximum=2.0, multiplier=1.3, predicate=if_exception_type(*errors), timeout=deadline)
+
+    reads = retry(gexc.DeadlineExceeded, gexc.InternalServerError, gexc.ServiceUnavailable)
+    writes = retry(gexc.ResourceExhausted, gexc.ServiceUnavailable)
+    return {"retry": reads, "timeout": deadline}, {"retry": writes, "timeout": deadline}
+
+
 class FirestoreStore:
     """Typed Firestore reads and writes; `ops` counts reads, writes, commits and queries (and `rpcs`: round trips)."""
 
-    def __init__(self, db: FirestoreClient) -> None:
+    def __init__(self, db: FirestoreClient, *, call_deadline: float = DEFAULT_CALL_DEADLINE_SECONDS) -> None:
         self.db = db
+        self._read_policy, self._write_policy = _call_policies(call_deadline)
         self.ops: collections.Counter[str] = collections.Counter()
         # (kind, started, finished) per round trip when a benchmark attaches a list: the critical path is measured,
         # not counted by hand (tests/benchmarks/bench_pull.py). None in production: no cost.
@@ -251,7 +273,7 @@ class FirestoreStore:
             self._stage(batch, write)
         started = time.perf_counter()
         try:
-            results = batch.commit()
+            results = batch.commit(**self._write_policy)
         except Exception as exc:
             typed = _typed(exc)
             if isinstance(typed, DocumentChanged):
@@ -264,7 +286,7 @@ class FirestoreStore:
     def _get(self, ref: DocumentReference) -> DocumentSnapshot:
         started = time.perf_counter()
         try:
-            snapshot = ref.get()
+            snapshot = ref.get(**self._read_policy)
         except Exception as exc:
             raise _transient(exc) from exc
         self.count_reads(started=started)
@@ -274,7 +296,7 @@ class FirestoreStore:
         """Several documents in one round trip (missing ones come back with `exists == False`)."""
         started = time.perf_counter()
         try:
-            snapshots = list(self.db.get_all(refs))
+            snapshots = list(self.db.get_all(refs, **self._read_policy))
         except Exception as exc:
             raise _transient(exc) from exc
         self.count_reads(len(snapshots), batch_get=True, started=started)
@@ -283,7 +305,7 @@ class FirestoreStore:
     def _write(self, ref: DocumentReference, data: dict[str, Any], *, merge: bool = False, **options: Any) -> None:
         started = time.perf_counter()
         try:
-            ref.set(data, merge=merge, **options)
+            ref.set(data, merge=merge, **options, **self._write_policy)
         except Exception as exc:
             raise _transient(exc) from exc
         self.count_commit(started=started)
@@ -293,7 +315,7 @@ class FirestoreStore:
         precondition failed."""
         started = time.perf_counter()
         try:
-            ref.update(data, **options)
+            ref.update(data, **options, **self._write_policy)
         except Exception as exc:
             raise _typed(exc) from exc
         self.count_commit(started=started)
@@ -302,7 +324,7 @@ class FirestoreStore:
         """Create a document only if it does not exist; False when it already did (leases, idempotency keys)."""
         started = time.perf_counter()
         try:
-            ref.create(data)
+            ref.create(data, **self._write_policy)
         except Exception as exc:
             typed = _typed(exc)
             if isinstance(typed, DocumentChanged):
@@ -318,7 +340,7 @@ class FirestoreStore:
         self.ops["rpcs"] += 1
         started = time.perf_counter()
         try:
-            for snapshot in query.stream():
+            for snapshot in query.stream(**self._read_policy):
                 self.count_reads(rpc=False)
                 yield snapshot
         except Exception as exc:
@@ -329,7 +351,7 @@ class FirestoreStore:
         """A count aggregation: one round trip, billed as one read, whatever the count."""
         self.ops["queries"] += 1
         try:
-            result = query.count().get()
+            result = query.count().get(**self._read_policy)
         except Exception as exc:
             raise _transient(exc) from exc
         self.count_reads()
@@ -596,7 +618,7 @@ class FirestoreStore:
             options["option"] = self.db.write_option(last_update_time=last_update_time)
         started = time.perf_counter()
         try:
-            ref.delete(**options)
+            ref.delete(**options, **self._write_policy)
         except Exception as exc:
             typed = _typed(exc)
             if isinstance(typed, DocumentChanged):

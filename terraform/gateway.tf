@@ -34,6 +34,7 @@ locals {
         parameters  = [{ name = "asset", in = "path", required = true, type = "string" }]
         x-google-backend = {
           address          = local.function_urls[k]
+          jwt_audience     = local.function_urls[k]
           path_translation = "APPEND_PATH_TO_ADDRESS"
           deadline         = local.sizing[k].timeout
         }

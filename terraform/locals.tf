@@ -122,16 +122,17 @@ locals {
 
   # Tunables (shared/config.py defaults; a policy test keeps them equal), overridable through var.tuning.
   tuning_defaults = {
-    CHANNEL_TTL_SECONDS       = "604800"
-    RENEW_BEFORE_SECONDS      = "86400"
-    STALE_SYNC_SECONDS        = "64800"
-    PUSH_SWEEP_GRACE_SECONDS  = "120"
-    SYNC_LEASE_SECONDS        = "120"
-    SEND_UPDATES              = "all"
-    GOOGLE_MAX_RETRIES        = "5"
-    GOOGLE_RETRY_BASE_SECONDS = "0.5"
-    RENEWAL_DEADLINE_SECONDS  = "240.0"
-    RENEWAL_CONCURRENCY       = "8"
+    CHANNEL_TTL_SECONDS             = "604800"
+    RENEW_BEFORE_SECONDS            = "86400"
+    STALE_SYNC_SECONDS              = "64800"
+    PUSH_SWEEP_GRACE_SECONDS        = "120"
+    SYNC_LEASE_SECONDS              = "120"
+    SEND_UPDATES                    = "all"
+    GOOGLE_MAX_RETRIES              = "5"
+    GOOGLE_RETRY_BASE_SECONDS       = "0.5"
+    RENEWAL_DEADLINE_SECONDS        = "240.0"
+    RENEWAL_CONCURRENCY             = "8"
+    FIRESTORE_CALL_DEADLINE_SECONDS = "20.0"
   }
 
   # Deployment-derived env vars.

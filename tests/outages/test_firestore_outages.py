@@ -162,3 +162,30 @@ def test_cron_fails_during_an_outage_stops_part_way_in_a_flaky_one_and_the_next_
         time.sleep(app_context.settings.sync_lease_seconds / 2)  # a lease the refused pull left must expire
         assert renew().status_code == 200
     google.control.resume_delivery()
+
+
+def test_a_standing_unavailable_outage_gets_a_503_not_a_hung_request(
+    app_context: Any, google: Any, served: Any, firestore_faults: FirestoreFaultProxy
+) -> None:
+    """UNAVAILABLE is retried by the client itself (for 300 s on batchGet by default): the store bounds every call
+    (FIRESTORE_CALL_DEADLINE_SECONDS), so a notification during a standing outage is answered 503 while Google still
+    waits for the answer, and Google's retry later applies it. Here the bound is 1 s."""
+    from shared.context import AppContext, set_default_context
+
+    google.control.set_options(sync_before_response=False)
+    user = make_synced_user(app_context, google, served["webhook"].url + "/")
+    before = _crm_titles(app_context)
+    bounded = AppContext.create(
+        app_context.settings.model_copy(update={"firestore_call_deadline_seconds": 1.0}), app_context.store.db
+    )
+    set_default_context(bounded)
+    try:
+        firestore_faults.inject("UNAVAILABLE")  # until cleared
+        answer = user.notify()  # the test client gives up after 30 s
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "store_unavailable"
+        assert sum(firestore_faults.refused.values()) > 1, "the client's own retries were not used"
+    finally:
+        firestore_faults.clear()
+        set_default_context(app_context)
+    assert _crm_titles(app_context) == before
