@@ -88,6 +88,11 @@ class RouteHints:
         with self._lock:
             self._items.pop(channel_id, None)
 
+    def clear(self) -> None:
+        """Forget every channel (what a new instance knows: benchmarks measure the cold path with it)."""
+        with self._lock:
+            self._items.clear()
+
 
 route_hints = RouteHints()
 
@@ -119,6 +124,10 @@ class RecentEvents:
             self._items.move_to_end(key)
             while len(self._items) > self._calendars:
                 self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
 recent_events = RecentEvents()
