@@ -38,7 +38,9 @@ Firestore round trip costs at most one dropped page per instance.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Iterable
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ROUTE_HINTS_MAX = 10_000  # channels one instance remembers (about 1 MB)
+FIRST_PAGE_THREADS = 16  # early lists in flight at once per instance (more wait for a free thread)
 RECENT_CALENDARS_MAX = 10_000  # calendars whose recently touched CRM documents one instance remembers
 RECENT_EVENTS_PER_CALENDAR = 8  # documents read in step 1 per calendar (a few more document reads, no round trip)
 
@@ -258,8 +261,15 @@ def start_first_page(ctx: AppContext, state: PullState, user_id: str, calendar_i
         finally:
             first._done.set()
 
-    threading.Thread(target=list_page, name="first-page", daemon=True).start()
+    _first_page_pool().submit(list_page)
     return FirstPageStart(slot, first)
+
+
+@functools.cache
+def _first_page_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Long-lived threads for the early lists: starting a thread per notification waits for it to be scheduled, and
+    the client keeps one HTTP connection per thread, so a new thread also meant a new connection to Google."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=FIRST_PAGE_THREADS, thread_name_prefix="first-page")
 
 
 # What the warm path's guesses cost this process (benchmarks and tests read it): "early_page_dropped" (a listed page
