@@ -33,10 +33,11 @@ the next notification or the cron's stale-calendar pull takes it over and re-lis
 only ever advances in the same commit as the changes it covers.
 
 Firestore operations of a steady-state run from the webhook (shared/sync/notification_path.py): one batchGet of the
-route, integration, calendar, lease and marker (`prefetched`), lease create 1 (while events.list page 1 is in flight),
-events batchGet 1 per page (the first with the calendar), final commit 1 (events + calendar + lease delete), marker
-read 1: 5 in all, 4 of them before the CRM commit is done. Without `prefetched` the pull reads its state after the
-lease (one more round trip).
+route, integration, calendar, lease, marker and the CRM documents the calendar's recent pulls touched (`prefetched`),
+lease create 1 (while events.list page 1 is in flight), final commit 1 (events + calendar + lease delete, under
+preconditions from that batchGet), marker read 1: 4 in all, 3 of them before the CRM commit is done (one more batchGet
+of the listed events' documents when the first one did not read them all). Without `prefetched` the pull reads its
+state after the lease (one more round trip).
 """
 
 from __future__ import annotations
