@@ -345,7 +345,10 @@ def pull_calendar(
                     calendar_id=calendar_id,
                 )
                 report.resynced_after_410 = True
-                run.writer.flush()
+                if run.writer.speculative_since is not None:
+                    run.writer.pending.clear()  # planned on the webhook's read, never committed: the full list has it
+                else:
+                    run.writer.flush()
                 deferred = run.writer.deferred  # still to take if that flush committed nothing
                 run = new_run()
                 try:

@@ -195,3 +195,34 @@ def test_a_changed_token_on_a_warm_instance_is_rejected_before_any_call(synced: 
     assert google.control.counters()["total"] == 0
     assert _spent(synced, before)["commits"] == 0
     assert not _lease_held(synced)()
+
+
+def test_a_410_after_a_page_planned_on_the_first_read_resyncs_in_full(synced: SyncedUser, google: Any) -> None:
+    """Page 1 planned on the batchGet's documents (nothing committed yet), then Google answers 410 for page 2: the
+    uncommitted page is dropped, the full list that follows covers it."""
+    ctx = synced.ctx
+    created = google.control.create_event(synced.email, _simple("v1"))
+    synced.flush()
+    google.control.pause_delivery()
+    try:
+        state = read_pull_state(ctx, synced.user_id, synced.calendar_id)
+        google.control.edit_event(synced.email, created["id"], {"summary": "v2"})
+        early = start_first_page(ctx, state, synced.user_id, synced.calendar_id)
+        assert early is not None
+        try:
+            page = early.wait()
+            assert page.page is not None
+            page.page.pop("nextSyncToken", None)
+            page.page["nextPageToken"] = "page-2"  # as a long incremental list has
+            google.control.inject_fault(LIST, 410, "fullSyncRequired", message="gone", count=1)
+            report = pull_calendar(
+                ctx, synced.user_id, synced.calendar_id, reason="webhook", prefetched=state, first_page=page
+            )
+        finally:
+            early.release()
+    finally:
+        google.control.resume_delivery()
+        synced.flush()
+    assert report.outcome == "ok" and report.resynced_after_410
+    assert synced.by_google_id(created["id"]).title == "v2"
+    assert len(synced.events()) == 1
