@@ -147,12 +147,15 @@ def read_notification_state(ctx: AppContext, channel_id: str) -> tuple[ChannelRo
     hint = route_hints.get(channel_id)
     if hint is not None:
         user_id, calendar_id = hint
+        # A pull of this calendar already running here: this notification will queue behind it (a burst), so the
+        # event documents would only be decoded for nothing.
+        busy = _pull_running_here(user_id, calendar_id)
         state = ctx.store.get_pull_state(
             user_id,
             calendar_key(calendar_id),
             lease_doc_id(user_id, calendar_id),
             channel_id=channel_id,
-            event_ids=recent_events.ids(user_id, calendar_id),
+            event_ids=() if busy else recent_events.ids(user_id, calendar_id),
         )
         route = state.route
         if route is not None and (route.user_id, route.calendar_id) == hint:
@@ -201,6 +204,11 @@ def calendar_mark(calendar: Any) -> tuple[Any, ...]:
 
 _starting: set[str] = set()
 _starting_lock = threading.Lock()
+
+
+def _pull_running_here(user_id: str, calendar_id: str) -> bool:
+    with _starting_lock:
+        return lease_doc_id(user_id, calendar_id) in _starting
 
 
 class FirstPageStart:
