@@ -13,19 +13,20 @@ A warm instance that has seen the channel before, for a change to an event its e
    in step 1 and carries their update times as preconditions (a create: that the document does not exist yet), and
    the calendar write carries the calendar's update time from step 1: a pull that committed since, or any other
    write to those documents, fails the whole commit, nothing is stored, and the page is planned again on a fresh read
-   (google_to_crm_run: the 4-round-trip path below).
-When the page names a document step 1 did not read (an event this instance has not pulled lately, an item that
-carries a CRM id, a recurring instance), the runner reads the page's documents and the calendar in one more batchGet
-before the commit (4 round trips; a pull committed between step 1 and our lease drops the early page). A cold instance
-reads the route alone first (one more round trip). The webhook authenticates from step 1's route before anything else
-happens (invariant 6: a forged or stale notification makes no Google call and no write).
+   as on the 4-round-trip path below (google_to_crm_run).
+When the page names a document step 1 did not read (an event this instance has not pulled lately, one created in the
+CRM, a recurring instance), the runner reads the page's documents and the calendar in one more batchGet before the
+commit (4 round trips; a pull committed between step 1 and our lease drops the early page). A cold instance reads the
+route alone first (one more round trip). The webhook authenticates from step 1's route before anything else happens
+(invariant 6: a forged or stale notification makes no Google call and no write).
 
-Why not list before step 1 (from a sync token and credentials remembered from earlier notifications)? Two Google
-calls would be spent that nothing pays for: a notification of our own write is answered without a list (the route's
-`echo_pending`, shared/sync/echo.py, is only known from step 1), and such echoes are most notifications of a calendar
-the CRM writes to; and the sync token an instance remembers is stale whenever another instance pulled the calendar
-last, which is most of the time once Cloud Run runs several instances. Each such miss is a wasted events.list
-against the 600-per-user-minute quota; a stale document in step 3 costs one failed commit and one batchGet instead.
+Why not list before step 1 (from a sync token and credentials remembered from earlier notifications)? Google calls
+would be spent that nothing pays for, in two common cases: a notification of our own write is answered without a
+list (the route's `echo_pending`, shared/sync/echo.py, is only known from step 1), and such echoes are as many as the
+changes made in Google, or more, on a calendar the CRM writes to; and the sync token an instance remembers is stale
+whenever another instance pulled the calendar last, which is most of the time once Cloud Run runs several instances.
+Each such miss is a wasted events.list against the 600-per-user-minute quota; a stale document in step 3 costs one
+failed commit and one batchGet instead.
 
 Why the list may start before the lease is won, and what that costs: the list only reads. If the lease is lost (a
 pull is already running), the page is dropped and the notification is queued as before; that discarded page is the
