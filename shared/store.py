@@ -32,7 +32,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from shared.errors import BadRequest, DocumentChanged, DocumentMissing, KeptChanging, StoreUnavailable
@@ -551,9 +551,18 @@ class FirestoreStore:
         self, user_id: str, cal_key: str
     ) -> tuple[Integration | None, SyncedCalendar | None]:
         """The integration and one of its calendars in one RPC (the pull's only state reads besides events)."""
+        integration, calendar, _ = self.get_integration_and_calendar_at(user_id, cal_key)
+        return integration, calendar
+
+    def get_integration_and_calendar_at(
+        self, user_id: str, cal_key: str
+    ) -> tuple[Integration | None, SyncedCalendar | None, dt.datetime | None]:
+        """Like get_integration_and_calendar, plus the calendar's update time (a precondition for a later write that
+        must fail if a pull committed meanwhile: every pull writes the calendar)."""
         refs = [self.integration_ref(user_id), self.calendar_ref(user_id, cal_key)]
         integration: Integration | None = None
         calendar: SyncedCalendar | None = None
+        calendar_time: dt.datetime | None = None
         for snapshot in self.get_all_documents(refs):
             if not snapshot.exists:
                 continue
@@ -561,13 +570,21 @@ class FirestoreStore:
                 integration = Integration.model_validate(snapshot.to_dict())
             else:
                 calendar = SyncedCalendar.model_validate(snapshot.to_dict())
-        return integration, calendar
+                calendar_time = snapshot.update_time
+        return integration, calendar, calendar_time
 
     def get_pull_state(
-        self, user_id: str, cal_key: str, lease_doc_id: str, *, channel_id: str | None = None
+        self,
+        user_id: str,
+        cal_key: str,
+        lease_doc_id: str,
+        *,
+        channel_id: str | None = None,
+        event_ids: Iterable[str] = (),
     ) -> PullState:
         """Everything a pull reads before it lists, in one batchGet: the integration, the calendar (its sync token),
-        the pull lease and its "dirty" marker, and (for the webhook) the channel's route."""
+        the pull lease and its "dirty" marker, and (for the webhook) the channel's route and the CRM documents the
+        calendar's recent changes landed on (kept raw: parsed only if the list names them)."""
         refs = {
             "integration": self.integration_ref(user_id),
             "calendar": self.calendar_ref(user_id, cal_key),
@@ -576,19 +593,26 @@ class FirestoreStore:
         }
         if channel_id is not None:
             refs["route"] = self.channel_ref(channel_id)
-        by_path = {snapshot.reference.path: snapshot for snapshot in self.get_all_documents(list(refs.values()))}
+        event_refs = {event_id: self.event_ref(event_id) for event_id in event_ids if is_valid_document_id(event_id)}
+        by_path = {
+            snapshot.reference.path: snapshot
+            for snapshot in self.get_all_documents([*refs.values(), *event_refs.values()])
+        }
         found = {name: by_path[ref.path] for name, ref in refs.items()}
 
         def model(name: str, kind: Any) -> Any:
             snapshot = found.get(name)
             return kind.model_validate(snapshot.to_dict()) if snapshot is not None and snapshot.exists else None
 
+        calendar_snapshot = found["calendar"]
         return PullState(
             integration=model("integration", Integration),
             calendar=model("calendar", SyncedCalendar),
             lease=found["lease"],
             dirty=found["dirty"],
             route=model("route", ChannelRoute),
+            calendar_update_time=calendar_snapshot.update_time if calendar_snapshot.exists else None,
+            events={event_id: by_path[ref.path] for event_id, ref in event_refs.items()},
         )
 
     def get_event_snapshots_and(
@@ -633,11 +657,19 @@ class FirestoreStore:
         self, ref: DocumentReference, fields: dict[str, Any], seconds: int, now: dt.datetime
     ) -> Lease | None:
         """Create the lease document if absent; None when someone holds (or held) it."""
+        lease, create = self.lease_create_write(ref, fields, seconds, now)
+        assert create.data is not None
+        if self.create_if_absent(ref, create.data):
+            return lease
+        return None
+
+    def lease_create_write(
+        self, ref: DocumentReference, fields: dict[str, Any], seconds: int, now: dt.datetime
+    ) -> tuple[Lease, Write]:
+        """A lease and the `create` that takes it, to ride in a batch: the batch commits only if nobody holds it."""
         holder = uuid.uuid4().hex
         data = {"holder": holder, **fields, "acquired_at": now, "expires_at": now + dt.timedelta(seconds=seconds)}
-        if self.create_if_absent(ref, data):
-            return Lease(ref, holder, seconds)
-        return None
+        return Lease(ref, holder, seconds), Write("create", ref, data)
 
     def take_over_lease(
         self, ref: DocumentReference, snapshot: DocumentSnapshot, fields: dict[str, Any], seconds: int, now: dt.datetime
@@ -794,6 +826,8 @@ class PullState:
     lease: DocumentSnapshot
     dirty: DocumentSnapshot
     route: ChannelRoute | None = None
+    calendar_update_time: dt.datetime | None = None
+    events: dict[str, DocumentSnapshot] = field(default_factory=dict)  # CRM id -> snapshot (exists or not)
 
 
 def lease_is_live(snapshot: DocumentSnapshot, now: dt.datetime) -> bool:

@@ -11,6 +11,14 @@
      not hammer one document: 2 RPCs per coalesced notification);
    - lease live, no marker -> blind-write the marker, then read the lease once more: if it vanished meanwhile (the
      holder finished between our looks) take it ourselves; otherwise `queued` (the webhook answers 202).
+   A full pull (`full=True`, the first import) skips step 1: its lease create rides in the runner's first batch
+   commit, with a precondition on the calendar's update time read before its list (`deferred_lease`), so a 10,000-
+   event import needs no commit of its own for the lease. If someone holds the lease, or a pull committed since
+   that read, the commit fails whole (nothing is stored) and the request goes through step 1 as above (LeaseNotWon):
+   queued behind the holder, or run again under the lease. What that costs: the list pages listed before that
+   first commit (one page of up to 2,500 events for a large import; a small one takes its lease alone before its
+   only commit, as before), and, for the few milliseconds until that commit, the lease does not yet keep other
+   requests out (they take it, and this one queues behind them).
 2. The runner pulls (shared.sync.google_to_crm_run.pull_calendar); the lease is deleted in the pull's final
    commit (no extra write).
 3. After releasing, the runner reads the marker. Present -> create the lease again (if someone else holds it, leave
@@ -25,10 +33,11 @@ the next notification or the cron's stale-calendar pull takes it over and re-lis
 only ever advances in the same commit as the changes it covers.
 
 Firestore operations of a steady-state run from the webhook (shared/sync/notification_path.py): one batchGet of the
-route, integration, calendar, lease and marker (`prefetched`), lease create 1 (while events.list page 1 is in flight),
-events batchGet 1 per page (the first with the calendar), final commit 1 (events + calendar + lease delete), marker
-read 1: 5 in all, 4 of them before the CRM commit is done. Without `prefetched` the pull reads its state after the
-lease (one more round trip).
+route, integration, calendar, lease, marker and the CRM documents the calendar's recent pulls touched (`prefetched`),
+lease create 1 (while events.list page 1 is in flight), final commit 1 (events + calendar + lease delete, under
+preconditions from that batchGet), marker read 1: 4 in all, 3 of them before the CRM commit is done (one more batchGet
+of the listed events' documents when the first one did not read them all). Without `prefetched` the pull reads its
+state after the lease (one more round trip).
 """
 
 from __future__ import annotations
@@ -40,8 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 from shared.logs import log_event
 from shared.models import calendar_key
-from shared.store import Lease, PullState, lease_is_live
-from shared.sync.google_to_crm_run import GoogleToCrmReport, pull_calendar
+from shared.store import Lease, PullState, Write, lease_is_live
+from shared.sync.google_to_crm_run import GoogleToCrmReport, LeaseNotWon, pull_calendar
 from shared.sync.notification_path import FirstPageStart, log_dropped, start_first_page
 
 if TYPE_CHECKING:
@@ -190,12 +199,19 @@ def _acquire_and_run(
 ) -> PullOutcome:
     outcome = PullOutcome(user_id=user_id, calendar_id=calendar_id)
     lease_ref, dirty_ref = _refs(ctx, user_id, calendar_id)
-    try:
-        lease, took_over = _acquire_or_queue(
-            ctx, lease_ref, dirty_ref, user_id, calendar_id, reason, full, seen=prefetched
-        )
-    finally:
-        first_page = early.wait() if early is not None else None
+    deferred: Write | None = None
+    first_page = None
+    if full and prefetched is None:  # the lease rides in the import's first batch commit (module docstring)
+        fields = _lease_fields(user_id, calendar_id, reason)
+        lease, deferred = ctx.store.lease_create_write(lease_ref, fields, ctx.settings.sync_lease_seconds, ctx.clock())
+        took_over = False
+    else:
+        try:
+            lease, took_over = _acquire_or_queue(
+                ctx, lease_ref, dirty_ref, user_id, calendar_id, reason, full, seen=prefetched
+            )
+        finally:
+            first_page = early.wait() if early is not None else None
     if lease is None:
         outcome.queued = True
         if first_page is not None:
@@ -205,10 +221,29 @@ def _acquire_and_run(
     outcome.took_over = took_over
     state = prefetched
     while True:
-        report = pull_calendar(
-            ctx, user_id, calendar_id, full=full, lease=lease, reason=reason, prefetched=state, first_page=first_page
-        )
-        state, first_page = None, None  # a re-run reads afresh
+        try:
+            report = pull_calendar(
+                ctx,
+                user_id,
+                calendar_id,
+                full=full,
+                lease=lease,
+                reason=reason,
+                prefetched=state,
+                first_page=first_page,
+                deferred_lease=deferred,
+            )
+        except LeaseNotWon:
+            # Nothing was stored: take the lease the ordinary way (queued behind its holder, or run under it).
+            deferred = None
+            lease, took_over = _acquire_or_queue(ctx, lease_ref, dirty_ref, user_id, calendar_id, reason, full)
+            if lease is None:
+                outcome.queued = True
+                log_event(logger, "full pull queued behind a running one", user_id=user_id, calendar_id=calendar_id)
+                return outcome
+            outcome.took_over = took_over
+            continue
+        state, first_page, deferred = None, None, None  # a re-run reads afresh
         outcome.ran = True
         outcome.runs += 1
         outcome.report = report

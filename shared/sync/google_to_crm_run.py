@@ -11,12 +11,19 @@ never clobbered: the chunk is then replayed write by write and the losing events
 sync token, `last_sync_at`, `pull_due_at`, counters and (optionally) the lease release go into the LAST commit, after
 every change it covers (README, invariant 2). Full syncs also refresh the lease and `import_progress` between pages.
 From the webhook the integration + calendar come already read and page 1 may come already listed (listed while the
-lease was created: shared/sync/notification_path.py); that page's events batchGet also reads the calendar, and a pull
+lease was created: shared/sync/notification_path.py). When the webhook's batchGet also read every CRM document that
+page names, the page is planned on those and committed at once, every write under a precondition from that read (the
+calendar's too: a pull committed meanwhile fails it); a lost precondition stores nothing and the page is planned
+again on a fresh read (`_SpeculationLost`). Otherwise that page's events batchGet also reads the calendar, and a pull
 committed in between drops the page and lists again, before anything is stored.
+A full pull from `request_pull` may take its lease in its first batch commit instead of a commit of its own
+(`deferred_lease`): that commit also carries the calendar's update time read before the list, so it fails whole if
+anyone holds the lease or a pull committed meanwhile; the lease is then taken alone (`LeaseNotWon` if it is held).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -26,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import (
     DocumentChanged,
+    DocumentMissing,
     FullSyncRequired,
     GoogleApiError,
     GooglePermanentError,
@@ -94,6 +102,15 @@ class GoogleToCrmReport:
         self.counts[kind] = self.counts.get(kind, 0) + n
 
 
+class _SpeculationLost(Exception):
+    """A commit planned on the webhook's first batchGet lost a precondition (or would need more than one commit):
+    nothing was stored; the page is planned again on a fresh read."""
+
+
+class LeaseNotWon(Exception):
+    """A full pull's deferred lease (`deferred_lease`) is held by another pull: nothing of this run was stored."""
+
+
 class _StaleFirstPage(Exception):
     """A pull committed between the state read that gave the early page its sync token and our lease: the page may be
     older than what that pull stored, so it is dropped and the list starts again from the stored token."""
@@ -136,29 +153,72 @@ class _Writer:
         self.pending_ids: set[str] = set()
         self.update_times: dict[str, dt.datetime] = {}
         self.abandoned = 0  # events whose Google change could not be stored: the sync token must not advance
+        # The calendar's update time from the webhook's batchGet when the page was planned on that read: the run's
+        # writes must then go in ONE commit whose calendar write carries it (any lost precondition: _SpeculationLost).
+        self.speculative_since: dt.datetime | None = None
+        # A full pull's lease not taken yet (`deferred_lease`): its create and the calendar's precondition ride in the
+        # first commit.
+        self.deferred: tuple[Write, Write] | None = None
 
     def add(self, queued: _Queued) -> None:
         self.pending.append(queued)
         if queued.action is not None:
             self.pending_ids.add(queued.action.crm_id)
-        if len(self.pending) >= MAX_BATCH_WRITES:
+        if self.speculative_since is None and len(self.pending) >= MAX_BATCH_WRITES - self._reserved():
             self.flush()
 
+    def _reserved(self) -> int:
+        return len(self.deferred) if self.deferred is not None else 0
+
     def flush(self) -> None:
+        if self.speculative_since is not None:
+            if len(self.pending) > MAX_BATCH_WRITES or not any(queued.final for queued in self.pending):
+                raise _SpeculationLost()
+            chunk, self.pending = self.pending, []
+            self._commit_speculative(chunk)
         while self.pending:
-            chunk, self.pending = self.pending[:MAX_BATCH_WRITES], self.pending[MAX_BATCH_WRITES:]
+            size = MAX_BATCH_WRITES - self._reserved()
+            chunk, self.pending = self.pending[:size], self.pending[size:]
             self._commit(chunk)
         self.pending_ids.clear()
 
-    def _commit(self, chunk: list[_Queued]) -> None:
+    def _commit_speculative(self, chunk: list[_Queued]) -> None:
         try:
             times = self.ctx.store.commit_writes([queued.write for queued in chunk])
+        except (DocumentChanged, DocumentMissing) as exc:
+            raise _SpeculationLost() from exc
+        self.speculative_since = None
+        for queued, update_time in zip(chunk, times, strict=False):
+            self._remember(queued, update_time)
+
+    def _take_deferred_lease(self) -> None:
+        """The deferred lease alone (its create and the calendar's precondition): after a first commit that failed,
+        to tell "someone holds the lease or pulled meanwhile" (LeaseNotWon) from a concurrent edit of an event."""
+        assert self.deferred is not None
+        try:
+            self.ctx.store.commit_writes(list(self.deferred))
+        except (DocumentChanged, DocumentMissing) as exc:
+            raise LeaseNotWon() from exc
+        self.deferred = None
+
+    def _commit(self, chunk: list[_Queued]) -> None:
+        deferred = list(self.deferred) if self.deferred is not None else []
+        if deferred and {w.ref.path for w in deferred} & {queued.write.ref.path for queued in chunk}:
+            self._take_deferred_lease()  # one document written twice in one commit: take the lease on its own
+            deferred = []
+        try:
+            times = self.ctx.store.commit_writes([*deferred, *(queued.write for queued in chunk)])
         except DocumentChanged:
+            if deferred:
+                self._take_deferred_lease()
+                self._commit(chunk)
+                return
             log_event(logger, "pull chunk hit a concurrent write; replaying one by one", writes=len(chunk))
             for queued in chunk:
                 self._one(queued)
             return
-        for queued, update_time in zip(chunk, times, strict=False):
+        self.deferred = None
+        for queued, update_time in zip(chunk, times[len(deferred) :], strict=False):
             self._remember(queued, update_time)
 
     def _remember(self, queued: _Queued, update_time: dt.datetime | None) -> None:
@@ -200,12 +260,15 @@ def pull_calendar(
     reason: str = "",
     prefetched: PullState | None = None,
     first_page: FirstPage | None = None,
+    deferred_lease: Write | None = None,
 ) -> GoogleToCrmReport:
     """Pull one calendar's Google changes into the CRM (non-coalesced). Raises typed errors; see module docstring.
 
     `lease` (from shared.sync.coalesce): refreshed between pages of a full list, deleted in the final commit (or on
     error). `prefetched` / `first_page` (shared.sync.notification_path): the integration and calendar as already read,
     and events.list page 1 as already fetched with that calendar's sync token (checked before anything is stored).
+    `deferred_lease`: the create of `lease`, not committed yet: it rides in the first batch commit (LeaseNotWon when
+    someone holds the lease or a pull committed since the calendar was read; nothing is stored then).
     """
     started = time.perf_counter()
     report = GoogleToCrmReport(user_id=user_id, calendar_id=calendar_id, full=full)
@@ -214,11 +277,13 @@ def pull_calendar(
     cal_ref = store.calendar_ref(user_id, cal_key)
     lease_released = False
     restart = False
+    run: _GoogleToCrmRun | None = None
     try:
         if prefetched is not None:
             integration, calendar = prefetched.integration, prefetched.calendar
+            calendar_time = prefetched.calendar_update_time
         else:
-            integration, calendar = store.get_integration_and_calendar(user_id, cal_key)
+            integration, calendar, calendar_time = store.get_integration_and_calendar_at(user_id, cal_key)
         if integration is None or integration.status != IntegrationStatus.CONNECTED:
             report.outcome = (
                 "needs_reauth"
@@ -229,20 +294,46 @@ def pull_calendar(
         if calendar is None or not calendar.enabled:
             report.outcome = "not_enabled"
             return report
+        deferred: tuple[Write, Write] | None = None
+        if deferred_lease is not None:
+            if calendar_time is None:
+                raise LeaseNotWon()
+            # Unchanged since read (the update carries nothing new): fails if a pull committed meanwhile.
+            guard = Write("update", cal_ref, {"enabled": True}, last_update_time=calendar_time)
+            deferred = (deferred_lease, guard)
         sync_token = None if full else calendar.sync_token
         early_refusal = _early_refusal(first_page, sync_token)
         if first_page is not None and (first_page.page is None or first_page.sync_token != sync_token):
             first_page = None  # the early list failed transiently (listed again here) or does not apply
         with ctx.reauth_guard(user_id):
             client = ctx.calendar_client(integration)
-            run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
-            run.import_types = integration.import_types
-            run.conflict_mode = integration.conflict_mode
+
+            def new_run() -> _GoogleToCrmRun:
+                fresh = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
+                fresh.import_types = integration.import_types
+                fresh.conflict_mode = integration.conflict_mode
+                fresh.writer.deferred = deferred
+                return fresh
+
+            run = new_run()
             try:
                 if early_refusal is not None:
                     report.list_calls += 1
                     raise early_refusal  # Google's answer to this very list: a 410 or a refusal repeats for it
-                run.run(client, sync_token, first_page=first_page)
+                before = dataclasses.replace(report, counts=dict(report.counts))
+                try:
+                    run.run(client, sync_token, first_page=first_page)
+                except _SpeculationLost:
+                    from shared.sync.notification_path import note_miss
+
+                    assert first_page is not None
+                    note_miss("early_commit_lost")
+                    log_event(logger, "early commit lost a precondition; planned again", user_id=user_id)
+                    first_page.use_prefetched = False
+                    for name in ("pages", "events_seen", "counts", "conflicts", "replanned", "list_calls"):
+                        setattr(report, name, getattr(before, name))
+                    run = new_run()
+                    run.run(client, sync_token, first_page=first_page)
             except FullSyncRequired as exc:
                 if sync_token is None:
                     raise _full_list_refused(exc) from exc
@@ -254,10 +345,12 @@ def pull_calendar(
                     calendar_id=calendar_id,
                 )
                 report.resynced_after_410 = True
-                run.writer.flush()
-                run = _GoogleToCrmRun(ctx, report, user_id, calendar_id, cal_ref, lease, reason)
-                run.import_types = integration.import_types
-                run.conflict_mode = integration.conflict_mode
+                if run.writer.speculative_since is not None:
+                    run.writer.pending.clear()  # planned on the webhook's read, never committed: the full list has it
+                else:
+                    run.writer.flush()
+                deferred = run.writer.deferred  # still to take if that flush committed nothing
+                run = new_run()
                 try:
                     run.run(client, None)
                 except FullSyncRequired as again:
@@ -270,19 +363,22 @@ def pull_calendar(
         from shared.account.calendar_access import is_access_lost, stop_lost_calendar
 
         if not is_access_lost(exc):
-            _record_failure(ctx, cal_ref, exc, report, lease)
+            held = lease if deferred_lease is None or (run is not None and run.writer.deferred is None) else None
+            _record_failure(ctx, cal_ref, exc, report, held)
             lease_released = lease is not None
             raise
         stop_lost_calendar(ctx, user_id, calendar_id, exc)
         report.outcome = "access_lost"
         return report
     except SyncError as exc:
-        _record_failure(ctx, cal_ref, exc, report, lease)
+        held = lease if deferred_lease is None or (run is not None and run.writer.deferred is None) else None
+        _record_failure(ctx, cal_ref, exc, report, held)
         lease_released = lease is not None
         raise
     finally:
         report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        if lease is not None and not lease_released and not restart:
+        lease_taken = deferred_lease is None or (run is not None and run.writer.deferred is None)
+        if lease is not None and lease_taken and not lease_released and not restart:
             ctx.store.release_lease(lease)
     # Only after _StaleFirstPage (nothing stored yet): the ordinary pull, still under our lease.
     from shared.sync.notification_path import log_dropped
@@ -370,6 +466,8 @@ class _GoogleToCrmRun:
         self.orphan_cancellations: list[dict[str, Any]] = []  # re-planned at the end: their series may come later
         self.import_types: ImportTypes | None = None  # the owner's choice (pull_calendar sets it)
         self.conflict_mode: ConflictMode = "last_write_wins"  # the owner's Integration.conflict_mode
+        self.touched: list[str] = []  # CRM ids this incremental run read or wrote (notification_path.RecentEvents)
+        self.assumed_new: set[str] = set()  # derived ids planned as absent without a read (see _prefetched)
 
     # -- helpers ------------------------------------------------------------------------------------------------------
     def _candidate_ids(self, items: list[dict[str, Any]]) -> set[str]:
@@ -540,7 +638,10 @@ class _GoogleToCrmRun:
         if ids & self.writer.pending_ids:
             self.writer.flush()
         lookup = ids - set(self.linked)
-        if early is not None:
+        prefetched = self._prefetched(items, lookup, early) if early is not None and early.use_prefetched else None
+        if prefetched is not None:
+            found = prefetched
+        elif early is not None:
             found = self._read_checking(lookup, early)
         else:
             found = self.ctx.store.get_event_snapshots(lookup) if lookup else {}
@@ -564,14 +665,63 @@ class _GoogleToCrmRun:
                 import_types=self.import_types,
                 conflict_mode=self.conflict_mode,
             )
+            if (
+                self.assumed_new
+                and not isinstance(action, CreateFromGoogle)
+                and crm_event_id_for_google(self.calendar_id, item["id"]) in self.assumed_new
+            ):
+                raise _SpeculationLost()  # planned as absent, yet not a create: only a read can tell
             if isinstance(action, SkipEcho) and action.reason == ORPHAN_CANCELLATION and not final:
                 self.orphan_cancellations.append(item)
                 continue
             if not isinstance(action, SkipEcho):
                 index.put(action.crm_id, action.after)
             self._queue(action, item, times.get(action.crm_id) if action.crm_id else None)
+            if action.crm_id and not self.report.full:
+                self.touched.append(action.crm_id)
             if isinstance(action, TombstoneFromGoogle) and action.before.recurrence:
                 self._remove_exceptions(action.crm_id, index)
+
+    def _prefetched(
+        self, items: list[dict[str, Any]], lookup: set[str], early: FirstPage
+    ) -> dict[str, tuple[CrmEvent, dt.datetime]] | None:
+        """The page's CRM documents as the webhook's batchGet read them, when that read covers the page: each id read
+        there (a derived id read as absent counts: only a pull creates one, and a pull commits the calendar, whose
+        update time the commit carries), or the derived id of an item Google created and never changed since (listed
+        for the first time, so no pull stored it: planned as a create, which fails if the document exists). None
+        otherwise: the page's documents are read after the list. The run's writes then go in one commit under the
+        calendar's update time from that read (`_Writer.speculative_since`)."""
+        if early.calendar_update_time is None or self.writer.pending:
+            return None
+        derived: set[str] = set()
+        new: set[str] = set()
+        for item in items:
+            own = crm_event_id_for_google(self.calendar_id, item["id"])
+            derived.add(own)
+            if item.get("recurringEventId"):
+                derived.add(crm_event_id_for_google(self.calendar_id, item["recurringEventId"]))
+            elif (
+                item.get("status") != "cancelled"
+                and item.get("created")
+                and item.get("created") == item.get("updated")
+                and not google_private(item).get("crmEventId")
+            ):
+                new.add(own)
+        found: dict[str, tuple[CrmEvent, dt.datetime]] = {}
+        assumed: set[str] = set()
+        for crm_id in lookup:
+            snapshot = early.events.get(crm_id)
+            if snapshot is not None and snapshot.exists:
+                found[crm_id] = (self.ctx.store.event_from(snapshot), snapshot.update_time)
+            elif snapshot is not None and crm_id in derived:
+                continue
+            elif snapshot is None and crm_id in new:
+                assumed.add(crm_id)
+            else:
+                return None
+        self.assumed_new = assumed
+        self.writer.speculative_since = early.calendar_update_time
+        return found
 
     def _read_checking(self, lookup: set[str], early: FirstPage) -> dict[str, tuple[CrmEvent, dt.datetime]]:
         """The page's CRM documents and the calendar in one batchGet; _StaleFirstPage if a pull committed since the
@@ -638,10 +788,15 @@ class _GoogleToCrmRun:
         for kind in ("create", "update", "tombstone", "keep_local", "remove_missing"):
             if report.counts.get(kind):
                 fields[f"counters.{kind}"] = firestore.Increment(report.counts[kind])
-        self.writer.add(_Queued(Write("update", self.cal_ref, fields), final=True))
+        guard = self.writer.speculative_since
+        self.writer.add(_Queued(Write("update", self.cal_ref, fields, last_update_time=guard), final=True))
         if self.lease is not None:
             self.writer.add(_Queued(self.lease.release_write()))
         self.writer.flush()
+        if self.touched:
+            from shared.sync.notification_path import recent_events
+
+            recent_events.remember(self.user_id, self.calendar_id, self.touched)
         log_event(
             logger,
             "pull done",

@@ -8,18 +8,23 @@ Figures (counts matter; wall times are reported, never asserted):
                      is what it models. Naive baseline: one pull per notification (no lease, no marker), same latency.
 - pull.steady.*      200 single Google edits, one notification each, through the real webhook over HTTP:
                      events.list calls per edit, Google writes (must be 0), Firestore round trips per edit (one
-                     batchGet of route + integration + calendar + lease + marker, lease create, events batchGet with
-                     the calendar, one commit, marker read).
+                     batchGet of route + integration + calendar + lease + marker + the event's CRM document, lease
+                     create, one commit, marker read).
 - pull.import10k.*   first import of 10,000 events (200 of them recurring series): list calls (pages of 2500),
-                     Firestore commits, wall time, peak memory; naive baseline: pages of 250, one write per event.
+                     Firestore commits (the lease rides in the first), wall time, peak memory; naive baseline: pages
+                     of 250, one write per event.
 - pull.latency.*     Google-side edit -> CRM document updated (p50/p95, polling the document from a separate client),
                      and the floor: one events.list round trip plus one Firestore commit, measured in the same run.
 - pull.critical_path.round_trips   serial round trips from a notification's arrival to the CRM commit, measured
                      during the latency samples from the store's and the Google client's round-trip logs (start and end
                      of every Firestore RPC and Google call): the most of them that ran one after another, i.e. that
-                     did not overlap (median over the samples). The floor is 2 (one events.list, one commit). Naive
-                     baseline: the same notification handled the pre-batched way (route read, then request_pull
-                     without the prefetched state: lease create, integration + calendar read, list, events, commit).
+                     did not overlap (median over the samples): a warm instance, an edit of an event it pulled
+                     before. `_new_event`: a warm instance, an event created in Google. `_unseen_event`: a warm
+                     instance, an edit of an event it has not pulled lately. `_cold`: a new instance (it knows no
+                     channel and no event). `early_commit_lost` / `early_page_dropped`: the warm path's misses over
+                     all samples. The floor is 2 (one events.list, one commit). Naive baseline: the same notification
+                     handled the pre-batched way (route read, then request_pull without the prefetched state: lease
+                     create, integration + calendar read, list, events, commit).
 """
 
 from __future__ import annotations
@@ -166,6 +171,7 @@ def bench_steady_and_latency(env: _Env, results: dict[str, float]) -> None:
     from google.cloud import firestore
 
     from shared.models import crm_event_id_for_google
+    from shared.sync.notification_path import misses
 
     ctx = env.context()
     user = env.user(ctx, "steady@example.com")
@@ -196,6 +202,7 @@ def bench_steady_and_latency(env: _Env, results: dict[str, float]) -> None:
     google_client = ctx.calendar_client(ctx.store.get_integration(user.user_id))
     samples: list[float] = []
     chains: list[int] = []
+    misses_before = dict(misses)
     for n in range(LATENCY_SAMPLES):
         title = f"latency {n}"
         log: list[tuple[str, float, float]] = []
@@ -213,6 +220,10 @@ def bench_steady_and_latency(env: _Env, results: dict[str, float]) -> None:
     results["pull.latency.p95_ms"] = round(_pct(samples, 0.95), 1)
     results["pull.critical_path.round_trips"] = statistics.median_low(chains)
     results["pull.critical_path.round_trips_max"] = max(chains)
+    for kind in ("early_commit_lost", "early_page_dropped"):
+        results[f"pull.critical_path.{kind}"] = misses[kind] - misses_before.get(kind, 0)
+    for case in ("new_event", "unseen_event", "cold"):
+        results[f"pull.critical_path.round_trips_{case}"] = _case_round_trips(env, ctx, user, google_client, case)
     results["pull.critical_path.naive_round_trips"] = _naive_round_trips(env, ctx, user, google_client, event["id"])
 
     # Floor: one events.list round trip with the sync token plus one Firestore commit of one document.
@@ -230,6 +241,34 @@ def bench_steady_and_latency(env: _Env, results: dict[str, float]) -> None:
     results["pull.latency.floor_p50_ms"] = round(statistics.median(floor), 1)
     results["pull.latency.floor_p95_ms"] = round(_pct(floor, 0.95), 1)
     observer.close()
+
+
+def _case_round_trips(env: _Env, ctx: Any, user: Any, google_client: Any, case: str) -> int:
+    """Serial round trips of one notification through the served webhook (median of 5): an event created in Google
+    (`new_event`), an edit of an event this instance has not pulled lately (`unseen_event`), or any edit on an
+    instance that knows nothing yet (`cold`: its channel and event memories emptied, as in a new instance)."""
+    from shared.sync.notification_path import recent_events, route_hints
+
+    control = env.google.control
+    chains: list[int] = []
+    for n in range(5):
+        created = control.create_event(user.email, _simple(f"{case} {n}", 3 + n))
+        user.flush()
+        if case == "unseen_event":
+            recent_events.clear()
+        elif case == "cold":
+            route_hints.clear()
+            recent_events.clear()
+        log: list[tuple[str, float, float]] = []
+        ctx.store.rpc_log = google_client.call_log = log
+        if case == "new_event":
+            control.create_event(user.email, _simple(f"{case} {n} created", 3 + n))
+        else:
+            control.edit_event(user.email, created["id"], {"summary": f"{case} {n} edited"})
+        user.flush()
+        ctx.store.rpc_log = google_client.call_log = None
+        chains.append(serial_round_trips(log))
+    return statistics.median_low(chains)
 
 
 def _naive_round_trips(env: _Env, ctx: Any, user: Any, google_client: Any, event_id: str) -> int:
@@ -294,10 +333,10 @@ def bench_import(env: _Env, results: dict[str, float]) -> None:
     tracemalloc.stop()
     assert outcome.report is not None and outcome.report.counts.get("create") == IMPORT_EVENTS, outcome.report
     results["pull.import10k.list_calls"] = env.list_calls()
-    # Every commit of the request: the lease create + ceil(10,008 writes / 500) batch commits (10,000 events, 3
-    # progress + 3 lease refreshes between pages, the final calendar write and the lease delete).
+    # Every commit of the request: ceil(10,010 writes / 500) batch commits (10,000 events, 3 progress + 3 lease
+    # refreshes between pages, the final calendar write and the lease delete, and in the first commit the lease
+    # create with the calendar's precondition: no commit of its own).
     results["pull.import10k.commits"] = ctx.store.ops["commits"] - ops_before.get("commits", 0)
-    results["pull.import10k.batch_commits"] = results["pull.import10k.commits"] - 1
     results["pull.import10k.wall_s"] = round(wall, 2)
     results["pull.import10k.peak_mb"] = round(peak / 1e6, 1)
 
