@@ -12,7 +12,7 @@ from shared.account import enablement
 from shared.context import AppContext
 from shared.sync.crm_to_google_run import push_event
 from tests.convergence import machine as conv
-from tests.convergence.machine import SyncMachine, check_isolation
+from tests.convergence.machine import Divergence, SyncMachine, check_isolation
 from tests.convergence.test_state_machine import env as convergence_env  # noqa: F401  (the machine's fixture)
 from tests.fixtures.functions import ServedFunction, serve_function
 from tests.fixtures.sync import connect_user, make_settings
@@ -162,3 +162,21 @@ def test_an_invitation_changed_by_the_crons_push_reaches_a_guest_whose_channel_d
     assert machine.ctx is not None
     assert machine.ctx.store.get_event(docs[organised].id).sync.state == "pending"  # Google refused for now
     machine.teardown()  # quiescence and every invariant; raises Divergence
+
+
+@pytest.mark.usefixtures("convergence_env")
+@pytest.mark.xfail(strict=True, raises=Divergence, reason="known: a merged push that dies after its Google write")
+def test_a_merged_push_that_dies_after_its_google_write_keeps_googles_field() -> None:
+    """Soak finding, not fixed yet (strict xfail: it fails the suite once fixed, so the marker goes with the fix).
+    The CRM renames a meeting while Google changes its description; the push meets the 412, merges (title from the
+    CRM, description from Google), writes Google and dies before its write-back. The redelivered push then sends the
+    CRM's stale description over Google's: Google's edit is lost though nobody edited that field later."""
+    machine = SyncMachine()
+    machine.setup()
+    machine.google_create(cal=2, title="Kickoff", day=12, all_day=True, guest=False, peer=False)
+    machine.deliver_notifications(order="fifo")
+    machine.concurrent_field_edits(pick=0, fields=("title", "description"), order="later", title="Kickoff")
+    machine.channel_dies_at_google(cal=1)
+    machine.crm_edit_push_crashes(pick=0, writes=1, title="Demo")
+    machine.cron()
+    machine.teardown()  # raises Divergence: the description edit was lost
