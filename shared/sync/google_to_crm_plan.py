@@ -449,8 +449,9 @@ def plan_changes(
     deleted_series = deleted_series_ids(changes)
     actions: list[Action] = []
     orphans: list[dict[str, Any]] = []
-    for google_event in changes:
-        action = plan_one(
+
+    def plan(google_event: dict[str, Any]) -> Action:
+        return plan_one(
             google_event,
             index,
             owner_id=owner_id,
@@ -459,25 +460,20 @@ def plan_changes(
             import_types=import_types,
             conflict_mode=conflict_mode,
         )
+
+    def keep(action: Action) -> None:
+        if not isinstance(action, SkipEcho):
+            index.put(action.crm_id, action.after)
+        actions.append(action)
+
+    for google_event in changes:
+        action = plan(google_event)
         if isinstance(action, SkipEcho) and action.reason == ORPHAN_CANCELLATION:
             orphans.append(google_event)  # planned again below: its series may come later in the batch
             continue
-        if not isinstance(action, SkipEcho):
-            index.put(action.crm_id, action.after)
-        actions.append(action)
+        keep(action)
     for google_event in orphans:
-        action = plan_one(
-            google_event,
-            index,
-            owner_id=owner_id,
-            now=now,
-            deleted_series=deleted_series,
-            import_types=import_types,
-            conflict_mode=conflict_mode,
-        )
-        if not isinstance(action, SkipEcho):
-            index.put(action.crm_id, action.after)
-        actions.append(action)
+        keep(plan(google_event))
     return actions
 
 
