@@ -8,7 +8,9 @@ How one CRM write reaches Google exactly once (README, invariants 1-4):
   (carrying the link Google just gave it) and tries again (shared/store.py `retry_if_changed`).
 - Conflicts (412 on patch/delete, 409 on insert): the current Google event is fetched and `resolve_conflict` says what
   to do (shared/sync/conflict.py merges, then decides); decisions are recorded in `sync.decisions` either way. A merge
-  that took fields from Google pushes the merged event (If-Match the fetched etag) and writes it back whole; "ask me"
+  that took fields from Google is written to the CRM first, linked to Google's etag with Google's version as its base
+  (as the pull's merge is), and the trigger of that write pushes the CRM's side: Google only ever holds versions the
+  CRM holds too, so a push that dies after its Google write cannot make a redelivery undo a merge; "ask me"
   holds a conflict (no Google write; the event stores both versions in `sync.state = conflict`). A Google deletion
   (of the event, or of the whole series of an occurrence) always wins, as in Google → CRM: the CRM event becomes a
   tombstone that keeps its link.
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_CONFLICT_ROUNDS = 2  # 412 -> decide -> re-apply -> 412 again ... then treat as transient
+MERGED_PUSH_SAFETY_SECONDS = 60.0  # a merge written to the CRM is due for the cron if its own trigger never pushed it
 ERROR_RETRY_SECONDS = 6 * 3600.0  # permanent errors: the cron tries again rarely (a new CRM edit retries at once)
 
 
@@ -128,7 +131,6 @@ class _Done:
     tombstone_done: bool = False
     google_writes: int = 0
     replaced: CrmEvent | None = None  # Google won, a merge, or a hold: the whole CRM event is replaced by this one
-    merged: CrmEvent | None = None  # a merge took fields from Google: what was pushed, to store whole once it is
     refused: str | None = None  # the change was refused (type / role restriction): why; `replaced` restores it
     decisions: list[ConflictDecision] = field(default_factory=list)
 
@@ -357,16 +359,36 @@ class _CrmToGoogleRun:
             assert resolution.merged is not None
             assert resolution.google is not None
             self._hold(resolution.merged, resolution.google, current, calendar_id)
+        elif resolution.merged is not None and content_hash(resolution.merged) != content_hash(self.event):
+            assert resolution.google is not None
+            self._merge_into_crm(resolution.merged, resolution.google, current, calendar_id)
         else:
-            if resolution.merged is not None and content_hash(resolution.merged) != content_hash(self.event):
-                assert resolution.google is not None
-                # Google's fields are now part of what we push: Google's version is the base of any further round.
-                base = base_of(resolution.google)
-                self.event = resolution.merged.model_copy(
-                    update={"sync": resolution.merged.sync.model_copy(update={"base": base})}
-                )
-                self.done.merged = self.event
             self._patch(calendar_id, current["id"], current.get("etag"), send_updates, rounds)
+
+    def _merge_into_crm(self, merged: CrmEvent, google: CrmEvent, current: dict[str, Any], calendar_id: str) -> None:
+        """A merge that took fields from Google goes into the CRM first, as the pull's merge does; the trigger of that
+        write pushes the CRM's side (If-Match Google's etag, a minimal patch against Google's version as the base).
+
+        Why not push the merged event at once: a push that dies between its Google write and its write-back leaves
+        Google holding a version we made, which a redelivery re-applies from the CRM's stale copy, and the fields the
+        merge took from Google would be lost. Written to the CRM first, every version we write to Google is one the
+        CRM already holds. `next_attempt_at` is the safety net: the cron re-pushes it if that trigger never runs."""
+        replaced = merged.model_copy(update={"google": link_from_google(current, calendar_id)})
+        replaced.sync = replaced.sync.model_copy(
+            update={
+                "state": SyncState.PENDING,
+                "content_hash": content_hash(google),  # what Google holds at that etag
+                "base": base_of(google),
+                "last_error": None,
+                "last_error_at": None,
+                "attempts": 0,
+                "next_attempt_at": self.now + dt.timedelta(seconds=MERGED_PUSH_SAFETY_SECONDS),
+                "attempted_hash": None,
+            }
+        )
+        self.done.replaced = replaced
+        self.done.outcome = "conflict"
+        self.done.reason = "merged with Google's version; the CRM's side is pushed next"
 
     def _hold(self, held: CrmEvent, google: CrmEvent, current: dict[str, Any], calendar_id: str) -> None:
         """ "Ask me": the CRM event keeps both versions for the user; Google is not written. Its link, hash and base
@@ -738,11 +760,6 @@ def _execute(
         return _write_fields(stored, google=event.google, sync=sync, extra={}), None
     result.google_writes = done.google_writes
     result.decisions = list(done.decisions)
-    if done.merged is not None and done.pushed and done.replaced is None:
-        # Pushed a merge that took fields from Google: the CRM event takes them too, in the same write-back.
-        done.replaced = done.merged.model_copy(update={"google": done.link or event.google})
-        done.replaced.sync = _success_sync(done.merged, done, now)
-        done.reason = "merged with Google's version and pushed"
     if done.replaced is not None:
         replaced = done.replaced
         replaced.sync = replaced.sync.model_copy(

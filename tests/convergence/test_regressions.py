@@ -165,12 +165,12 @@ def test_an_invitation_changed_by_the_crons_push_reaches_a_guest_whose_channel_d
 
 
 @pytest.mark.usefixtures("convergence_env")
-@pytest.mark.xfail(strict=True, raises=Divergence, reason="known: a merged push that dies after its Google write")
 def test_a_merged_push_that_dies_after_its_google_write_keeps_googles_field() -> None:
-    """Soak finding, not fixed yet (strict xfail: it fails the suite once fixed, so the marker goes with the fix).
-    The CRM renames a meeting while Google changes its description; the push meets the 412, merges (title from the
-    CRM, description from Google), writes Google and dies before its write-back. The redelivered push then sends the
-    CRM's stale description over Google's: Google's edit is lost though nobody edited that field later."""
+    """Soak finding. The CRM renames a meeting while Google changes its description; the push meets the 412 and
+    merges (title from the CRM, description from Google). It used to write Google at once and die before its
+    write-back: the redelivered push found a version of ours in Google and re-applied the CRM's stale copy, so
+    Google's description edit was lost though nobody edited that field later. The merge now goes into the CRM first
+    and the trigger of that write pushes it, so a crash anywhere leaves a state the redelivery completes."""
     machine = SyncMachine()
     machine.setup()
     machine.google_create(cal=2, title="Kickoff", day=12, all_day=True, guest=False, peer=False)
@@ -179,4 +179,4 @@ def test_a_merged_push_that_dies_after_its_google_write_keeps_googles_field() ->
     machine.channel_dies_at_google(cal=1)
     machine.crm_edit_push_crashes(pick=0, writes=1, title="Demo")
     machine.cron()
-    machine.teardown()  # raises Divergence: the description edit was lost
+    machine.teardown()  # raised Divergence before the fix: the description edit was lost
