@@ -8,15 +8,16 @@ pulls (an over-count of one pull per calendar and lifetime, kept: the model errs
 
 The model (every input is a figure of this run; the limits and prices are Google's, cited in the README):
 - users at the Calendar API's per-project quota: QUOTA_PROJECT_PER_MIN / (busiest hour's calls per user / 60);
-  at the daily billing threshold: DAILY_BILLING_THRESHOLD / calls per user-day; the cron: DUE_BATCH_LIMIT due
-  calendars per hourly run / due calendars per user and run (the busiest run); the webhook: max instances x one
+  at the daily billing threshold: DAILY_BILLING_THRESHOLD / calls per user-day; the cron: what one run takes
+  (DUE_BATCH_LIMIT due calendars, or what its deadline allows) x its runs a day / due calendars per user-day; the
+  webhook: max instances x one
   instance's sustained notifications per second (bench_instance, or INSTANCE_RATE_FALLBACK) / the busiest hour's
   webhook calls per user and second. The first limit is the smallest of these.
 - cost per 1,000 users a month: Firestore reads (queries count at least one read) and writes (deletes included, priced
   as writes) at list price, function invocations, and billed instance time (each request's wall time rounded up to
   100 ms, at the function's vCPU and memory) at Cloud Run's request-based list prices; free tiers left out.
-- the cron at one million users: due calendars per hourly run and the concurrency its deadline needs at the
-  measured seconds per due calendar.
+- the cron at one million users: due calendars per run and the concurrency its deadline needs at the measured
+  seconds per due calendar, at the deployed schedule's runs a day (shared/scheduler_job.json).
 """
 
 from __future__ import annotations
@@ -45,9 +46,22 @@ WEBHOOK_MAX_INSTANCES = 20
 INSTANCE_RATE_FALLBACK = 20.0  # notifications/s one webhook instance sustains, when bench_instance has not run
 DUE_BATCH_LIMIT = 1000  # shared.account.renewal.DUE_BATCH_LIMIT: due calendars one cron run takes per query
 CRON_DEADLINE_S = 240 * 0.9  # RENEWAL_DEADLINE_SECONDS, of which the run uses 90%
-RENEWAL_CONCURRENCY = 8  # the cron's worker threads (RENEWAL_CONCURRENCY default, at most 64)
-CRON_RUNS_PER_DAY = 24  # modelled hourly (the job runs every 5 minutes: more runs only add capacity)
 MILLION = 1_000_000
+RENEWAL_CONCURRENCY = 8  # the cron's worker threads (RENEWAL_CONCURRENCY default, at most 64)
+
+
+def cron_runs_per_day() -> int:
+    """Runs a day of the deployed scheduler job (shared/scheduler_job.json, which Terraform deploys): `*/N * * * *`
+    is 1,440 / N runs, `0 * * * *` 24. The simulated day runs the cron hourly; the due work per user-day does not
+    depend on how often it runs, only how much one run must take does."""
+    import json
+    from pathlib import Path
+
+    schedule = json.loads((Path(__file__).resolve().parents[2] / "shared" / "scheduler_job.json").read_text())
+    minute, hour, *_ = schedule["schedule"].split()
+    per_hour = 60 // int(minute[2:]) if minute.startswith("*/") else 1
+    hours = 24 // int(hour[2:]) if hour.startswith("*/") else (24 if hour == "*" else 1)
+    return per_hour * hours
 
 
 def _calendar_calls(google: dict[str, int]) -> int:
@@ -102,7 +116,9 @@ def model(day: list[Any], renewal: Any, users: int, lifetime_days: float, instan
     out[f"{PREFIX}.usd_firestore_per_1000_users_month"] = round(usd_firestore * 1000 * 30, 2)
     out[f"{PREFIX}.usd_functions_per_1000_users_month"] = round(usd_compute * 1000 * 30, 2)
 
-    # The cron, per hourly run: due calendars (renewals + stale pulls) and wall seconds per due calendar, measured.
+    # The cron: due calendars (renewals + stale pulls) and wall seconds per due calendar, measured on the simulated
+    # day's hourly runs; the deployed schedule's runs a day share the same daily due work.
+    runs_per_day = cron_runs_per_day()
     runs = [x for x in day if x.cron]
 
     def due(x: Any) -> int:
@@ -122,22 +138,33 @@ def model(day: list[Any], renewal: Any, users: int, lifetime_days: float, instan
     per_run_capacity = min(
         DUE_BATCH_LIMIT, RENEWAL_CONCURRENCY * CRON_DEADLINE_S / seconds_per_due if seconds_per_due else math.inf
     )
-    due_per_run_1m = due_per_user_day / CRON_RUNS_PER_DAY * MILLION
+    due_per_run_1m = due_per_user_day / runs_per_day * MILLION
+    idle_reads = sum(x.cron.get("firestore", {}).get("reads", 0) for x in idle) / max(1, len(idle))
+    out[f"{PREFIX}.cron.runs_per_day"] = float(runs_per_day)
+    # What the schedule costs a project with nothing due: its runs' queries and invocations (not per user).
+    idle_run_usd = (
+        idle_reads * USD_PER_READ
+        + USD_PER_REQUEST
+        + idle_wall * (FUNCTION_SIZE["renew"][0] * USD_PER_VCPU_S + FUNCTION_SIZE["renew"][1] * USD_PER_GIB_S)
+    )
+    out[f"{PREFIX}.usd_cron_fixed_per_project_month"] = round(idle_run_usd * runs_per_day * 30, 2)
     out[f"{PREFIX}.cron.due_per_user_day"] = round(due_per_user_day, 3)
     out[f"{PREFIX}.cron.peak_due_per_run"] = float(peak_due)
     out[f"{PREFIX}.cron.firestore_reads_per_due"] = round(
         sum(x.cron.get("firestore", {}).get("reads", 0) for x in busy) / max(1, sum(due(x) for x in busy)), 2
     )
-    out[f"{PREFIX}.cron.idle_run_firestore_reads"] = round(
-        sum(x.cron.get("firestore", {}).get("reads", 0) for x in idle) / max(1, len(idle)), 2
-    )
+    out[f"{PREFIX}.cron.idle_run_firestore_reads"] = round(idle_reads, 2)
     out[f"{PREFIX}.cron.seconds_per_due"] = round(seconds_per_due, 4)
     out[f"{PREFIX}.cron.due_per_run_at_1m_users"] = float(int(due_per_run_1m))
     out[f"{PREFIX}.cron.concurrency_needed_at_1m_users"] = float(
         math.ceil(due_per_run_1m * seconds_per_due / CRON_DEADLINE_S)
     )
     out[f"{PREFIX}.cron.batches_per_run_at_1m_users"] = float(math.ceil(due_per_run_1m / DUE_BATCH_LIMIT))
-    out[f"{PREFIX}.cron.users_at_peak_run"] = float(int(per_run_capacity / (peak_due / users))) if peak_due else -1.0
+    # The simulated day's busiest hourly run, spread over the deployed runs of that hour.
+    peak_due_per_run = peak_due * 24 / runs_per_day
+    out[f"{PREFIX}.cron.users_at_peak_run"] = (
+        float(int(per_run_capacity / (peak_due_per_run / users))) if peak_due else -1.0
+    )
 
     # Limits: users each one allows; the first to bite is the smallest.
     peak_calls = max(_calendar_calls(x.google) for x in day)
@@ -145,8 +172,8 @@ def model(day: list[Any], renewal: Any, users: int, lifetime_days: float, instan
     limits = {
         "calendar_project_per_minute": QUOTA_PROJECT_PER_MIN / (peak_calls / users / 60) if peak_calls else math.inf,
         "calendar_daily_billing_threshold": DAILY_BILLING_THRESHOLD / calls if calls else math.inf,
-        # Steady state: what one hourly run can take (its batch, or what its deadline allows) x 24 runs a day.
-        "cron_hourly_run": per_run_capacity * CRON_RUNS_PER_DAY / due_per_user_day if due_per_user_day else math.inf,
+        # Steady state: what one run can take (its batch, or what its deadline allows) x the schedule's runs a day.
+        "cron_runs": per_run_capacity * runs_per_day / due_per_user_day if due_per_user_day else math.inf,
         "webhook_max_instances": (
             WEBHOOK_MAX_INSTANCES * instance_rate / (peak_webhook / users / 3600) if peak_webhook else math.inf
         ),

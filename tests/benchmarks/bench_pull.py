@@ -15,6 +15,9 @@ Figures (counts matter; wall times are reported, never asserted):
                      of 250, one write per event.
 - pull.latency.*     Google-side edit -> CRM document updated (p50/p95, polling the document from a separate client),
                      and the floor: one events.list round trip plus one Firestore commit, measured in the same run.
+                     `path_*`: the same samples from the start of the notification's first round trip to the end of
+                     the CRM commit (the round-trip logs), the part comparable with the floor: Google's edit call,
+                     the notification's delivery and the poller's reads are left out.
 - pull.critical_path.round_trips   serial round trips from a notification's arrival to the CRM commit, measured
                      during the latency samples from the store's and the Google client's round-trip logs (start and end
                      of every Firestore RPC and Google call): the most of them that ran one after another, i.e. that
@@ -62,6 +65,21 @@ def serial_round_trips(log: list[tuple[str, float, float]]) -> int:
             chain += 1
             last_end = end
     return chain
+
+
+def path_duration_ms(log: list[tuple[str, float, float]]) -> float | None:
+    """From the start of the notification's first round trip to the end of the CRM commit (as `serial_round_trips`
+    finds it), in ms: the part of the latency the floor is comparable with (no Google edit call, no notification
+    delivery, no polling). None when the log holds no list followed by a commit."""
+    lists = [entry for entry in log if entry[0].endswith("events.list")]
+    if not lists:
+        return None
+    listed = max(end for _, _, end in lists)
+    commits = [entry for entry in log if entry[0] == "commit" and entry[1] >= listed]
+    if not commits:
+        return None
+    until = max(end for _, _, end in commits)
+    return (until - min(start for _, start, end in log if end <= until)) * 1000
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -202,6 +220,7 @@ def bench_steady_and_latency(env: _Env, results: dict[str, float]) -> None:
     google_client = ctx.calendar_client(ctx.store.get_integration(user.user_id))
     samples: list[float] = []
     chains: list[int] = []
+    paths: list[float] = []
     misses_before = dict(misses)
     for n in range(LATENCY_SAMPLES):
         title = f"latency {n}"
@@ -216,8 +235,12 @@ def bench_steady_and_latency(env: _Env, results: dict[str, float]) -> None:
         user.flush()
         ctx.store.rpc_log = google_client.call_log = None
         chains.append(serial_round_trips(log))
+        if (path := path_duration_ms(log)) is not None:
+            paths.append(path)
     results["pull.latency.p50_ms"] = round(statistics.median(samples), 1)
     results["pull.latency.p95_ms"] = round(_pct(samples, 0.95), 1)
+    results["pull.latency.path_p50_ms"] = round(statistics.median(paths), 1)
+    results["pull.latency.path_p95_ms"] = round(_pct(paths, 0.95), 1)
     results["pull.critical_path.round_trips"] = statistics.median_low(chains)
     results["pull.critical_path.round_trips_max"] = max(chains)
     for kind in ("early_commit_lost", "early_page_dropped"):
@@ -240,6 +263,9 @@ def bench_steady_and_latency(env: _Env, results: dict[str, float]) -> None:
         floor.append((time.perf_counter() - started) * 1000)
     results["pull.latency.floor_p50_ms"] = round(statistics.median(floor), 1)
     results["pull.latency.floor_p95_ms"] = round(_pct(floor, 0.95), 1)
+    results["pull.latency.path_p95_over_floor_p95"] = round(
+        results["pull.latency.path_p95_ms"] / results["pull.latency.floor_p95_ms"], 2
+    )
     observer.close()
 
 
