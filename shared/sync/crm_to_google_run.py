@@ -373,43 +373,43 @@ class _CrmToGoogleRun:
         Google holding a version we made, which a redelivery re-applies from the CRM's stale copy, and the fields the
         merge took from Google would be lost. Written to the CRM first, every version we write to Google is one the
         CRM already holds. `next_attempt_at` is the safety net: the cron re-pushes it if that trigger never runs."""
-        replaced = merged.model_copy(update={"google": link_from_google(current, calendar_id)})
-        replaced.sync = replaced.sync.model_copy(
-            update={
-                "state": SyncState.PENDING,
-                "content_hash": content_hash(google),  # what Google holds at that etag
-                "base": base_of(google),
-                "last_error": None,
-                "last_error_at": None,
-                "attempts": 0,
-                "next_attempt_at": self.now + dt.timedelta(seconds=MERGED_PUSH_SAFETY_SECONDS),
-                "attempted_hash": None,
-            }
-        )
-        self.done.replaced = replaced
-        self.done.outcome = "conflict"
+        due = self.now + dt.timedelta(seconds=MERGED_PUSH_SAFETY_SECONDS)
+        self._keep_in_crm(merged, google, current, calendar_id, SyncState.PENDING, due)
         self.done.reason = "merged with Google's version; the CRM's side is pushed next"
 
     def _hold(self, held: CrmEvent, google: CrmEvent, current: dict[str, Any], calendar_id: str) -> None:
         """ "Ask me": the CRM event keeps both versions for the user; Google is not written. Its link, hash and base
         become Google's version (what Google holds at that etag), so the push after the user's choice sends exactly
         the CRM's differences, If-Match that etag."""
-        replaced = held.model_copy(update={"google": link_from_google(current, calendar_id)})
+        self._keep_in_crm(held, google, current, calendar_id, SyncState.CONFLICT, None)
+        self.done.reason = "held for the user's choice (ask me)"
+
+    def _keep_in_crm(
+        self,
+        content: CrmEvent,
+        google: CrmEvent,
+        current: dict[str, Any],
+        calendar_id: str,
+        state: SyncState,
+        next_attempt_at: dt.datetime | None,
+    ) -> None:
+        """The CRM event becomes `content`, linked to Google's current version, which is also its synced hash and its
+        base: what Google holds at that etag. Google is not written here."""
+        replaced = content.model_copy(update={"google": link_from_google(current, calendar_id)})
         replaced.sync = replaced.sync.model_copy(
             update={
-                "state": SyncState.CONFLICT,
+                "state": state,
                 "content_hash": content_hash(google),
                 "base": base_of(google),
                 "last_error": None,
                 "last_error_at": None,
                 "attempts": 0,
-                "next_attempt_at": None,
+                "next_attempt_at": next_attempt_at,
                 "attempted_hash": None,
             }
         )
         self.done.replaced = replaced
         self.done.outcome = "conflict"
-        self.done.reason = "held for the user's choice (ask me)"
 
     def _find_instance(self, calendar_id: str, recurring_event_id: str) -> dict[str, Any]:
         assert self.event.series is not None

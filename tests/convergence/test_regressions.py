@@ -12,7 +12,7 @@ from shared.account import enablement
 from shared.context import AppContext
 from shared.sync.crm_to_google_run import push_event
 from tests.convergence import machine as conv
-from tests.convergence.machine import Divergence, SyncMachine, check_isolation
+from tests.convergence.machine import SyncMachine, check_isolation
 from tests.convergence.test_state_machine import env as convergence_env  # noqa: F401  (the machine's fixture)
 from tests.fixtures.functions import ServedFunction, serve_function
 from tests.fixtures.sync import connect_user, make_settings

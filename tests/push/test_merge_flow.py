@@ -1,7 +1,8 @@
 """The issue's case through the stand-in and the emulator: a Google user moves a meeting to another room while a CRM
 user renames it. Both edits survive, whichever function meets the conflict first: the push (its If-Match patch gets
-412 `conditionNotMet`, it fetches Google's version and merges) or the pull (Google's change meets the unpushed CRM
-edit). The push runs through the served `push_event` CloudEvent function; the pull is the real engine.
+412 `conditionNotMet`, it fetches Google's version, merges into the CRM event, and that write's trigger pushes) or the
+pull (Google's change meets the unpushed CRM edit). The push runs through the served `push_event` CloudEvent
+function; the pull is the real engine.
 """
 
 from __future__ import annotations
@@ -61,9 +62,14 @@ def test_push_meets_the_412_first_and_merges(app_context, google, push_fn, synce
     edit(app_context, "crm-1", title=TITLE, updated_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
     google.control.reset_counters()
     trigger(push_fn, app_context, "crm-1")
+    # The 412 and the fetch; the merge goes into the CRM first (pending, linked to Google's version), Google unwritten.
+    assert google.control.counters()["by_method"] == {"calendar.events.patch": 1, "calendar.events.get": 1}
+    merged = app_context.store.get_event("crm-1")
+    assert merged.title == TITLE and merged.location == ROOM and merged.sync.state == SyncState.PENDING
+    assert stored_google_event(google, EMAIL, GID)["summary"] != TITLE
+    trigger(push_fn, app_context, "crm-1")  # the merge's own trigger pushes the CRM's side, If-Match Google's etag
     trigger(push_fn, app_context, "crm-1")  # our write-back's own trigger: nothing more
 
-    # 412, the fetch, the merged patch (If-Match the fetched etag).
     assert google.control.counters()["by_method"] == {"calendar.events.patch": 2, "calendar.events.get": 1}
     doc = assert_both_edits_everywhere(app_context, google)
 
