@@ -699,16 +699,23 @@ class FirestoreStore:
             logger.warning("lease release failed; it will expire", extra={"fields": {"lease": lease.ref.id}})
 
     # --- queries ------------------------------------------------------------------------------------------------------
-    def due_calendars(self, field: str, now: dt.datetime, limit: int) -> list[SyncedCalendar]:
-        """Enabled calendars whose `field` (renew_due_at / pull_due_at) has passed, oldest first (collection group)."""
+    def due_calendars(
+        self, field: str, now: dt.datetime, limit: int, *, after: DocumentSnapshot | None = None
+    ) -> tuple[list[SyncedCalendar], DocumentSnapshot | None]:
+        """Enabled calendars whose `field` (renew_due_at / pull_due_at) has passed, oldest first (collection group),
+        at most `limit`, after the cursor `after`; with the cursor of the next page (None: this was the last page).
+        The cursor keeps a calendar that stays due (its work failed) from being taken twice in one run."""
         query = (
             self.db.collection_group(CALENDARS)
             .where(filter=_field_filter("enabled", "==", True))
             .where(filter=_field_filter(field, "<=", now))
             .order_by(field)
-            .limit(limit)
         )
-        return [SyncedCalendar.model_validate(s.to_dict()) for s in self.query(query)]
+        if after is not None:
+            query = query.start_after(after)
+        snapshots = list(self.query(query.limit(limit)))
+        calendars = [SyncedCalendar.model_validate(s.to_dict()) for s in snapshots]
+        return calendars, (snapshots[-1] if len(snapshots) == limit else None)
 
     def routes_near_expiry(self, horizon: dt.datetime, limit: int) -> list[ChannelRoute]:
         """ACTIVE channel routes expiring before `horizon`, soonest first (the cron's orphan sweep)."""

@@ -247,26 +247,54 @@ class RenewalRun:
             self.count("orphans_stopped")
 
     # -- the whole run ----------------------------------------------------------------------------------------------
+    def take_due_batches(self, batch_limit: int) -> None:
+        """Renewals and stale pulls, a batch of each at a time (cursor-paged, oldest due first), until nothing is due
+        or the deadline: a run's work is what is due, and one run takes as much of it as its deadline allows (the
+        capacity model in the README sizes concurrency and deadline for one million users from this)."""
+        ctx = self.ctx
+        renew_cursor: Any = None
+        pull_cursor: Any = None
+        renew_more = pull_more = True
+        rewatched: set[tuple[str, str]] = set()
+        batches = 0
+        with ThreadPoolExecutor(max_workers=ctx.settings.renewal_concurrency, thread_name_prefix="renew") as pool:
+            while (renew_more or pull_more) and (batches == 0 or self.time_left() > 0):
+                renew_due: list[SyncedCalendar] = []
+                pull_page: list[SyncedCalendar] = []
+                if renew_more:
+                    renew_due, renew_cursor = ctx.store.due_calendars(
+                        "renew_due_at", self.now, batch_limit, after=renew_cursor
+                    )
+                    renew_more = renew_cursor is not None
+                # Calendars without a live channel are re-watched and caught up in the renewal step: no second pull.
+                rewatched |= {
+                    (c.user_id, c.key) for c in renew_due if c.channel is None or c.channel.expiration <= self.now
+                }
+                if pull_more:
+                    pull_page, pull_cursor = ctx.store.due_calendars(
+                        "pull_due_at", self.now, batch_limit, after=pull_cursor
+                    )
+                    pull_more = pull_cursor is not None
+                pull_due = [c for c in pull_page if (c.user_id, c.key) not in rewatched]
+                self.count("renew_due", len(renew_due))
+                self.count("pull_due", len(pull_due))
+                log_event(
+                    logger,
+                    "renewal run started" if batches == 0 else "renewal run: next batch",
+                    renew_due=len(renew_due),
+                    pull_due=len(pull_due),
+                    batch=batches + 1,
+                )
+                list(pool.map(self.renew_one, renew_due))
+                list(pool.map(self.pull_one, pull_due))
+                batches += 1
+        self.report["due_batches"] = batches
+
     def run(self, *, batch_limit: int = DUE_BATCH_LIMIT) -> dict[str, Any]:
         ctx = self.ctx
         ops_before = collections.Counter(ctx.store.ops)
         google_before = ctx.google_call_count()
-        renew_due = ctx.store.due_calendars("renew_due_at", self.now, batch_limit)
-        # Calendars without a live channel are re-watched and caught up in the renewal step: no second pull.
-        rewatch_keys = {(c.user_id, c.key) for c in renew_due if c.channel is None or c.channel.expiration <= self.now}
-        pull_due = [
-            c
-            for c in ctx.store.due_calendars("pull_due_at", self.now, batch_limit)
-            if (c.user_id, c.key) not in rewatch_keys
-        ]
-        self.report["renew_due"] = len(renew_due)
-        self.report["pull_due"] = len(pull_due)
-        log_event(logger, "renewal run started", renew_due=len(renew_due), pull_due=len(pull_due))
-        workers = ctx.settings.renewal_concurrency
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
-            list(pool.map(self.renew_one, renew_due))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
-            list(pool.map(self.pull_one, pull_due))
+        self.take_due_batches(batch_limit)
         from shared.sync.crm_to_google_sweeps import push_due_events, sweep_unpushed_edits
 
         pushed: dict[str, int] = {}

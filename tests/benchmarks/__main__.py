@@ -126,6 +126,8 @@ CAPACITY_FIGURES = (
     ("capacity.cron.due_per_run_at_1m_users", "due calendars per cron run at 1,000,000 users"),
     ("capacity.cron.batches_per_run_at_1m_users", "1,000-calendar batches per run at 1,000,000 users"),
     ("capacity.cron.concurrency_needed_at_1m_users", "cron workers its deadline needs at 1,000,000 users"),
+    ("capacity.cron.cpu_s_per_due", "cron CPU-seconds per due calendar (the process's: an upper bound)"),
+    ("capacity.cron.vcpu_needed_at_1m_users", "renew function vCPU its deadline needs at 1,000,000 users"),
     ("instance.webhook.notifications_per_s", "notifications/s one webhook instance sustains (gunicorn, gthread)"),
     ("instance.webhook.p95_ms", "p95 ms at that rate"),
     ("instance.webhook.p95_bound_ms", "the p95 bound"),

@@ -9,15 +9,16 @@ pulls (an over-count of one pull per calendar and lifetime, kept: the model errs
 The model (every input is a figure of this run; the limits and prices are Google's, cited in the README):
 - users at the Calendar API's per-project quota: QUOTA_PROJECT_PER_MIN / (busiest hour's calls per user / 60);
   at the daily billing threshold: DAILY_BILLING_THRESHOLD / calls per user-day; the cron: what one run takes
-  (DUE_BATCH_LIMIT due calendars, or what its deadline allows) x its runs a day / due calendars per user-day; the
-  webhook: max instances x one
-  instance's sustained notifications per second (bench_instance, or INSTANCE_RATE_FALLBACK) / the busiest hour's
-  webhook calls per user and second. The first limit is the smallest of these.
+  before its deadline (RENEWAL_CONCURRENCY threads at the measured seconds per due calendar, and the function's vCPU
+  at the measured CPU-seconds per due calendar) x its runs a day / due calendars per user-day; the webhook: max
+  instances x one instance's sustained notifications per second (bench_instance, or INSTANCE_RATE_FALLBACK) / the
+  busiest hour's webhook calls per user and second. The first limit is the smallest of these.
 - cost per 1,000 users a month: Firestore reads (queries count at least one read) and writes (deletes included, priced
   as writes) at list price, function invocations, and billed instance time (each request's wall time rounded up to
   100 ms, at the function's vCPU and memory) at Cloud Run's request-based list prices; free tiers left out.
-- the cron at one million users: due calendars per run and the concurrency its deadline needs at the measured
-  seconds per due calendar, at the deployed schedule's runs a day (shared/scheduler_job.json).
+- the cron at one million users: due calendars per run, and the concurrency and vCPU its deadline needs at the
+  measured seconds and CPU-seconds per due calendar, at the deployed schedule's runs a day
+  (shared/scheduler_job.json).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ FUNCTION_SIZE = {"webhook": (1.0, 0.5), "push_event": (0.333, 0.5), "renew": (0.
 DEFAULT_SIZE = (0.167, 0.25)
 WEBHOOK_MAX_INSTANCES = 20
 INSTANCE_RATE_FALLBACK = 20.0  # notifications/s one webhook instance sustains, when bench_instance has not run
-DUE_BATCH_LIMIT = 1000  # shared.account.renewal.DUE_BATCH_LIMIT: due calendars one cron run takes per query
+DUE_BATCH_LIMIT = 1000  # shared.account.renewal.DUE_BATCH_LIMIT: due calendars per query (a run pages on)
 CRON_DEADLINE_S = 240 * 0.9  # RENEWAL_DEADLINE_SECONDS, of which the run uses 90%
 MILLION = 1_000_000
 RENEWAL_CONCURRENCY = 8  # the cron's worker threads (RENEWAL_CONCURRENCY default, at most 64)
@@ -134,11 +135,23 @@ def model(day: list[Any], renewal: Any, users: int, lifetime_days: float, instan
         sum(x.functions.get("renew", {}).get("wall_s", 0) - idle_wall for x in busy)
         / max(1, sum(due(x) for x in busy)),
     )
+    idle_cpu = sum(x.functions.get("renew", {}).get("process_cpu_s", 0) for x in idle) / max(1, len(idle))
+    cpu_per_due = max(
+        0.0,
+        sum(x.functions.get("renew", {}).get("process_cpu_s", 0) - idle_cpu for x in busy)
+        / max(1, sum(due(x) for x in busy)),
+    )
     peak_due = max(due(x) for x in runs)
+    # A run pages through what is due (batch after batch) until its deadline: what it takes is bounded by its worker
+    # threads waiting on Google and Firestore, and by the function's vCPU.
+    renew_vcpu = FUNCTION_SIZE["renew"][0]
     per_run_capacity = min(
-        DUE_BATCH_LIMIT, RENEWAL_CONCURRENCY * CRON_DEADLINE_S / seconds_per_due if seconds_per_due else math.inf
+        RENEWAL_CONCURRENCY * CRON_DEADLINE_S / seconds_per_due if seconds_per_due else math.inf,
+        renew_vcpu * CRON_DEADLINE_S / cpu_per_due if cpu_per_due else math.inf,
     )
     due_per_run_1m = due_per_user_day / runs_per_day * MILLION
+    out[f"{PREFIX}.cron.cpu_s_per_due"] = round(cpu_per_due, 4)
+    out[f"{PREFIX}.cron.vcpu_needed_at_1m_users"] = round(due_per_run_1m * cpu_per_due / CRON_DEADLINE_S, 2)
     idle_reads = sum(x.cron.get("firestore", {}).get("reads", 0) for x in idle) / max(1, len(idle))
     out[f"{PREFIX}.cron.runs_per_day"] = float(runs_per_day)
     # What the schedule costs a project with nothing due: its runs' queries and invocations (not per user).
@@ -172,7 +185,7 @@ def model(day: list[Any], renewal: Any, users: int, lifetime_days: float, instan
     limits = {
         "calendar_project_per_minute": QUOTA_PROJECT_PER_MIN / (peak_calls / users / 60) if peak_calls else math.inf,
         "calendar_daily_billing_threshold": DAILY_BILLING_THRESHOLD / calls if calls else math.inf,
-        # Steady state: what one run can take (its batch, or what its deadline allows) x the schedule's runs a day.
+        # Steady state: what one run can take before its deadline x the schedule's runs a day.
         "cron_runs": per_run_capacity * runs_per_day / due_per_user_day if due_per_user_day else math.inf,
         "webhook_max_instances": (
             WEBHOOK_MAX_INSTANCES * instance_rate / (peak_webhook / users / 3600) if peak_webhook else math.inf

@@ -293,6 +293,30 @@ def test_run_stops_at_its_deadline(api: Api, app_context: AppContext, google, cl
     assert renewal.run_renewal(app_context)["renewed"] == 3
 
 
+def test_one_run_takes_batch_after_batch_until_nothing_is_due(
+    api: Api, app_context: AppContext, google, clock: SkewClock
+) -> None:
+    """More due than one batch: the run pages on (cursor after the last taken) instead of leaving the rest for the next
+    run, and a calendar whose renewal failed stays due for the next run without being taken twice in this one."""
+    work, home = setup_user(app_context, google, "user-a", ALICE, secondary=("Work", "Home"))
+    _enable(api, "user-a", {"calendar_ids": ["primary", work, home]})
+    setup_user(app_context, google, "user-b", BOB)
+    _enable(api, "user-b")
+    clock.advance(INTO_RENEW_WINDOW)
+    retries = app_context.settings.google_max_retries
+    google.control.inject_fault("calendar.events.watch", status=500, count=retries + 1)  # the first renewal fails
+    report = renewal.run_renewal(app_context, batch_limit=1)
+    counts = report["counts"]
+    assert counts["renew_due"] == 4, counts  # every due calendar taken once, one per batch
+    assert counts["due_batches"] >= 4, counts
+    assert report["renewed"] == 3, report
+    still_due, _ = app_context.store.due_calendars("renew_due_at", clock(), 10)
+    assert len(still_due) == 1
+    # The next run takes the one left due, and only it.
+    again = renewal.run_renewal(app_context, batch_limit=1)
+    assert again["counts"]["renew_due"] == 1 and again["renewed"] == 1, again
+
+
 def test_cost_grows_with_due_work_not_with_calendars(app_context: AppContext, google, clock: SkewClock) -> None:
     """Many enabled calendars that are not due cost nothing; only the due one is read."""
     from shared.models import ChannelInfo, SyncedCalendar
