@@ -4,8 +4,9 @@ sweep unpushed CRM edits, stop orphaned channels. Safe to run concurrently.
 Why this shape:
 - The cron queries only what is due: collection-group queries over `calendars` on `renew_due_at` and `pull_due_at`
   (composite indexes in shared/indexes.py), routes near expiry for orphans, and CRM → Google's own due query.
-  Its cost grows with due work, not with the number of users; it bounds its concurrency and stops starting work at
-  its deadline, leaving the rest due for the next run.
+  Its cost grows with due work, not with the number of users; it takes what is due a batch at a time (a cursor after
+  the last calendar taken, so one whose work failed is not retaken in the same run) until nothing is due or its
+  deadline, bounds its concurrency, and leaves the rest due for the next run.
 - A calendar due for a pull whose own write went unannounced past the grace (shared/sync/echo.py) has a dead
   channel: it is re-watched and pulled (shared/account/repair.py), not only pulled.
 - Integrations in needs_reauth are skipped and reported; their calendars' due times move out by REAUTH_RECHECK so
