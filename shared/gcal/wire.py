@@ -165,6 +165,21 @@ def meta_from_google(google_event: dict[str, Any]) -> CrmMeta:
     return CrmMeta(**{field: private.get(key) for field, key in META_KEYS.items()})
 
 
+STAMP_KEY = "crmContentHash"  # extendedProperties.private: hash of the content we pushed (<= 44 chars key)
+
+
+def wire_event(event: CrmEvent) -> CrmEvent:
+    """The CRM event as it goes over the wire: a recurring series needs a timeZone on date-time start/end ("UTC")."""
+    if not event.recurrence or event.series is not None:
+        return event
+    update: dict[str, Any] = {}
+    for name in ("start", "end"):
+        time_value = getattr(event, name)
+        if time_value.date_time is not None and not time_value.time_zone:
+            update[name] = time_value.model_copy(update={"time_zone": "UTC"})
+    return event.model_copy(update=update) if update else event
+
+
 def link_from_google(google_event: dict[str, Any], calendar_id: str) -> GoogleLink:
     return GoogleLink(
         calendar_id=calendar_id,

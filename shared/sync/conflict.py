@@ -29,12 +29,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Literal
 
-from shared.gcal.wire import content_hash
-from shared.models import ConflictDecision, CrmEvent, GoogleLink, SyncState
+from shared.gcal.wire import content_hash, wire_event
+from shared.models import ConflictDecision, CrmEvent, GoogleLink, SyncBase, SyncState
 from shared.sync.conflict_record import describe_merge
-from shared.sync.merge import MERGED_FIELDS, three_way_merge
+from shared.sync.merge import MERGED_FIELDS, base_of, three_way_merge
 
 Winner = Literal["crm", "google"]
 ConflictMode = Literal["last_write_wins", "ask_me"]
@@ -127,6 +128,35 @@ class MergeOutcome:
     google_only: bool
 
 
+MAX_STAMP_SEARCH_FIELDS = 6  # at most 2**6 candidates (two hashes each), only on the conflict path
+
+
+def merge_base(event: CrmEvent, google: CrmEvent, stamp: str | None) -> SyncBase | None:
+    """The base to merge against: `event.sync.base`, unless Google holds a version we pushed whose write-back never
+    reached the CRM (the push died after its Google write); then that pushed version, which both sides held.
+
+    Why: a push that dies between its Google write and its write-back leaves the CRM's base older than what Google
+    got from us. A later CRM edit of a field that push carried and a later Google edit of another field would then both
+    look like changes of that field, and last write wins could hand Google's copy of our own older value back over the
+    CRM's newer edit. Google's copy carries our stamp (`crmContentHash`: the hash of the content we pushed, shared/sync/
+    crm_to_google_plan.py). Every version we push is the CRM's content at the time (a merge goes into the CRM before it
+    is pushed), so each of its fields still holds either in the CRM or in Google, unless both changed it since: the
+    pushed version is the CRM's event with some of its differing fields taken from Google, found by its stamp. Found:
+    its base is the newer agreement. Not found (the stamp is the CRM's own base, or both sides changed a field since,
+    or too many fields differ to search): `event.sync.base`, as before."""
+    if not stamp or stamp == event.sync.content_hash:
+        return event.sync.base
+    differing = [name for name in MERGED_FIELDS if getattr(event, name) != getattr(google, name)]
+    if len(differing) > MAX_STAMP_SEARCH_FIELDS:
+        return event.sync.base
+    for size in range(len(differing) + 1):
+        for names in combinations(differing, size):
+            candidate = event.model_copy(update={name: getattr(google, name) for name in names}) if names else event
+            if stamp in (content_hash(candidate), content_hash(wire_event(candidate))):
+                return base_of(candidate)
+    return event.sync.base
+
+
 def merge_then_decide(
     event: CrmEvent,
     google: CrmEvent,
@@ -136,10 +166,12 @@ def merge_then_decide(
     mode: ConflictMode = "last_write_wins",
     crm_reason: str,
     google_reason: str,
+    stamp: str | None = None,
 ) -> MergeOutcome:
-    """Merge the CRM event with Google's version (`google`: its content mapped onto the CRM event) against
-    `event.sync.base`, then decide the fields both sides changed by the rule, or hold them ("ask me")."""
-    result = three_way_merge(event.sync.base, event, google)
+    """Merge the CRM event with Google's version (`google`: its content mapped onto the CRM event) against the base
+    (`merge_base`: `event.sync.base`, or the version we pushed that Google holds by its `stamp` and the CRM never
+    recorded), then decide the fields both sides changed by the rule, or hold them ("ask me")."""
+    result = three_way_merge(merge_base(event, google, stamp), event, google)
     held = result.has_conflict and mode == "ask_me"
     if held:
         decision = ConflictDecision(

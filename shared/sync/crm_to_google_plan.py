@@ -27,7 +27,15 @@ import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from shared.gcal.wire import apply_google_event, content_hash, crm_to_google, google_private, parse_rfc3339
+from shared.gcal.wire import (
+    STAMP_KEY,
+    apply_google_event,
+    content_hash,
+    crm_to_google,
+    google_private,
+    parse_rfc3339,
+    wire_event,
+)
 from shared.models import (
     ConflictDecision,
     CrmEvent,
@@ -39,7 +47,6 @@ from shared.models import (
 )
 from shared.sync.conflict import ConflictMode, google_deletion_wins, held_for_user, last_write_wins, merge_then_decide
 
-STAMP_KEY = "crmContentHash"  # extendedProperties.private: hash of the content we pushed (<= 44 chars key)
 RETRY_BASE_SECONDS = 30.0
 RETRY_MAX_SECONDS = 3600.0
 REAUTH_RECHECK_SECONDS = 3600.0
@@ -137,18 +144,6 @@ def resolve_send_updates(
     if integration is not None and integration.send_updates is not None:
         return integration.send_updates
     return default
-
-
-def wire_event(event: CrmEvent) -> CrmEvent:
-    """The CRM event as it goes over the wire: a recurring series needs a timeZone on date-time start/end ("UTC")."""
-    if not event.recurrence or event.series is not None:
-        return event
-    update: dict[str, Any] = {}
-    for name in ("start", "end"):
-        time_value = getattr(event, name)
-        if time_value.date_time is not None and not time_value.time_zone:
-            update[name] = time_value.model_copy(update={"time_zone": "UTC"})
-    return event.model_copy(update=update) if update else event
 
 
 def google_body(event: CrmEvent, *, for_patch: bool, minimal: bool = False) -> dict[str, Any]:
@@ -315,7 +310,14 @@ def resolve_conflict(
         return ConflictResolution("take_google", decision, deleted=True)
     google = google_view(event, current, calendar_id, now)
     outcome = merge_then_decide(
-        event, google, parse_rfc3339(current.get("updated")), now, mode=mode, crm_reason=reason, google_reason=reason
+        event,
+        google,
+        parse_rfc3339(current.get("updated")),
+        now,
+        mode=mode,
+        crm_reason=reason,
+        google_reason=reason,
+        stamp=google_private(current).get(STAMP_KEY),
     )
     if outcome.held:
         return ConflictResolution("hold", outcome.decision, merged=outcome.content, google=google)

@@ -34,6 +34,7 @@ from typing import Any
 
 from shared.gcal.event_types import not_imported_reason, recorded_type_fields
 from shared.gcal.wire import (
+    STAMP_KEY,
     apply_google_event,
     content_hash,
     google_private,
@@ -359,7 +360,8 @@ def plan_one(
     google_version = _google_version(stored, google_event, index, crm_id, owner_id, now)
     same_content = content_hash(google_version) == content_hash(stored)
     if has_unpushed_change(stored) and not same_content and not stored.deleted:
-        return _merge(crm_id, google_id, stored, google_version, google_time, now, calendar_id, conflict_mode)
+        stamp = google_private(google_event).get(STAMP_KEY)
+        return _merge(crm_id, google_id, stored, google_version, google_time, now, calendar_id, conflict_mode, stamp)
     if has_unpushed_change(stored) and not same_content:
         # A CRM deletion against a Google edit: not merged, the clocks decide the whole event.
         decision = last_write_wins(
@@ -404,8 +406,10 @@ def _merge(
     now: dt.datetime,
     calendar_id: str,
     conflict_mode: ConflictMode,
+    stamp: str | None,
 ) -> UpdateFromGoogle | KeepLocal:
-    """A Google change meets an unpushed CRM edit: shared/sync/conflict.py merges, then decides (or holds)."""
+    """A Google change meets an unpushed CRM edit: shared/sync/conflict.py merges, then decides (or holds); `stamp`:
+    the content stamp our last push left on Google's copy (conflict.merge_base)."""
     outcome = merge_then_decide(
         stored,
         google_version,
@@ -414,6 +418,7 @@ def _merge(
         mode=conflict_mode,
         crm_reason="the CRM edit is newer than Google's change; kept (pushed later)",
         google_reason="Google's change is newer than the CRM's unpushed edit",
+        stamp=stamp,
     )
     decisions = with_decision(stored.sync.decisions, outcome.decision)
     if outcome.google_only:
