@@ -180,3 +180,23 @@ def test_a_merged_push_that_dies_after_its_google_write_keeps_googles_field() ->
     machine.crm_edit_push_crashes(pick=0, writes=1, title="Demo")
     machine.cron()
     machine.teardown()  # raised Divergence before the fix: the description edit was lost
+
+
+@pytest.mark.usefixtures("convergence_env")
+def test_a_crm_edit_after_a_push_that_died_is_not_lost_to_our_own_pushed_value() -> None:
+    """Soak finding. A CRM rename's push writes Google and dies before its write-back, so the CRM's base is older than
+    what Google got from us. Then the CRM renames the meeting again while a Google user changes its description. The
+    merge against the stale base saw the title changed on both sides (Google's copy holds our first rename) and last
+    write wins gave Google's copy of our own older title back over the CRM's newer one. The pushed version is now found
+    by its stamp on Google's copy and merged against (shared/sync/conflict.py `merge_base`): the title is the CRM's
+    change alone, the description Google's."""
+    machine = SyncMachine()
+    machine.setup()
+    machine.google_fault(fault=(500, "backendError"), method="calendar.events.list", count=4)
+    machine.crm_edit_push_crashes(pick=37, writes=1, title="Sync")
+    machine.google_reply(pick=34, answer="tentative")
+    machine.concurrent_field_edits(pick=7, fields=("title", "description"), order="later", title="Review")
+    machine.firestore_outage(pick=7, title="Demo", whole=False, code="UNAVAILABLE", calls=4)
+    machine.invalidate_sync_tokens(cal=0)
+    machine.firestore_outage(pick=7, title="Demo", whole=False, code="UNAVAILABLE", calls=4)
+    machine.teardown()  # raised Divergence before the fix: the title 'Review (crm 4)' was lost to 'Sync (crashy)'

@@ -125,6 +125,30 @@ def test_push_412_pushes_the_crm_title_with_googles_location() -> None:
     assert sorted(resolution.decision.fields_merged) == ["location", "title"]
 
 
+def test_a_push_whose_write_back_was_lost_is_the_base_found_by_its_stamp() -> None:
+    """The CRM renamed the meeting; its push wrote Google (stamped) and died before its write-back, so the CRM's base
+    is still the older agreement. Then the CRM renames it again and a Google user (later) edits the description. The
+    pushed version is found by its stamp: the title is the CRM's alone and the description Google's, in both
+    directions. Against the stale base the title would look changed on both sides, and Google's later clock would
+    hand it our own first rename back."""
+    before = synced()
+    pushed = crm_edit(before, T0, title="First rename")
+    google_event = google_now(pushed, T0 + dt.timedelta(minutes=30), description="Notes from Google")
+    google_event["extendedProperties"]["private"][STAMP_KEY] = google_body(pushed, for_patch=False)[
+        "extendedProperties"
+    ]["private"][STAMP_KEY]
+    stored = crm_edit(pushed, T0 + dt.timedelta(minutes=10), title="Second rename")  # sync: still `before`'s
+    for result in (
+        pull_result(through_pull(stored, google_event)),
+        push_result(stored, google_event, through_push(stored, google_event)),
+    ):
+        assert (result.title, result.description) == ("Second rename", "Notes from Google")
+    assert through_pull(stored, google_event).decision.fields_decided == []
+    # Without a stamp of ours (a Google user's copy, or an unknown push), the stored base decides, as before.
+    google_event["extendedProperties"]["private"].pop(STAMP_KEY)
+    assert pull_result(through_pull(stored, google_event)).title == "First rename"
+
+
 def test_a_field_changed_on_both_sides_is_decided_and_the_others_still_merge() -> None:
     before = synced()
     stored = crm_edit(before, T0, title="CRM title", description="CRM notes")
