@@ -87,7 +87,7 @@ class Settings(BaseModel):
     google_max_retries: int = Field(default=5, ge=0, le=10)
     google_retry_base_seconds: float = Field(default=0.5, ge=0)
     renewal_deadline_seconds: float = Field(default=240.0, gt=0)
-    renewal_concurrency: int = Field(default=8, ge=1, le=64)
+    renewal_concurrency: int = Field(default=16, ge=1, le=64)  # sized for 1M users: README "Capacity"
     # One Firestore call (with the client's retries) gives up after this long: StoreUnavailable, a 503 / a retry.
     firestore_call_deadline_seconds: float = Field(default=20.0, gt=0, le=300)
     # Where the OAuth callback sends the browser afterwards (the CRM settings page); empty = a JSON answer.

@@ -100,8 +100,11 @@ locals {
   # functions-framework starts on one vCPU (4 per CPU), so no request waits inside the instance; concurrency above 1
   # needs at least 1 vCPU. Its max_instances x one instance's measured rate (bench_instance) covers the peak
   # notification rate of the users one project carries: README "Capacity".
+  # The renew function gets 1 vCPU for its RENEWAL_CONCURRENCY worker threads (a run pages through what is due until
+  # its deadline): sized for one million users, README "Capacity".
   request_concurrency = {
     webhook = { cpu = "1", concurrency = 4 }
+    renew   = { cpu = "1", concurrency = 1 }
   }
 
   # Sizing: per-function defaults above, overridden by var.function_sizing.
@@ -131,7 +134,7 @@ locals {
     GOOGLE_MAX_RETRIES              = "5"
     GOOGLE_RETRY_BASE_SECONDS       = "0.5"
     RENEWAL_DEADLINE_SECONDS        = "240.0"
-    RENEWAL_CONCURRENCY             = "8"
+    RENEWAL_CONCURRENCY             = "16"
     FIRESTORE_CALL_DEADLINE_SECONDS = "20.0"
   }
 

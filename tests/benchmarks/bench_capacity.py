@@ -41,14 +41,14 @@ USD_PER_VCPU_S = 0.000024
 USD_PER_GIB_S = 0.0000025
 USD_PER_REQUEST = 0.40 / 1_000_000
 # (vCPU, GiB) per function as terraform/locals.tf sizes them (gen2 default vCPU for the memory, webhook 1 vCPU).
-FUNCTION_SIZE = {"webhook": (1.0, 0.5), "push_event": (0.333, 0.5), "renew": (0.333, 0.5), "sync_enable": (0.333, 0.5)}
+FUNCTION_SIZE = {"webhook": (1.0, 0.5), "push_event": (0.333, 0.5), "renew": (1.0, 0.5), "sync_enable": (0.333, 0.5)}
 DEFAULT_SIZE = (0.167, 0.25)
 WEBHOOK_MAX_INSTANCES = 20
 INSTANCE_RATE_FALLBACK = 20.0  # notifications/s one webhook instance sustains, when bench_instance has not run
 DUE_BATCH_LIMIT = 1000  # shared.account.renewal.DUE_BATCH_LIMIT: due calendars per query (a run pages on)
 CRON_DEADLINE_S = 240 * 0.9  # RENEWAL_DEADLINE_SECONDS, of which the run uses 90%
 MILLION = 1_000_000
-RENEWAL_CONCURRENCY = 8  # the cron's worker threads (RENEWAL_CONCURRENCY default, at most 64)
+RENEWAL_CONCURRENCY = 16  # the cron's worker threads (RENEWAL_CONCURRENCY default, at most 64)
 
 
 def cron_runs_per_day() -> int:
