@@ -142,7 +142,7 @@ def merge_base(event: CrmEvent, google: CrmEvent, stamp: str | None) -> SyncBase
     crm_to_google_plan.py). Every version we push is the CRM's content at the time (a merge goes into the CRM before it
     is pushed), so each of its fields still holds either in the CRM or in Google, unless both changed it since: the
     pushed version is the CRM's event with some of its differing fields taken from Google, found by its stamp. Found:
-    its base is the newer agreement. Not found (the stamp is the CRM's own base, or both sides changed a field since,
+    its base is the newer agreement. Not found (the stamp is the CRM's synced hash, or both sides changed a field since,
     or too many fields differ to search): `event.sync.base`, as before."""
     if not stamp or stamp == event.sync.content_hash:
         return event.sync.base
