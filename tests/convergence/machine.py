@@ -562,11 +562,12 @@ class SyncMachine(RuleBasedStateMachine):
         """Eventarc: every event document whose update time moved is pushed (until nothing moves: bounded)."""
         assert self.ctx is not None
         for _ in range(rounds):
-            moved = []
             # Names and update times only (an empty projection): Eventarc looks at what moved, not at the data.
-            for snapshot in self.ctx.store.db.collection("events").select([]).stream():
-                if self.triggered.get(snapshot.id) != snapshot.update_time or snapshot.id in self.redeliver:
-                    moved.append((snapshot.id, snapshot.update_time))
+            moved = [
+                (event_id, update_time)
+                for event_id, update_time in self._update_times().items()
+                if self.triggered.get(event_id) != update_time or event_id in self.redeliver
+            ]
             if not moved:
                 return
             for event_id, update_time in moved:
@@ -1104,6 +1105,7 @@ class SyncMachine(RuleBasedStateMachine):
                 break
 
     def _update_times(self) -> dict[str, Any]:
+        """Every CRM event document's update time, by id (an empty projection: names and times only)."""
         assert self.ctx is not None
         return {s.id: s.update_time for s in self.ctx.store.db.collection("events").select([]).stream()}
 
@@ -1124,9 +1126,9 @@ class SyncMachine(RuleBasedStateMachine):
         uncontested = {k: v for k, v in self.field_edits.items() if k not in self.contested_fields}
         problems += check_field_edits(self.ctx, self.google, uncontested)
         # No ping-pong: a further round of notifications, triggers and cron changes nothing anywhere.
-        events_before = {s.id: s.update_time for s in self.ctx.store.db.collection("events").stream()}
+        events_before = self._update_times()
         self.quiesce()
-        events_after = {s.id: s.update_time for s in self.ctx.store.db.collection("events").stream()}
+        events_after = self._update_times()
         extra = google_writes(self.control.counters()) - before_writes
         if extra:
             problems.append(f"{extra} Google writes after quiescence (echo / ping-pong)")
