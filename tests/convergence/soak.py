@@ -3,7 +3,7 @@
 One example costs about half a CPU-second of Python plus the emulator's share, and a worker waits on HTTP and gRPC
 much of the time, so several workers against one shared emulator run the 20,000 examples in a fraction of the time
 one would. Each worker is a pytest run of `test_soak_converges` with its own stand-in, served webhook and Firestore
-projects, and its own random seed; it writes `.bench/soak-<n>.json` as it goes. The runner merges them into
+projects, and its own random seed; it writes `.bench/soak-<round>-<n>.json` as it goes. The runner merges them into
 `.bench/soak.json`: examples run, divergences found (with the first few), rule counts, workers, seconds.
 
     python -m tests.convergence.soak [--examples 20000] [--workers N] [--round-examples 4000]
